@@ -1,0 +1,295 @@
+//! `FeatureRollout`: one flag, the steps that hand its new variant out, and what
+//! "healthy" means for the spans of the users who got it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a rollout, as the user wrote it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "spangate.dev",
+    version = "v1alpha1",
+    kind = "FeatureRollout",
+    plural = "featurerollouts",
+    shortname = "fr",
+    namespaced,
+    status = "FeatureRolloutStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.currentStep"}"#,
+    printcolumn = r#"{"name":"Weight","type":"number","jsonPath":".status.weight"}"#,
+    printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureRolloutSpec {
+    /// The flag this rollout serves.
+    pub flag: FlagSpec,
+    /// Context attribute whose value keeps users in the same bucket (for example
+    /// `accountId`, so every user of one customer sees the same variant). Default:
+    /// the OFREP `targetingKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_by: Option<String>,
+    /// `service.name` of the spans that are judged.
+    pub service: String,
+    /// Commit that carries the feature; when set, only spans whose
+    /// `vcs.ref.head.revision` (or `service.version`) equals it are judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Percent of users that get the rollout variant at each step, increasing.
+    /// When the last step is below 100 the rollout holds there, still judged.
+    #[schemars(length(min = 1))]
+    pub steps: Vec<f64>,
+    /// Minimum time at each step before it may advance (Go duration: `30s`, `5m`).
+    #[serde(default = "default_step_duration")]
+    pub step_duration: String,
+    /// What the spans of the rollout variant must show for a step to pass.
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+    /// Hold at the current step: no step up, no rollback.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
+}
+
+fn default_step_duration() -> String {
+    "30s".to_string()
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The flag: its variants, the variant everybody else gets, and the one the steps
+/// hand out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagSpec {
+    /// Flag key, as applications ask for it over OFREP.
+    pub key: String,
+    /// Variant name → value (bool, string, number or object).
+    #[schemars(schema_with = "variants_schema")]
+    pub variants: BTreeMap<String, serde_json::Value>,
+    /// The variant everyone else gets; also the baseline the analysis compares to.
+    pub default_variant: String,
+    /// The variant the steps hand out.
+    pub rollout_variant: String,
+}
+
+fn variants_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": { "x-kubernetes-preserve-unknown-fields": true }
+    })
+}
+
+/// Thresholds the rollout variant is judged against. Every threshold is optional;
+/// a rollout with none still needs `minSamples` per variant to pass.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// Spans needed per variant in the current step before any verdict.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+    /// Highest error rate (0–1) allowed for the rollout variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    /// Highest allowed error rate of the rollout variant minus the default variant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate_increase: Option<f64>,
+    /// Highest allowed latency quantiles of the rollout variant, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<LatencyQuantiles>,
+    /// Highest allowed relative p99 increase over the default variant (0.25 = 25%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_increase: Option<f64>,
+}
+
+fn default_min_samples() -> u64 {
+    200
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        Self {
+            min_samples: default_min_samples(),
+            max_error_rate: None,
+            max_error_rate_increase: None,
+            max_latency_ms: None,
+            max_latency_increase: None,
+        }
+    }
+}
+
+/// Latency quantiles in milliseconds; as a threshold, the ones given are checked.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, JsonSchema)]
+pub struct LatencyQuantiles {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p90: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
+}
+
+impl LatencyQuantiles {
+    /// The quantiles that are set, with their names, smallest quantile first.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, f64, f64)> {
+        [
+            ("p50", 0.50, self.p50),
+            ("p90", 0.90, self.p90),
+            ("p95", 0.95, self.p95),
+            ("p99", 0.99, self.p99),
+        ]
+        .into_iter()
+        .filter_map(|(name, q, v)| v.map(|v| (name, q, v)))
+    }
+}
+
+/// Where a rollout stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Seen, not started yet.
+    #[default]
+    Pending,
+    /// Handing the rollout variant to the current step's share and judging it.
+    Progressing,
+    /// Held by `spec.paused`.
+    Paused,
+    /// Everyone gets the rollout variant.
+    Promoted,
+    /// The analysis failed; everyone gets the default variant again.
+    RolledBack,
+    /// The spec cannot be carried out; `message` says why.
+    Invalid,
+}
+
+impl Phase {
+    /// Whether the rollout has ended (nothing moves until the spec changes).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Promoted | Phase::RolledBack | Phase::Invalid)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Observed state of a rollout, kept by the controller. Everything needed to resume
+/// after a restart is here.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureRolloutStatus {
+    #[serde(default)]
+    pub phase: Phase,
+    /// `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Index into `spec.steps` of the current step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<u32>,
+    /// Percent of users handed the rollout variant right now.
+    #[serde(default)]
+    pub weight: f64,
+    /// When the current step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// Fingerprint of what is being rolled out (flag, variants, revision, service,
+    /// bucketing); when it changes the rollout starts again from the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Outcome of the last verdict, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<VerdictOutcome>,
+    /// One sentence on where the rollout stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The last verdict with its evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verdict: Option<VerdictRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The latest transitions, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Transition>,
+}
+
+/// What the analysis concluded.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum VerdictOutcome {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl std::fmt::Display for VerdictOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A verdict with the evidence it was reached on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub outcome: VerdictOutcome,
+    /// Why, in one sentence: the failed thresholds, or how many samples are missing.
+    pub message: String,
+    /// Names of the thresholds that failed (`maxErrorRate`, `maxLatencyMs.p99`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_checks: Vec<String>,
+    /// Spans of the default variant.
+    pub baseline: VariantEvidence,
+    /// Spans of the rollout variant.
+    pub candidate: VariantEvidence,
+    /// Trace IDs (hex) of failing spans of the rollout variant, to open in Jaeger.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exemplar_trace_ids: Vec<String>,
+}
+
+/// The verdict as recorded in status: when, and at which step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerdictRecord {
+    pub at: Time,
+    pub step: u32,
+    pub weight: f64,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// What the spans of one variant showed during a step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantEvidence {
+    pub variant: String,
+    pub samples: u64,
+    pub errors: u64,
+    /// errors / samples; absent when there are no samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    /// Latency quantiles in milliseconds; absent when there are no samples.
+    #[serde(default)]
+    pub latency_ms: LatencyQuantiles,
+}
+
+/// One change of phase or step, kept in `status.history`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    pub at: Time,
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    pub weight: f64,
+    /// CamelCase reason, the same as the event's (`StepAdvanced`, `RolledBack`, ...).
+    pub reason: String,
+    pub message: String,
+}

@@ -1,0 +1,1 @@
+//! Controller (shell): reconciles each rollout on change and on a tick.

@@ -1,0 +1,60 @@
+//! Flags (pure core): the flag model, its evaluation for an OFREP context, and
+//! flagd-compatible sticky bucketing.
+//!
+//! A [`Flag`] is compiled once when its rollout changes; [`Flag::evaluate`] then
+//! walks the compiled form. A [`FlagSet`] is every flag served at one moment, with a
+//! version that changes whenever any flag does (the OFREP bulk ETag).
+
+pub mod bucket;
+mod flag;
+
+pub use flag::{
+    EvaluationError, Flag, FlagState, PercentageRollout, Reason, Resolution, Variant, WEIGHT_SCALE,
+    percent_to_weight,
+};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Every flag served at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct FlagSet {
+    flags: HashMap<String, Arc<Flag>>,
+    version: u64,
+}
+
+impl FlagSet {
+    pub fn new(flags: impl IntoIterator<Item = Flag>, version: u64) -> Self {
+        Self {
+            flags: flags
+                .into_iter()
+                .map(|f| (f.key.clone(), Arc::new(f)))
+                .collect(),
+            version,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Arc<Flag>> {
+        self.flags.get(key)
+    }
+
+    /// Changes whenever any flag changes; the OFREP bulk ETag is derived from it.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn len(&self) -> usize {
+        self.flags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty()
+    }
+
+    /// Flags in key order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Flag>> {
+        let mut flags: Vec<_> = self.flags.values().collect();
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
+        flags.into_iter()
+    }
+}

@@ -1,0 +1,1 @@
+//! Ingest (shell): OTLP receivers that read spans into analysis windows.

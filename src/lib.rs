@@ -1,0 +1,14 @@
+//! spangate: progressive feature rollouts judged by OpenTelemetry traces.
+//!
+//! Pure core: [`flags`], [`rollout`], [`analysis`] (no I/O, no clock, no async).
+//! Shells: [`ingest`], [`serve`], [`store`], [`controller`], [`telemetry`].
+
+pub mod analysis;
+pub mod api;
+pub mod controller;
+pub mod flags;
+pub mod ingest;
+pub mod rollout;
+pub mod serve;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", spangate::api::crd_yaml());
+}

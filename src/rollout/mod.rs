@@ -1,0 +1,1 @@
+//! Rollout (pure core): the plan a spec describes and the state machine that walks it.

@@ -1,0 +1,1 @@
+//! Store (shell): where rollouts and their status are read and written.
