@@ -153,7 +153,11 @@ mod tests {
         let mut both = LatencySketch::default();
         for i in 0..5_000u64 {
             let d = 500 + i * 7_919 % 3_000_000;
-            if i % 3 == 0 { a.record_ns(d) } else { b.record_ns(d) }
+            if i % 3 == 0 {
+                a.record_ns(d)
+            } else {
+                b.record_ns(d)
+            }
             both.record_ns(d);
         }
         a.merge(&b);

@@ -97,10 +97,22 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_duration() {
-        assert!(matches!(parse_duration("-5s"), Err(DurationError::Negative(_))));
-        assert!(matches!(parse_duration("30"), Err(DurationError::MissingUnit(..))));
-        assert!(matches!(parse_duration("3d"), Err(DurationError::UnknownUnit(..))));
-        assert!(matches!(parse_duration("soon"), Err(DurationError::Malformed(_))));
+        assert!(matches!(
+            parse_duration("-5s"),
+            Err(DurationError::Negative(_))
+        ));
+        assert!(matches!(
+            parse_duration("30"),
+            Err(DurationError::MissingUnit(..))
+        ));
+        assert!(matches!(
+            parse_duration("3d"),
+            Err(DurationError::UnknownUnit(..))
+        ));
+        assert!(matches!(
+            parse_duration("soon"),
+            Err(DurationError::Malformed(_))
+        ));
         assert!(matches!(parse_duration(""), Err(DurationError::Empty(_))));
     }
 }

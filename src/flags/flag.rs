@@ -116,7 +116,10 @@ impl Flag {
     }
 
     /// Resolves the flag for an OFREP evaluation context.
-    pub fn evaluate(&self, context: &Map<String, Value>) -> Result<Resolution<'_>, EvaluationError> {
+    pub fn evaluate(
+        &self,
+        context: &Map<String, Value>,
+    ) -> Result<Resolution<'_>, EvaluationError> {
         if self.state == FlagState::Disabled {
             return Ok(self.resolve(self.default_variant, Reason::Disabled));
         }
@@ -173,8 +176,14 @@ mod tests {
         Flag {
             key: "new-checkout".into(),
             variants: vec![
-                Variant { name: "off".into(), value: json!(false) },
-                Variant { name: "on".into(), value: json!(true) },
+                Variant {
+                    name: "off".into(),
+                    value: json!(false),
+                },
+                Variant {
+                    name: "on".into(),
+                    value: json!(true),
+                },
             ],
             default_variant: 0,
             state: FlagState::Enabled,
@@ -206,8 +215,14 @@ mod tests {
         let err = flag(500, Some("accountId"))
             .evaluate(&ctx(json!({"targetingKey": "u1"})))
             .unwrap_err();
-        assert!(matches!(err, EvaluationError::TargetingKeyMissing { ref attribute, .. } if attribute == "accountId"));
-        assert!(flag(500, None).evaluate(&ctx(json!({"accountId": "a"}))).is_err());
+        assert!(
+            matches!(err, EvaluationError::TargetingKeyMissing { ref attribute, .. } if attribute == "accountId")
+        );
+        assert!(
+            flag(500, None)
+                .evaluate(&ctx(json!({"accountId": "a"})))
+                .is_err()
+        );
     }
 
     #[test]
@@ -244,11 +259,15 @@ mod tests {
         let f = flag(2500, Some("accountId"));
         for account in 0..200 {
             let first = f
-                .evaluate(&ctx(json!({"targetingKey": "u0", "accountId": format!("a{account}")})))
+                .evaluate(&ctx(
+                    json!({"targetingKey": "u0", "accountId": format!("a{account}")}),
+                ))
                 .unwrap()
                 .variant;
             for user in 1..20 {
-                let c = ctx(json!({"targetingKey": format!("u{user}"), "accountId": format!("a{account}")}));
+                let c = ctx(
+                    json!({"targetingKey": format!("u{user}"), "accountId": format!("a{account}")}),
+                );
                 assert_eq!(f.evaluate(&c).unwrap().variant, first);
             }
         }

@@ -1,0 +1,498 @@
+//! The rollout state machine: from the spec, the status it last left, the latest
+//! verdict and the time, to the next status and what the shell must do about it.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::plan::{Plan, plan};
+use crate::api::{
+    FeatureRolloutSpec, FeatureRolloutStatus, Phase, Transition, Verdict, VerdictOutcome,
+    VerdictRecord,
+};
+
+/// Transitions kept in `status.history`.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// What the machine is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub spec: &'a FeatureRolloutSpec,
+    /// `metadata.generation` of the spec.
+    pub generation: Option<i64>,
+    pub status: &'a FeatureRolloutStatus,
+    /// Verdict on the current step's window, when the rollout is progressing.
+    pub verdict: Option<&'a Verdict>,
+    pub now: Timestamp,
+}
+
+/// Kubernetes event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// What the shell must do besides saving the status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Record an event for this transition.
+    Event {
+        type_: EventType,
+        reason: &'static str,
+        note: String,
+    },
+    /// The step changed: start a new analysis window.
+    RestartWindow,
+}
+
+/// The machine's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub status: FeatureRolloutStatus,
+    pub actions: Vec<Action>,
+    /// Reconcile again no later than this (the end of the current step's dwell).
+    pub wake_at: Option<Timestamp>,
+}
+
+/// Computes the next status.
+pub fn decide(input: Input<'_>) -> Decision {
+    let mut next = input.status.clone();
+    next.observed_generation = input.generation;
+    let mut actions = Vec::new();
+
+    let plan = match plan(input.spec) {
+        Ok(plan) => plan,
+        Err(invalid) => {
+            let message = format!("invalid spec: {invalid}");
+            if next.phase != Phase::Invalid || next.message.as_deref() != Some(message.as_str()) {
+                transition(
+                    &mut next,
+                    &mut actions,
+                    input.now,
+                    Phase::Invalid,
+                    None,
+                    0.0,
+                    "InvalidSpec",
+                    message.clone(),
+                    EventType::Warning,
+                );
+            }
+            next.message = Some(message);
+            next.target = None;
+            set_conditions(&mut next, input.generation, input.now);
+            return Decision {
+                status: next,
+                actions,
+                wake_at: None,
+            };
+        }
+    };
+
+    let restart = next.target.as_deref() != Some(plan.target.as_str())
+        || matches!(next.phase, Phase::Invalid | Phase::Pending);
+    if restart {
+        start(&mut next, &mut actions, &plan, input);
+    } else {
+        follow(&mut next, &mut actions, &plan, input);
+    }
+    set_conditions(&mut next, input.generation, input.now);
+    let wake_at = (next.phase == Phase::Progressing)
+        .then(|| dwell_end(&next, &plan))
+        .flatten()
+        .filter(|&t| t > input.now);
+    Decision {
+        status: next,
+        actions,
+        wake_at,
+    }
+}
+
+fn start(
+    next: &mut FeatureRolloutStatus,
+    actions: &mut Vec<Action>,
+    plan: &Plan,
+    input: Input<'_>,
+) {
+    let restarted = next.target.is_some();
+    next.target = Some(plan.target.clone());
+    next.last_verdict = None;
+    next.verdict = None;
+    if input.spec.paused {
+        let message = "paused before the first step; set spec.paused to false to start".to_string();
+        transition(
+            next,
+            actions,
+            input.now,
+            Phase::Paused,
+            None,
+            0.0,
+            "Paused",
+            message.clone(),
+            EventType::Normal,
+        );
+        next.message = Some(message);
+        return;
+    }
+    let (reason, what) = if restarted {
+        (
+            "Restarted",
+            "the flag, service or revision changed; starting again",
+        )
+    } else {
+        ("Started", "rollout started")
+    };
+    enter_step(next, actions, plan, input.now, 0, reason, what.to_string());
+}
+
+/// Moves to step `index` (promoting when it hands out 100%).
+fn enter_step(
+    next: &mut FeatureRolloutStatus,
+    actions: &mut Vec<Action>,
+    plan: &Plan,
+    now: Timestamp,
+    index: u32,
+    reason: &'static str,
+    why: String,
+) {
+    let weight = plan.steps[index as usize];
+    next.step_started_at = Some(Time(now));
+    actions.push(Action::RestartWindow);
+    if weight >= 100.0 {
+        let message = format!("{why}; every user gets the rollout variant");
+        transition(
+            next,
+            actions,
+            now,
+            Phase::Promoted,
+            Some(index),
+            100.0,
+            "Promoted",
+            message.clone(),
+            EventType::Normal,
+        );
+        next.message = Some(message);
+        return;
+    }
+    let message = format!(
+        "{why}; step {}/{} at {weight}%",
+        index + 1,
+        plan.steps.len()
+    );
+    transition(
+        next,
+        actions,
+        now,
+        Phase::Progressing,
+        Some(index),
+        weight,
+        reason,
+        message.clone(),
+        EventType::Normal,
+    );
+    next.message = Some(message);
+}
+
+fn follow(
+    next: &mut FeatureRolloutStatus,
+    actions: &mut Vec<Action>,
+    plan: &Plan,
+    input: Input<'_>,
+) {
+    match next.phase {
+        Phase::Promoted | Phase::RolledBack => return,
+        Phase::Paused if input.spec.paused => return,
+        Phase::Paused => {
+            let Some(index) = next.current_step else {
+                enter_step(
+                    next,
+                    actions,
+                    plan,
+                    input.now,
+                    0,
+                    "Started",
+                    "resumed".to_string(),
+                );
+                return;
+            };
+            let index = index.min(plan.last_step());
+            // Dwell starts again: the time spent paused says nothing about health.
+            next.step_started_at = Some(Time(input.now));
+            let weight = plan.steps[index as usize];
+            let message = format!(
+                "resumed at step {}/{} ({weight}%)",
+                index + 1,
+                plan.steps.len()
+            );
+            transition(
+                next,
+                actions,
+                input.now,
+                Phase::Progressing,
+                Some(index),
+                weight,
+                "Resumed",
+                message.clone(),
+                EventType::Normal,
+            );
+            next.message = Some(message);
+            return;
+        }
+        Phase::Progressing if input.spec.paused => {
+            let message = format!("paused at {}%", next.weight);
+            let step = next.current_step;
+            let weight = next.weight;
+            transition(
+                next,
+                actions,
+                input.now,
+                Phase::Paused,
+                step,
+                weight,
+                "Paused",
+                message.clone(),
+                EventType::Normal,
+            );
+            next.message = Some(message);
+            return;
+        }
+        _ => {}
+    }
+
+    // Progressing. The steps may have been edited: stay at the same index, clamped.
+    let index = next.current_step.unwrap_or(0).min(plan.last_step());
+    next.current_step = Some(index);
+    let weight = plan.steps[index as usize];
+    if weight >= 100.0 {
+        enter_step(
+            next,
+            actions,
+            plan,
+            input.now,
+            index,
+            "Promoted",
+            "the current step now hands out 100%".to_string(),
+        );
+        return;
+    }
+    next.weight = weight;
+
+    let Some(verdict) = input.verdict else {
+        next.message = Some(format!(
+            "step {}/{} at {weight}%: waiting for spans",
+            index + 1,
+            plan.steps.len()
+        ));
+        return;
+    };
+    next.verdict = Some(verdict.outcome);
+    next.last_verdict = Some(VerdictRecord {
+        at: Time(input.now),
+        step: index,
+        weight,
+        verdict: verdict.clone(),
+    });
+    match verdict.outcome {
+        VerdictOutcome::Fail => {
+            let message = format!("rolled back at {weight}%: {}", verdict.message);
+            transition(
+                next,
+                actions,
+                input.now,
+                Phase::RolledBack,
+                Some(index),
+                0.0,
+                "RolledBack",
+                message.clone(),
+                EventType::Warning,
+            );
+            next.message = Some(message);
+        }
+        VerdictOutcome::Inconclusive => {
+            next.message = Some(format!(
+                "step {}/{} at {weight}%: {}",
+                index + 1,
+                plan.steps.len(),
+                verdict.message
+            ));
+        }
+        VerdictOutcome::Pass => {
+            let due = dwell_end(next, plan).is_none_or(|end| input.now >= end);
+            if !due {
+                next.message = Some(format!(
+                    "step {}/{} at {weight}%: analysis passes; dwelling for {} before the next step",
+                    index + 1,
+                    plan.steps.len(),
+                    humantime(plan.step_duration)
+                ));
+            } else if index < plan.last_step() {
+                let why = format!(
+                    "step {}/{} passed ({})",
+                    index + 1,
+                    plan.steps.len(),
+                    verdict.message
+                );
+                enter_step(
+                    next,
+                    actions,
+                    plan,
+                    input.now,
+                    index + 1,
+                    "StepAdvanced",
+                    why,
+                );
+            } else {
+                next.message = Some(format!(
+                    "holding at the final step ({weight}%): analysis passes and keeps watching"
+                ));
+            }
+        }
+    }
+}
+
+fn dwell_end(status: &FeatureRolloutStatus, plan: &Plan) -> Option<Timestamp> {
+    let started = status.step_started_at.as_ref()?.0;
+    let dwell = SignedDuration::try_from(plan.step_duration).ok()?;
+    started.checked_add(dwell).ok()
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 1.0 {
+        format!("{}ms", d.as_millis())
+    } else if secs < 120.0 {
+        format!("{secs}s")
+    } else {
+        format!("{}m", (secs / 60.0).round())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transition(
+    next: &mut FeatureRolloutStatus,
+    actions: &mut Vec<Action>,
+    now: Timestamp,
+    phase: Phase,
+    step: Option<u32>,
+    weight: f64,
+    reason: &'static str,
+    message: String,
+    type_: EventType,
+) {
+    next.phase = phase;
+    next.current_step = step;
+    next.weight = weight;
+    next.history.push(Transition {
+        at: Time(now),
+        phase,
+        step,
+        weight,
+        reason: reason.to_string(),
+        message: message.clone(),
+    });
+    if next.history.len() > HISTORY_LIMIT {
+        let excess = next.history.len() - HISTORY_LIMIT;
+        next.history.drain(..excess);
+    }
+    actions.push(Action::Event {
+        type_,
+        reason,
+        note: message,
+    });
+}
+
+/// Sets `Ready` (the summary), `Progressing` and `Healthy`, keeping each
+/// condition's `lastTransitionTime` unless its status changes.
+fn set_conditions(status: &mut FeatureRolloutStatus, generation: Option<i64>, now: Timestamp) {
+    let phase = status.phase;
+    let message = status.message.clone().unwrap_or_default();
+    let (ready, ready_reason) = match phase {
+        Phase::Progressing | Phase::Promoted | Phase::Paused => ("True", phase.to_string()),
+        Phase::Pending => ("Unknown", "Pending".to_string()),
+        Phase::RolledBack => ("False", "RolledBack".to_string()),
+        Phase::Invalid => ("False", "InvalidSpec".to_string()),
+    };
+    let progressing = if phase == Phase::Progressing {
+        "True"
+    } else {
+        "False"
+    };
+    let (healthy, healthy_reason, healthy_message) = match &status.last_verdict {
+        None => (
+            "Unknown",
+            "NoVerdict".to_string(),
+            "no verdict yet".to_string(),
+        ),
+        Some(record) => {
+            let s = match record.verdict.outcome {
+                VerdictOutcome::Pass => "True",
+                VerdictOutcome::Fail => "False",
+                VerdictOutcome::Inconclusive => "Unknown",
+            };
+            (
+                s,
+                format!("Analysis{}", record.verdict.outcome),
+                record.verdict.message.clone(),
+            )
+        }
+    };
+    set_condition(
+        status,
+        "Ready",
+        ready,
+        &ready_reason,
+        &message,
+        generation,
+        now,
+    );
+    set_condition(
+        status,
+        "Progressing",
+        progressing,
+        &phase.to_string(),
+        &message,
+        generation,
+        now,
+    );
+    set_condition(
+        status,
+        "Healthy",
+        healthy,
+        &healthy_reason,
+        &healthy_message,
+        generation,
+        now,
+    );
+}
+
+fn set_condition(
+    status: &mut FeatureRolloutStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let fresh = Condition {
+        type_: type_.to_string(),
+        status: value.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time: Time(now),
+    };
+    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => {
+            if existing.status == fresh.status {
+                let since = existing.last_transition_time.clone();
+                *existing = Condition {
+                    last_transition_time: since,
+                    ..fresh
+                };
+            } else {
+                *existing = fresh;
+            }
+        }
+        None => status.conditions.push(fresh),
+    }
+}

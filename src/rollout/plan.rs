@@ -1,0 +1,197 @@
+//! What a spec asks for, checked: the step weights, the dwell, and the fingerprint of
+//! what is being rolled out. Every problem is reported, each in words a user can act on.
+
+use std::time::Duration;
+
+use crate::api::{FeatureRolloutSpec, parse_duration};
+use crate::flags::percent_to_weight;
+
+/// A spec that can be carried out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Step percentages, as written.
+    pub steps: Vec<f64>,
+    pub step_duration: Duration,
+    /// Fingerprint of the flag, variants, service, revision and bucketing: a change
+    /// restarts the rollout from the first step.
+    pub target: String,
+}
+
+impl Plan {
+    pub fn last_step(&self) -> u32 {
+        (self.steps.len() - 1) as u32
+    }
+}
+
+/// Why a spec cannot be carried out: every problem found, one sentence each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("; "))]
+pub struct InvalidSpec {
+    pub problems: Vec<String>,
+}
+
+/// Checks `spec` and derives its plan.
+pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
+    let mut problems = Vec::new();
+    let flag = &spec.flag;
+    if flag.key.trim().is_empty() {
+        problems.push("spec.flag.key is empty".to_string());
+    } else if flag.key.contains(['/', '?', '#', ' ']) {
+        problems.push(format!(
+            "spec.flag.key {:?} contains a character not allowed in a flag key (/ ? # or space)",
+            flag.key
+        ));
+    }
+    let known = || {
+        flag.variants
+            .keys()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if flag.variants.is_empty() {
+        problems.push(
+            "spec.flag.variants is empty; give at least the default and the rollout variant"
+                .to_string(),
+        );
+    } else {
+        if !flag.variants.contains_key(&flag.default_variant) {
+            problems.push(format!(
+                "spec.flag.defaultVariant {:?} is not one of the variants ({})",
+                flag.default_variant,
+                known()
+            ));
+        }
+        if !flag.variants.contains_key(&flag.rollout_variant) {
+            problems.push(format!(
+                "spec.flag.rolloutVariant {:?} is not one of the variants ({})",
+                flag.rollout_variant,
+                known()
+            ));
+        }
+    }
+    if flag.default_variant == flag.rollout_variant {
+        problems.push(format!(
+            "spec.flag.rolloutVariant is the same as defaultVariant ({:?}); nothing would change",
+            flag.rollout_variant
+        ));
+    }
+    if spec.service.trim().is_empty() {
+        problems.push(
+            "spec.service is empty; name the service.name whose spans are judged".to_string(),
+        );
+    }
+    if matches!(&spec.bucket_by, Some(b) if b.trim().is_empty()) {
+        problems.push("spec.bucketBy is empty; omit it to bucket by targetingKey".to_string());
+    }
+    if matches!(&spec.revision, Some(r) if r.trim().is_empty()) {
+        problems
+            .push("spec.revision is empty; omit it to judge spans of every revision".to_string());
+    }
+    check_steps(&spec.steps, &mut problems);
+    let step_duration = match parse_duration(&spec.step_duration) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(format!("spec.stepDuration: {e}"));
+            Duration::ZERO
+        }
+    };
+    check_analysis(spec, &mut problems);
+
+    if !problems.is_empty() {
+        return Err(InvalidSpec { problems });
+    }
+    Ok(Plan {
+        steps: spec.steps.clone(),
+        step_duration,
+        target: fingerprint(spec),
+    })
+}
+
+fn check_steps(steps: &[f64], problems: &mut Vec<String>) {
+    if steps.is_empty() {
+        problems.push(
+            "spec.steps is empty; give at least one percentage, e.g. [1, 5, 25, 100]".to_string(),
+        );
+        return;
+    }
+    for (i, &step) in steps.iter().enumerate() {
+        if !step.is_finite() || step <= 0.0 || step > 100.0 {
+            problems.push(format!(
+                "spec.steps[{i}] is {step}; every step must be more than 0 and at most 100 (percent)"
+            ));
+        } else if (step * 100.0 - percent_to_weight(step) as f64).abs() > 1e-6 {
+            problems.push(format!(
+                "spec.steps[{i}] is {step}; steps may have at most two decimals"
+            ));
+        }
+        if i > 0 && step <= steps[i - 1] {
+            problems.push(format!(
+                "spec.steps must increase, but steps[{i}] ({step}) is not above steps[{}] ({})",
+                i - 1,
+                steps[i - 1]
+            ));
+        }
+    }
+}
+
+fn check_analysis(spec: &FeatureRolloutSpec, problems: &mut Vec<String>) {
+    let a = &spec.analysis;
+    if a.min_samples == 0 {
+        problems.push(
+            "spec.analysis.minSamples is 0; at least 1 span per variant is needed for a verdict"
+                .to_string(),
+        );
+    }
+    let mut rate = |name: &str, v: Option<f64>| {
+        if let Some(v) = v
+            && !(v.is_finite() && (0.0..=1.0).contains(&v))
+        {
+            problems.push(format!(
+                "spec.analysis.{name} is {v}; it is a fraction between 0 and 1 (0.05 = 5%)"
+            ));
+        }
+    };
+    rate("maxErrorRate", a.max_error_rate);
+    rate("maxErrorRateIncrease", a.max_error_rate_increase);
+    if let Some(v) = a.max_latency_increase
+        && !(v.is_finite() && v >= 0.0)
+    {
+        problems.push(format!(
+            "spec.analysis.maxLatencyIncrease is {v}; it is a relative increase of 0 or more (0.25 = 25%)"
+        ));
+    }
+    if let Some(q) = &a.max_latency_ms {
+        if q.iter().next().is_none() {
+            problems.push(
+                "spec.analysis.maxLatencyMs names no quantile; give any of p50, p90, p95, p99"
+                    .to_string(),
+            );
+        }
+        for (name, _, v) in q.iter() {
+            if !(v.is_finite() && v > 0.0) {
+                problems.push(format!(
+                    "spec.analysis.maxLatencyMs.{name} is {v}; it must be a positive number of milliseconds"
+                ));
+            }
+        }
+    }
+}
+
+/// FNV-1a over the canonical JSON of what is rolled out: stable across processes and
+/// versions, which a std hasher is not.
+fn fingerprint(spec: &FeatureRolloutSpec) -> String {
+    let identity = serde_json::json!({
+        "flag": spec.flag,
+        "service": spec.service,
+        "revision": spec.revision,
+        "bucketBy": spec.bucket_by,
+    });
+    let text = identity.to_string();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

@@ -1,0 +1,427 @@
+//! The rollout state machine, transition by transition.
+
+use jiff::{SignedDuration, Timestamp};
+use spangate::api::{
+    FeatureRolloutSpec, FeatureRolloutStatus, Phase, VariantEvidence, Verdict, VerdictOutcome,
+};
+use spangate::rollout::{Action, Decision, EventType, HISTORY_LIMIT, Input, decide};
+
+fn spec() -> FeatureRolloutSpec {
+    serde_norway::from_str(
+        r#"
+flag:
+  key: new-checkout
+  variants: {"off": false, "on": true}
+  defaultVariant: "off"
+  rolloutVariant: "on"
+service: checkout
+revision: 3f2c1a9
+steps: [1, 5, 25, 100]
+stepDuration: 30s
+analysis: {minSamples: 10, maxErrorRate: 0.05}
+"#,
+    )
+    .unwrap()
+}
+
+fn t0() -> Timestamp {
+    "2026-11-26T10:00:00Z".parse().unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    t0() + SignedDuration::from_secs(secs)
+}
+
+fn verdict(outcome: VerdictOutcome) -> Verdict {
+    Verdict {
+        outcome,
+        message: format!("{outcome:?} for the test"),
+        failed_checks: if outcome == VerdictOutcome::Fail {
+            vec!["maxErrorRate".into()]
+        } else {
+            vec![]
+        },
+        baseline: VariantEvidence {
+            variant: "off".into(),
+            samples: 10,
+            ..Default::default()
+        },
+        candidate: VariantEvidence {
+            variant: "on".into(),
+            samples: 10,
+            ..Default::default()
+        },
+        exemplar_trace_ids: vec![],
+    }
+}
+
+fn step(
+    spec: &FeatureRolloutSpec,
+    status: &FeatureRolloutStatus,
+    verdict: Option<&Verdict>,
+    now: Timestamp,
+) -> Decision {
+    decide(Input {
+        spec,
+        generation: Some(1),
+        status,
+        verdict,
+        now,
+    })
+}
+
+fn reasons(d: &Decision) -> Vec<&'static str> {
+    d.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event { reason, .. } => Some(*reason),
+            Action::RestartWindow => None,
+        })
+        .collect()
+}
+
+fn condition<'a>(
+    status: &'a FeatureRolloutStatus,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+fn started(spec: &FeatureRolloutSpec) -> FeatureRolloutStatus {
+    step(spec, &FeatureRolloutStatus::default(), None, t0()).status
+}
+
+#[test]
+fn first_visit_starts_at_the_first_step_with_conditions() {
+    let spec = spec();
+    let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(d.status.current_step, Some(0));
+    assert_eq!(d.status.weight, 1.0);
+    assert_eq!(d.status.observed_generation, Some(1));
+    assert_eq!(reasons(&d), ["Started"]);
+    assert!(d.actions.contains(&Action::RestartWindow));
+    assert_eq!(condition(&d.status, "Ready").status, "True");
+    assert_eq!(condition(&d.status, "Ready").observed_generation, Some(1));
+    assert_eq!(condition(&d.status, "Healthy").status, "Unknown");
+    assert_eq!(d.wake_at, Some(at(30)));
+}
+
+#[test]
+fn a_pass_advances_only_after_the_dwell() {
+    let spec = spec();
+    let s = started(&spec);
+    let pass = verdict(VerdictOutcome::Pass);
+    let early = step(&spec, &s, Some(&pass), at(10));
+    assert_eq!(early.status.current_step, Some(0));
+    assert!(reasons(&early).is_empty());
+    assert_eq!(early.wake_at, Some(at(30)));
+    assert_eq!(early.status.verdict, Some(VerdictOutcome::Pass));
+
+    let due = step(&spec, &early.status, Some(&pass), at(30));
+    assert_eq!(due.status.current_step, Some(1));
+    assert_eq!(due.status.weight, 5.0);
+    assert_eq!(due.status.step_started_at.as_ref().unwrap().0, at(30));
+    assert_eq!(reasons(&due), ["StepAdvanced"]);
+    assert!(due.actions.contains(&Action::RestartWindow));
+    assert_eq!(condition(&due.status, "Healthy").status, "True");
+}
+
+#[test]
+fn inconclusive_and_no_verdict_hold_even_after_the_dwell() {
+    let spec = spec();
+    let s = started(&spec);
+    let held = step(
+        &spec,
+        &s,
+        Some(&verdict(VerdictOutcome::Inconclusive)),
+        at(300),
+    );
+    assert_eq!(
+        (held.status.phase, held.status.current_step),
+        (Phase::Progressing, Some(0))
+    );
+    assert!(held.actions.is_empty());
+    let held = step(&spec, &s, None, at(300));
+    assert_eq!(
+        (held.status.phase, held.status.current_step),
+        (Phase::Progressing, Some(0))
+    );
+}
+
+#[test]
+fn a_fail_rolls_back_to_weight_zero_with_a_warning_and_evidence() {
+    let spec = spec();
+    let s = started(&spec);
+    let d = step(&spec, &s, Some(&verdict(VerdictOutcome::Fail)), at(5));
+    assert_eq!(d.status.phase, Phase::RolledBack);
+    assert_eq!(d.status.weight, 0.0);
+    assert!(matches!(
+        d.actions[0],
+        Action::Event {
+            type_: EventType::Warning,
+            reason: "RolledBack",
+            ..
+        }
+    ));
+    let record = d.status.last_verdict.as_ref().unwrap();
+    assert_eq!(record.verdict.failed_checks, ["maxErrorRate"]);
+    assert_eq!(condition(&d.status, "Ready").status, "False");
+    assert_eq!(condition(&d.status, "Healthy").status, "False");
+    // A rolled-back rollout stays rolled back, whatever comes next.
+    let later = step(
+        &spec,
+        &d.status,
+        Some(&verdict(VerdictOutcome::Pass)),
+        at(500),
+    );
+    assert_eq!(later.status.phase, Phase::RolledBack);
+    assert!(later.actions.is_empty());
+}
+
+#[test]
+fn reaching_a_100_percent_step_promotes() {
+    let spec = spec();
+    let pass = verdict(VerdictOutcome::Pass);
+    let mut s = started(&spec);
+    for i in 1..=3 {
+        s = step(&spec, &s, Some(&pass), at(30 * i)).status;
+    }
+    assert_eq!(s.phase, Phase::Promoted);
+    assert_eq!(s.weight, 100.0);
+    assert_eq!(s.history.last().unwrap().reason, "Promoted");
+    assert_eq!(condition(&s, "Ready").status, "True");
+}
+
+#[test]
+fn a_final_step_below_100_holds_and_is_still_judged() {
+    let mut spec = spec();
+    spec.steps = vec![10.0, 20.0];
+    let pass = verdict(VerdictOutcome::Pass);
+    let mut s = started(&spec);
+    s = step(&spec, &s, Some(&pass), at(30)).status;
+    let held = step(&spec, &s, Some(&pass), at(90));
+    assert_eq!(
+        (held.status.phase, held.status.weight),
+        (Phase::Progressing, 20.0)
+    );
+    assert!(held.status.message.as_ref().unwrap().contains("final step"));
+    let failed = step(
+        &spec,
+        &held.status,
+        Some(&verdict(VerdictOutcome::Fail)),
+        at(120),
+    );
+    assert_eq!(failed.status.phase, Phase::RolledBack);
+}
+
+#[test]
+fn pause_holds_and_resume_restarts_the_dwell() {
+    let mut spec = spec();
+    let s = started(&spec);
+    spec.paused = true;
+    let paused = step(&spec, &s, Some(&verdict(VerdictOutcome::Fail)), at(40));
+    assert_eq!(
+        (paused.status.phase, paused.status.weight),
+        (Phase::Paused, 1.0)
+    );
+    assert_eq!(reasons(&paused), ["Paused"]);
+    // A failing verdict while paused changes nothing.
+    let still = step(
+        &spec,
+        &paused.status,
+        Some(&verdict(VerdictOutcome::Fail)),
+        at(50),
+    );
+    assert_eq!(still.status.phase, Phase::Paused);
+    assert!(still.actions.is_empty());
+
+    spec.paused = false;
+    let resumed = step(
+        &spec,
+        &still.status,
+        Some(&verdict(VerdictOutcome::Pass)),
+        at(100),
+    );
+    assert_eq!(
+        (resumed.status.phase, resumed.status.current_step),
+        (Phase::Progressing, Some(0))
+    );
+    assert_eq!(reasons(&resumed), ["Resumed"]);
+    assert_eq!(resumed.wake_at, Some(at(130)));
+}
+
+#[test]
+fn paused_from_the_start_hands_nothing_out() {
+    let mut spec = spec();
+    spec.paused = true;
+    let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
+    assert_eq!(
+        (d.status.phase, d.status.weight, d.status.current_step),
+        (Phase::Paused, 0.0, None)
+    );
+    spec.paused = false;
+    let d = step(&spec, &d.status, None, at(1));
+    assert_eq!((d.status.phase, d.status.weight), (Phase::Progressing, 1.0));
+}
+
+#[test]
+fn a_changed_flag_or_revision_restarts_from_the_first_step() {
+    let mut spec = spec();
+    let pass = verdict(VerdictOutcome::Pass);
+    let s = step(&spec, &started(&spec), Some(&pass), at(30)).status;
+    assert_eq!(s.current_step, Some(1));
+    spec.revision = Some("9e8d7c6".into());
+    let d = decide(Input {
+        spec: &spec,
+        generation: Some(2),
+        status: &s,
+        verdict: None,
+        now: at(31),
+    });
+    assert_eq!((d.status.current_step, d.status.weight), (Some(0), 1.0));
+    assert_eq!(reasons(&d), ["Restarted"]);
+    assert_eq!(d.status.observed_generation, Some(2));
+
+    let mut s = d.status;
+    s.phase = Phase::RolledBack;
+    spec.flag
+        .variants
+        .insert("on".into(), serde_json::json!("v2"));
+    let d = step(&spec, &s, None, at(40));
+    assert_eq!(
+        d.status.phase,
+        Phase::Progressing,
+        "a new flag retries a rolled-back rollout"
+    );
+}
+
+#[test]
+fn other_spec_changes_keep_the_step() {
+    let mut spec = spec();
+    let pass = verdict(VerdictOutcome::Pass);
+    let s = step(&spec, &started(&spec), Some(&pass), at(30)).status;
+    spec.analysis.max_error_rate = Some(0.1);
+    spec.steps = vec![2.0, 10.0, 50.0];
+    let d = decide(Input {
+        spec: &spec,
+        generation: Some(2),
+        status: &s,
+        verdict: None,
+        now: at(31),
+    });
+    assert_eq!((d.status.current_step, d.status.weight), (Some(1), 10.0));
+    assert!(d.actions.is_empty());
+    assert_eq!(condition(&d.status, "Ready").observed_generation, Some(2));
+
+    // Fewer steps than the current index: clamp to the last one.
+    spec.steps = vec![3.0];
+    let d = step(&spec, &s, None, at(32));
+    assert_eq!((d.status.current_step, d.status.weight), (Some(0), 3.0));
+}
+
+#[test]
+fn invalid_specs_say_exactly_what_is_wrong() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut FeatureRolloutSpec)>)> = vec![
+        (
+            "rolloutVariant \"onn\" is not one of the variants",
+            Box::new(|s| s.flag.rollout_variant = "onn".into()),
+        ),
+        (
+            "defaultVariant \"of\" is not one of the variants",
+            Box::new(|s| s.flag.default_variant = "of".into()),
+        ),
+        (
+            "steps must increase, but steps[2] (5) is not above steps[1] (5)",
+            Box::new(|s| s.steps = vec![1.0, 5.0, 5.0]),
+        ),
+        (
+            "steps[1] is 150; every step must be more than 0 and at most 100",
+            Box::new(|s| s.steps = vec![1.0, 150.0]),
+        ),
+        ("steps is empty", Box::new(|s| s.steps.clear())),
+        (
+            "stepDuration: duration \"-5s\" is negative",
+            Box::new(|s| s.step_duration = "-5s".into()),
+        ),
+        (
+            "maxErrorRate is 1.5; it is a fraction between 0 and 1",
+            Box::new(|s| s.analysis.max_error_rate = Some(1.5)),
+        ),
+        (
+            "maxErrorRateIncrease is -0.1",
+            Box::new(|s| s.analysis.max_error_rate_increase = Some(-0.1)),
+        ),
+        (
+            "maxLatencyIncrease is -1",
+            Box::new(|s| s.analysis.max_latency_increase = Some(-1.0)),
+        ),
+        (
+            "steps[0] is 0.125; steps may have at most two decimals",
+            Box::new(|s| s.steps = vec![0.125]),
+        ),
+        ("minSamples is 0", Box::new(|s| s.analysis.min_samples = 0)),
+    ];
+    for (expected, edit) in cases {
+        let mut spec = spec();
+        edit(&mut spec);
+        let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
+        assert_eq!(d.status.phase, Phase::Invalid, "{expected}");
+        assert_eq!(d.status.weight, 0.0);
+        let message = d.status.message.clone().unwrap();
+        assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+        assert_eq!(reasons(&d), ["InvalidSpec"]);
+        let ready = condition(&d.status, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
+        // The same invalid spec again: no new event.
+        let again = step(&spec, &d.status, None, at(5));
+        assert!(again.actions.is_empty());
+    }
+}
+
+#[test]
+fn fixing_an_invalid_spec_starts_the_rollout() {
+    let mut spec = spec();
+    spec.steps = vec![50.0, 10.0];
+    let bad = step(&spec, &FeatureRolloutStatus::default(), None, t0());
+    spec.steps = vec![10.0, 50.0];
+    let fixed = step(&spec, &bad.status, None, at(1));
+    assert_eq!(
+        (fixed.status.phase, fixed.status.weight),
+        (Phase::Progressing, 10.0)
+    );
+}
+
+#[test]
+fn conditions_keep_their_transition_time_until_they_change() {
+    let spec = spec();
+    let s = started(&spec);
+    let later = step(
+        &spec,
+        &s,
+        Some(&verdict(VerdictOutcome::Inconclusive)),
+        at(20),
+    )
+    .status;
+    assert_eq!(condition(&later, "Ready").last_transition_time.0, t0());
+    let failed = step(&spec, &later, Some(&verdict(VerdictOutcome::Fail)), at(25)).status;
+    assert_eq!(condition(&failed, "Ready").last_transition_time.0, at(25));
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut spec = spec();
+    let mut s = started(&spec);
+    for i in 0..30 {
+        spec.paused = i % 2 == 0;
+        s = step(&spec, &s, None, at(i)).status;
+    }
+    assert_eq!(s.history.len(), HISTORY_LIMIT);
+}
