@@ -9,7 +9,7 @@ pub const RELATIVE_ACCURACY: f64 = 0.01;
 const MIN_TRACKED_NS: f64 = 1_000.0;
 
 /// Latency distribution of a set of spans, in nanoseconds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LatencySketch {
     /// counts[i] = spans whose duration falls in bucket `offset + i`.
     counts: Vec<u64>,
@@ -18,18 +18,6 @@ pub struct LatencySketch {
     low_count: u64,
     total: u64,
     max_ns: u64,
-}
-
-impl Default for LatencySketch {
-    fn default() -> Self {
-        Self {
-            counts: Vec::new(),
-            offset: 0,
-            low_count: 0,
-            total: 0,
-            max_ns: 0,
-        }
-    }
 }
 
 fn gamma() -> f64 {
