@@ -326,7 +326,8 @@ fn other_spec_changes_keep_the_step() {
 
 #[test]
 fn invalid_specs_say_exactly_what_is_wrong() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut FeatureRolloutSpec)>)> = vec![
+    type Edit = Box<dyn Fn(&mut FeatureRolloutSpec)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "rolloutVariant \"onn\" is not one of the variants",
             Box::new(|s| s.flag.rollout_variant = "onn".into()),
