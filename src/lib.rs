@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod api;
 pub mod controller;
+pub mod fingerprint;
 pub mod flags;
 pub mod ingest;
 pub mod rollout;

@@ -1,1 +1,293 @@
-//! Controller (shell): reconciles each rollout on change and on a tick.
+//! Controller (shell): reconciles every rollout on change and on a tick.
+//!
+//! Each pass lists the rollouts through the [store](crate::store), judges the
+//! current step's window, lets the pure [state machine](crate::rollout::decide)
+//! decide, saves the status, records events, and publishes the flag set and the
+//! span routes the rest of the process serves from. No decision is made here.
+
+mod publish;
+
+pub use publish::{compile_flag, epoch_of};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tracing::{Instrument, info_span};
+
+use crate::analysis::{Route, Window, judge};
+use crate::api::{FeatureRolloutStatus, Phase};
+use crate::flags::FlagSet;
+use crate::rollout::{Action, EventType, Input, decide, reject};
+use crate::serve::PublishedFlags;
+use crate::store::{RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
+
+/// Where the controller reads span windows and tells ingest what to route.
+pub trait SpanWindows: Send + Sync + 'static {
+    /// The window of `rollout` for `epoch` (empty when there is none).
+    fn window(&self, rollout: &str, epoch: u64) -> Window;
+    /// Replaces the routes ingest uses.
+    fn set_routes(&self, routes: Vec<Route>);
+}
+
+/// What one pass saw, for progress displays and tests.
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    pub rollouts: Vec<(RolloutKey, FeatureRolloutStatus)>,
+    /// The earliest time a rollout wants to be looked at again.
+    pub wake_at: Option<Timestamp>,
+}
+
+/// The reconcile loop's state between passes.
+pub struct Controller<S> {
+    store: S,
+    windows: Arc<dyn SpanWindows>,
+    flags: PublishedFlags,
+    published_version: Option<u64>,
+    published_routes: Vec<Route>,
+}
+
+impl<S: RolloutStore> Controller<S> {
+    pub fn new(store: S, windows: Arc<dyn SpanWindows>, flags: PublishedFlags) -> Self {
+        Self {
+            store,
+            windows,
+            flags,
+            published_version: None,
+            published_routes: Vec::new(),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Reconciles every rollout once.
+    pub async fn pass(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
+        let rollouts = self.store.list().await?;
+        let owners = flag_owners(&rollouts);
+        let mut report = PassReport::default();
+        let mut flags = Vec::new();
+        let mut routes = Vec::new();
+        for rollout in &rollouts {
+            let conflict = match &rollout.spec {
+                Ok(spec) => owners
+                    .get(spec.flag.key.as_str())
+                    .filter(|owner| **owner != &rollout.key)
+                    .map(|owner| {
+                        format!(
+                            "flag {:?} is already rolled out by {owner}; one rollout per flag key",
+                            spec.flag.key
+                        )
+                    }),
+                Err(_) => None,
+            };
+            let span = info_span!(
+                "reconcile",
+                rollout = %rollout.key,
+                generation = rollout.generation,
+                "feature_flag.key" = tracing::field::Empty,
+                "feature_flag.result.variant" = tracing::field::Empty,
+                "vcs.ref.head.revision" = tracing::field::Empty,
+                phase = tracing::field::Empty,
+                step = tracing::field::Empty,
+                weight = tracing::field::Empty,
+                verdict = tracing::field::Empty,
+            );
+            let status = self
+                .reconcile(rollout, conflict, now)
+                .instrument(span)
+                .await?;
+            if let Ok(spec) = &rollout.spec
+                && status.phase != Phase::Invalid
+            {
+                if let Some(flag) = compile_flag(&rollout.key, spec, &status) {
+                    flags.push(flag);
+                }
+                if status.phase == Phase::Progressing {
+                    routes.push(route_for(&rollout.key, spec, &status));
+                }
+            }
+            if let Some(wake) = status_wake(rollout, &status) {
+                report.wake_at = Some(report.wake_at.map_or(wake, |w: Timestamp| w.min(wake)));
+            }
+            report.rollouts.push((rollout.key.clone(), status));
+        }
+        self.publish(flags, routes);
+        Ok(report)
+    }
+
+    async fn reconcile(
+        &self,
+        rollout: &StoredRollout,
+        conflict: Option<String>,
+        now: Timestamp,
+    ) -> anyhow::Result<FeatureRolloutStatus> {
+        let span = tracing::Span::current();
+        let decision = match (&rollout.spec, conflict.as_ref()) {
+            (Err(message), _) | (Ok(_), Some(message)) => {
+                reject(&rollout.status, rollout.generation, message, now)
+            }
+            (Ok(spec), None) => {
+                span.record("feature_flag.key", spec.flag.key.as_str());
+                span.record("feature_flag.result.variant", spec.flag.rollout_variant.as_str());
+                if let Some(revision) = &spec.revision {
+                    span.record("vcs.ref.head.revision", revision.as_str());
+                }
+                let verdict = (rollout.status.phase == Phase::Progressing && !spec.paused)
+                    .then(|| {
+                        let window = self
+                            .windows
+                            .window(&rollout.key.to_string(), epoch_of(&rollout.status));
+                        judge(
+                            &spec.analysis,
+                            &window,
+                            &spec.flag.default_variant,
+                            &spec.flag.rollout_variant,
+                        )
+                    });
+                decide(Input {
+                    spec,
+                    generation: rollout.generation,
+                    status: &rollout.status,
+                    verdict: verdict.as_ref(),
+                    now,
+                })
+            }
+        };
+        let status = decision.status;
+        span.record("phase", status.phase.to_string());
+        if let Some(step) = status.current_step {
+            span.record("step", step);
+        }
+        span.record("weight", status.weight);
+        if let Some(verdict) = status.verdict {
+            span.record("verdict", verdict.to_string());
+        }
+        for action in &decision.actions {
+            if let Action::Event { type_, reason, note } = action {
+                self.emit(&rollout.key, &status, *type_, reason, note).await;
+            }
+        }
+        if status != rollout.status {
+            self.store.write_status(&rollout.key, &status).await?;
+        }
+        Ok(status)
+    }
+
+    async fn emit(
+        &self,
+        key: &RolloutKey,
+        status: &FeatureRolloutStatus,
+        type_: EventType,
+        reason: &'static str,
+        note: &str,
+    ) {
+        let span = info_span!(
+            "decision",
+            rollout = %key,
+            reason,
+            phase = %status.phase,
+            step = status.current_step,
+            weight = status.weight,
+            verdict = status.verdict.map(|v| v.to_string()),
+        );
+        let _entered = span.enter();
+        match type_ {
+            EventType::Normal => tracing::info!(rollout = %key, reason, "{note}"),
+            EventType::Warning => tracing::warn!(rollout = %key, reason, "{note}"),
+        }
+        let event = RolloutEvent {
+            type_,
+            reason,
+            note: note.to_string(),
+        };
+        if let Err(e) = self.store.record_event(key, &event).await {
+            tracing::warn!(rollout = %key, reason, error = %e, "could not record the event");
+        }
+    }
+
+    fn publish(&mut self, flags: Vec<crate::flags::Flag>, routes: Vec<Route>) {
+        let version = publish::content_version(&flags);
+        if self.published_version != Some(version) {
+            self.flags.store(Arc::new(FlagSet::new(flags, version)));
+            self.published_version = Some(version);
+        }
+        if routes != self.published_routes {
+            self.windows.set_routes(routes.clone());
+            self.published_routes = routes;
+        }
+    }
+}
+
+/// Runs passes until `shutdown` resolves: every `tick`, or sooner when a rollout's
+/// dwell ends. `on_pass` sees every pass (readiness, progress displays).
+pub async fn run<S: RolloutStore>(
+    mut controller: Controller<S>,
+    tick: Duration,
+    mut on_pass: impl FnMut(&PassReport) + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let now = Timestamp::now();
+        let mut sleep_for = tick;
+        match controller.pass(now).await {
+            Ok(report) => {
+                if let Some(wake) = report.wake_at {
+                    let until = wake.duration_since(now);
+                    if let Ok(until) = Duration::try_from(until) {
+                        sleep_for = sleep_for.min(until.max(Duration::from_millis(10)));
+                    }
+                }
+                on_pass(&report);
+            }
+            Err(e) => tracing::error!(error = format!("{e:#}"), "reconcile pass failed; retrying"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+}
+
+/// For each flag key, the rollout that serves it: the first by key among those with
+/// a readable spec.
+fn flag_owners(rollouts: &[StoredRollout]) -> HashMap<&str, &RolloutKey> {
+    let mut owners: BTreeMap<&str, &RolloutKey> = BTreeMap::new();
+    for rollout in rollouts {
+        if let Ok(spec) = &rollout.spec {
+            owners.entry(spec.flag.key.as_str()).or_insert(&rollout.key);
+        }
+    }
+    owners.into_iter().collect()
+}
+
+fn route_for(
+    key: &RolloutKey,
+    spec: &crate::api::FeatureRolloutSpec,
+    status: &FeatureRolloutStatus,
+) -> Route {
+    Route {
+        rollout: key.to_string(),
+        service: spec.service.clone(),
+        flag_key: spec.flag.key.clone(),
+        revision: spec.revision.clone(),
+        baseline_variant: spec.flag.default_variant.clone(),
+        candidate_variant: spec.flag.rollout_variant.clone(),
+        epoch: epoch_of(status),
+    }
+}
+
+fn status_wake(rollout: &StoredRollout, status: &FeatureRolloutStatus) -> Option<Timestamp> {
+    let spec = rollout.spec.as_ref().ok()?;
+    if status.phase != Phase::Progressing {
+        return None;
+    }
+    let dwell = crate::api::parse_duration(&spec.step_duration).ok()?;
+    let started = status.step_started_at.as_ref()?.0;
+    started
+        .checked_add(jiff::SignedDuration::try_from(dwell).ok()?)
+        .ok()
+}

@@ -56,37 +56,16 @@ pub struct Decision {
 
 /// Computes the next status.
 pub fn decide(input: Input<'_>) -> Decision {
-    let mut next = input.status.clone();
-    next.observed_generation = input.generation;
-    let mut actions = Vec::new();
-
     let plan = match plan(input.spec) {
         Ok(plan) => plan,
         Err(invalid) => {
             let message = format!("invalid spec: {invalid}");
-            if next.phase != Phase::Invalid || next.message.as_deref() != Some(message.as_str()) {
-                transition(
-                    &mut next,
-                    &mut actions,
-                    input.now,
-                    Phase::Invalid,
-                    None,
-                    0.0,
-                    "InvalidSpec",
-                    message.clone(),
-                    EventType::Warning,
-                );
-            }
-            next.message = Some(message);
-            next.target = None;
-            set_conditions(&mut next, input.generation, input.now);
-            return Decision {
-                status: next,
-                actions,
-                wake_at: None,
-            };
+            return reject(input.status, input.generation, &message, input.now);
         }
     };
+    let mut next = input.status.clone();
+    next.observed_generation = input.generation;
+    let mut actions = Vec::new();
 
     let restart = next.target.as_deref() != Some(plan.target.as_str())
         || matches!(next.phase, Phase::Invalid | Phase::Pending);
@@ -104,6 +83,41 @@ pub fn decide(input: Input<'_>) -> Decision {
         status: next,
         actions,
         wake_at,
+    }
+}
+
+/// Marks a rollout Invalid for a problem found outside its spec's own checks: a
+/// file that does not parse, or a flag key another rollout already serves.
+pub fn reject(
+    status: &FeatureRolloutStatus,
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> Decision {
+    let mut next = status.clone();
+    next.observed_generation = generation;
+    let mut actions = Vec::new();
+    if next.phase != Phase::Invalid || next.message.as_deref() != Some(message) {
+        transition(
+            &mut next,
+            &mut actions,
+            now,
+            Phase::Invalid,
+            None,
+            0.0,
+            "InvalidSpec",
+            message.to_string(),
+            EventType::Warning,
+        );
+    }
+    next.message = Some(message.to_string());
+    next.target = None;
+    next.step_started_at = None;
+    set_conditions(&mut next, generation, now);
+    Decision {
+        status: next,
+        actions,
+        wake_at: None,
     }
 }
 

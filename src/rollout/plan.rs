@@ -178,8 +178,7 @@ fn check_analysis(spec: &FeatureRolloutSpec, problems: &mut Vec<String>) {
     }
 }
 
-/// FNV-1a over the canonical JSON of what is rolled out: stable across processes and
-/// versions, which a std hasher is not.
+/// A stable hash of the canonical JSON of what is rolled out.
 fn fingerprint(spec: &FeatureRolloutSpec) -> String {
     let identity = serde_json::json!({
         "flag": spec.flag,
@@ -187,11 +186,5 @@ fn fingerprint(spec: &FeatureRolloutSpec) -> String {
         "revision": spec.revision,
         "bucketBy": spec.bucket_by,
     });
-    let text = identity.to_string();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= byte as u64;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    crate::fingerprint::fnv1a_hex(identity.to_string().as_bytes())
 }

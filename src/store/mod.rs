@@ -1,1 +1,78 @@
-//! Store (shell): where rollouts and their status are read and written.
+//! Store (shell): the one seam between where rollouts live and the controller.
+//!
+//! The controller lists rollouts and writes their status through [`RolloutStore`];
+//! [`FileStore`] keeps them in a folder of YAML files (standalone mode), and a
+//! Kubernetes-backed store sits behind the same trait in a cluster. The same
+//! reconcile code runs on both.
+
+mod file;
+
+pub use file::FileStore;
+
+use std::fmt;
+use std::future::Future;
+
+use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus};
+use crate::rollout::EventType;
+
+/// Namespace and name of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RolloutKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl RolloutKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for RolloutKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One rollout as the store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRollout {
+    pub key: RolloutKey,
+    /// `metadata.generation`: bumped whenever the spec changes.
+    pub generation: Option<i64>,
+    /// The spec, or why it could not be read (with the file and position).
+    pub spec: Result<FeatureRolloutSpec, String>,
+    pub status: FeatureRolloutStatus,
+    /// Where the rollout came from, for messages (a file path, or `namespace/name`).
+    pub source: String,
+}
+
+/// An event about a rollout (a transition), as `kubectl describe` would show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutEvent {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// Where rollouts are read and their status written.
+pub trait RolloutStore: Send + Sync + 'static {
+    /// Every rollout, in key order.
+    fn list(&self) -> impl Future<Output = anyhow::Result<Vec<StoredRollout>>> + Send;
+    /// Saves a rollout's status; it must survive a restart.
+    fn write_status(
+        &self,
+        key: &RolloutKey,
+        status: &FeatureRolloutStatus,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Records an event about a rollout.
+    fn record_event(
+        &self,
+        key: &RolloutKey,
+        event: &RolloutEvent,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+

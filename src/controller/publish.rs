@@ -1,0 +1,70 @@
+//! What the controller publishes from a rollout's status: its flag, and the epoch
+//! that names the current step's analysis window.
+
+use serde_json::{Map, Value};
+
+use crate::fingerprint::fnv1a;
+
+use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus};
+use crate::flags::{Flag, FlagState, PercentageRollout, Variant, percent_to_weight};
+use crate::store::RolloutKey;
+
+/// The flag a rollout serves in its current state; `None` when its default variant
+/// is not among its variants (nothing sensible to serve).
+pub fn compile_flag(key: &RolloutKey, spec: &FeatureRolloutSpec, status: &FeatureRolloutStatus) -> Option<Flag> {
+    let variants: Vec<Variant> = spec
+        .flag
+        .variants
+        .iter()
+        .map(|(name, value)| Variant {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    let default_variant = variants.iter().position(|v| v.name == spec.flag.default_variant)?;
+    let percentage = variants
+        .iter()
+        .position(|v| v.name == spec.flag.rollout_variant)
+        .map(|variant| PercentageRollout {
+            variant,
+            weight: percent_to_weight(status.weight),
+            bucket_by: spec.bucket_by.clone(),
+        });
+    let mut metadata = Map::new();
+    metadata.insert("rollout".into(), Value::from(key.to_string()));
+    metadata.insert("phase".into(), Value::from(status.phase.to_string()));
+    if let Some(step) = status.current_step {
+        metadata.insert("step".into(), Value::from(step));
+    }
+    metadata.insert("weight".into(), Value::from(status.weight));
+    if let Some(revision) = &spec.revision {
+        metadata.insert("revision".into(), Value::from(revision.clone()));
+    }
+    Some(Flag {
+        key: spec.flag.key.clone(),
+        variants,
+        default_variant,
+        state: FlagState::Enabled,
+        percentage,
+        metadata,
+    })
+}
+
+/// Names the current step's window. Derived from the status alone, so it is the
+/// same after a restart and changes exactly when the step (or what is rolled out)
+/// does.
+pub fn epoch_of(status: &FeatureRolloutStatus) -> u64 {
+    let text = format!(
+        "{}|{:?}|{:?}",
+        status.target.as_deref().unwrap_or(""),
+        status.current_step,
+        status.step_started_at.as_ref().map(|t| t.0.as_nanosecond()),
+    );
+    fnv1a(text.as_bytes())
+}
+
+/// Changes exactly when any served flag changes; the OFREP bulk ETag. A content
+/// hash rather than a counter, so it is the same after a restart.
+pub(super) fn content_version(flags: &[Flag]) -> u64 {
+    fnv1a(format!("{flags:?}").as_bytes())
+}
