@@ -290,6 +290,13 @@ async fn malformed_bodies_are_400_parse_error_and_the_server_keeps_answering() {
         assert!(answer["errorDetails"].is_string());
     }
 
+    let response = server
+        .post_raw("/ofrep/v1/evaluate/flags/%FF", "{\"context\": {}}")
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["errorCode"], "PARSE_ERROR");
+
     let response = server.post_raw("/ofrep/v1/evaluate/flags", "{oops").await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let answer: Value = response.json().await.unwrap();

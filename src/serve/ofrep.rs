@@ -8,6 +8,7 @@ use std::hash::{DefaultHasher, Hasher};
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -36,9 +37,11 @@ pub fn ofrep_router(flags: PublishedFlags) -> Router {
 
 async fn evaluate_one(
     State(flags): State<PublishedFlags>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     context: Result<EvaluationContext, OfrepError>,
 ) -> Result<Response, OfrepError> {
+    // Only a key that does not percent-decode to UTF-8 is refused here.
+    let Path(key) = key.map_err(|rejection| OfrepError::parse(rejection.body_text()))?;
     let EvaluationContext(context) = context.map_err(|error| error.naming(&key))?;
     let flag = flags
         .load()
