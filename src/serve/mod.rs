@@ -1,10 +1,56 @@
 //! Serve (shell): flag values over OFREP, health and readiness probes.
+//!
+//! [`ofrep_router`] answers OFREP v0.3 evaluations from the flag set the controller
+//! publishes; [`health_router`] answers `/healthz` and `/readyz`. They are separate
+//! routers so that in a cluster the probes can sit with metrics on their own port,
+//! away from the port applications reach; standalone mode, where everything is on
+//! loopback, may mount both on the OFREP port (127.0.0.1:8016) with [`router`].
+//! [`serve`] runs any of them on a listener until shutdown.
 
+mod health;
+mod ofrep;
+
+use std::future::Future;
 use std::sync::Arc;
 
+use anyhow::Context;
 use arc_swap::ArcSwap;
+use axum::Router;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
 
 use crate::flags::FlagSet;
 
+pub use health::{Readiness, health_router};
+pub use ofrep::{MAX_BODY_BYTES, ofrep_router};
+
 /// The flag set currently served; the controller swaps in a new one on every change.
 pub type PublishedFlags = Arc<ArcSwap<FlagSet>>;
+
+/// OFREP and the probes on one port.
+pub fn router(flags: PublishedFlags, readiness: Readiness) -> Router {
+    ofrep_router(flags).merge(health_router(readiness))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets requests in
+/// flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let address = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    // Evaluation answers are small; Nagle's algorithm would hold them back waiting
+    // for the client's delayed ACK.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on an accepted connection");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .with_context(|| format!("serving HTTP on {address}"))
+}
