@@ -23,6 +23,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 
 use super::events::NoDelayFailed;
+use super::json;
 use super::{IngestLimits, Ingestor, RejectReason, Transport};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -249,7 +250,7 @@ fn decode(format: Format, body: &[u8]) -> Result<ExportTraceServiceRequest, Refu
     match format {
         Format::Protobuf => ExportTraceServiceRequest::decode(body)
             .map_err(|error| Refusal::Malformed(format!("invalid OTLP protobuf: {error}"))),
-        Format::Json => serde_json::from_slice(body)
+        Format::Json => json::decode(body)
             .map_err(|error| Refusal::Malformed(format!("invalid OTLP JSON: {error}"))),
     }
 }

@@ -13,6 +13,7 @@ pub mod extract;
 mod grpc;
 mod http;
 mod ingestor;
+mod json;
 
 pub use events::{IngestStats, RejectReason, Transport};
 pub use grpc::serve_grpc;
