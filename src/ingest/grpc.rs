@@ -78,8 +78,9 @@ impl TraceService for TraceReceiver {
 /// specifies, and records each refusal.
 ///
 /// tonic answers an undecodable message with INTERNAL and a message over the size
-/// limit with OUT_OF_RANGE, which OTLP exporters retry forever; OTLP wants
-/// INVALID_ARGUMENT and RESOURCE_EXHAUSTED (without RetryInfo: not retryable).
+/// limit with OUT_OF_RANGE, which OTLP lists as retryable, so exporters would resend
+/// a batch that can never fit; OTLP wants INVALID_ARGUMENT and RESOURCE_EXHAUSTED
+/// (without RetryInfo: not retryable).
 /// Both happen inside tonic's decoding, so the codes are rewritten on the way out;
 /// they are always in the headers (a trailers-only response), as no message was
 /// answered.
@@ -131,6 +132,8 @@ fn rewrite_refusal(headers: &mut HeaderMap, ingestor: &Ingestor) {
         Code::Internal => (Code::InvalidArgument, RejectReason::Malformed),
         // An unsupported grpc-encoding or an unknown method.
         Code::Unimplemented => (Code::Unimplemented, RejectReason::Unsupported),
+        // Anything else tonic meets while reading the request, such as a stream the
+        // client broke off.
         other => (other, RejectReason::Malformed),
     };
     ingestor.reject_batch(Transport::Grpc, reason, status.message());

@@ -341,6 +341,28 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_batches_lose_nothing() {
+        let ingestor = Ingestor::new();
+        ingestor.set_routes(routes(1));
+        let batch = request(vec![span("off", false, 1_000), span("on", true, 2_000)]);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..250 {
+                        ingestor.ingest(&batch);
+                    }
+                });
+            }
+        });
+        let window = ingestor.window("shop/checkout", 1);
+        assert_eq!(
+            (window.baseline.samples, window.candidate.errors),
+            (1_000, 1_000)
+        );
+        assert_eq!(window.candidate.latency.count(), 1_000);
+    }
+
+    #[test]
     fn invalid_spans_are_rejected_and_reported() {
         let ingestor = Ingestor::new();
         ingestor.set_routes(routes(1));

@@ -15,7 +15,8 @@ mod http;
 mod ingestor;
 mod json;
 
-pub use events::{IngestStats, RejectReason, Transport};
+pub use events::IngestStats;
+use events::{RejectReason, Transport};
 pub use grpc::serve_grpc;
 pub use http::{http_router, serve_http};
 pub use ingestor::{IngestReport, Ingestor};
