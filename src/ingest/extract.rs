@@ -1,0 +1,367 @@
+//! Reads span samples off a decoded OTLP trace request, borrowing from it.
+//!
+//! Attribute names follow the OpenTelemetry semantic conventions, current and legacy:
+//! the flag comes from the span's `feature_flag.key` and `feature_flag.result.variant`
+//! (legacy `feature_flag.variant`) attributes, or from `feature_flag.evaluation`
+//! (legacy `feature_flag`) span events carrying them.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+
+use crate::analysis::SpanSample;
+
+const SERVICE_NAME: &str = "service.name";
+const VCS_REVISION: &str = "vcs.ref.head.revision";
+const SERVICE_VERSION: &str = "service.version";
+const FLAG_KEY: &str = "feature_flag.key";
+const FLAG_VARIANT: &str = "feature_flag.result.variant";
+const LEGACY_FLAG_VARIANT: &str = "feature_flag.variant";
+const FLAG_EVENT: &str = "feature_flag.evaluation";
+const LEGACY_FLAG_EVENT: &str = "feature_flag";
+
+/// Why a span is invalid under OTLP: its IDs are required, and an ID of the wrong
+/// length or of all zeroes is invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSpan {
+    #[error("trace_id has {0} bytes, OTLP requires 16")]
+    TraceIdLength(usize),
+    #[error("trace_id is all zeroes")]
+    ZeroTraceId,
+    #[error("span_id has {0} bytes, OTLP requires 8")]
+    SpanIdLength(usize),
+    #[error("span_id is all zeroes")]
+    ZeroSpanId,
+}
+
+/// What the resource of a group of spans says about all of them.
+#[derive(Debug, Clone, Copy)]
+struct ResourceInfo<'a> {
+    service: &'a str,
+    revision: Option<&'a str>,
+}
+
+impl<'a> ResourceInfo<'a> {
+    fn of(resource: Option<&'a Resource>) -> Self {
+        let attributes = resource.map_or(&[][..], |r| r.attributes.as_slice());
+        Self {
+            // A span without `service.name` matches no route, as no rollout names "".
+            service: string_attribute(attributes, SERVICE_NAME).unwrap_or_default(),
+            revision: string_attribute(attributes, VCS_REVISION)
+                .or_else(|| string_attribute(attributes, SERVICE_VERSION)),
+        }
+    }
+}
+
+/// A span whose IDs are valid, ready to give its samples.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidSpan<'a> {
+    resource: ResourceInfo<'a>,
+    span: &'a Span,
+    trace_id: [u8; 16],
+}
+
+impl<'a> ValidSpan<'a> {
+    /// One sample per flag the span evaluated; none when it evaluated none. When a
+    /// span names the same flag twice, the first evaluation (attributes before
+    /// events) counts.
+    pub fn samples(&self) -> impl Iterator<Item = SpanSample<'a>> + use<'a> {
+        let span = self.span;
+        let resource = self.resource;
+        let trace_id = self.trace_id;
+        let is_error = span
+            .status
+            .as_ref()
+            .is_some_and(|status| status.code == StatusCode::Error as i32);
+        let duration_ns = span
+            .end_time_unix_nano
+            .saturating_sub(span.start_time_unix_nano);
+        evaluations(span)
+            .enumerate()
+            .filter(move |&(i, (key, _))| !evaluations(span).take(i).any(|(seen, _)| seen == key))
+            .map(move |(_, (flag_key, variant))| SpanSample {
+                service: resource.service,
+                revision: resource.revision,
+                flag_key,
+                variant,
+                is_error,
+                duration_ns,
+                trace_id,
+            })
+    }
+}
+
+/// Every span of `request`, in order: valid ones ready to give samples, invalid ones
+/// with the reason.
+pub fn spans(
+    request: &ExportTraceServiceRequest,
+) -> impl Iterator<Item = Result<ValidSpan<'_>, InvalidSpan>> {
+    request.resource_spans.iter().flat_map(|resource_spans| {
+        let resource = ResourceInfo::of(resource_spans.resource.as_ref());
+        resource_spans
+            .scope_spans
+            .iter()
+            .flat_map(|scope_spans| scope_spans.spans.iter())
+            .map(move |span| validate(resource, span))
+    })
+}
+
+fn validate<'a>(resource: ResourceInfo<'a>, span: &'a Span) -> Result<ValidSpan<'a>, InvalidSpan> {
+    let trace_id: [u8; 16] = span
+        .trace_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| InvalidSpan::TraceIdLength(span.trace_id.len()))?;
+    if trace_id == [0; 16] {
+        return Err(InvalidSpan::ZeroTraceId);
+    }
+    match span.span_id.len() {
+        8 if span.span_id.iter().all(|&b| b == 0) => return Err(InvalidSpan::ZeroSpanId),
+        8 => {}
+        len => return Err(InvalidSpan::SpanIdLength(len)),
+    }
+    Ok(ValidSpan {
+        resource,
+        span,
+        trace_id,
+    })
+}
+
+/// (flag key, variant) of every evaluation the span records, duplicates included.
+fn evaluations(span: &Span) -> impl Iterator<Item = (&str, &str)> {
+    let events = span
+        .events
+        .iter()
+        .filter(|event| event.name == FLAG_EVENT || event.name == LEGACY_FLAG_EVENT)
+        .filter_map(|event| evaluation(&event.attributes));
+    evaluation(&span.attributes).into_iter().chain(events)
+}
+
+fn evaluation(attributes: &[KeyValue]) -> Option<(&str, &str)> {
+    let key = string_attribute(attributes, FLAG_KEY)?;
+    let variant = string_attribute(attributes, FLAG_VARIANT)
+        .or_else(|| string_attribute(attributes, LEGACY_FLAG_VARIANT))?;
+    Some((key, variant))
+}
+
+/// The value of attribute `key` when it is a string.
+fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|value| match &value.value {
+            Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+
+    use super::*;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_string())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn span(attributes: Vec<KeyValue>, events: Vec<Event>) -> Span {
+        Span {
+            trace_id: vec![7; 16],
+            span_id: vec![3; 8],
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 5_000,
+            attributes,
+            events,
+            ..Default::default()
+        }
+    }
+
+    fn event(name: &str, attributes: Vec<KeyValue>) -> Event {
+        Event {
+            name: name.to_string(),
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn request(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: resource,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn samples(request: &ExportTraceServiceRequest) -> Vec<SpanSample<'_>> {
+        spans(request)
+            .flat_map(|span| span.unwrap().samples().collect::<Vec<_>>())
+            .collect()
+    }
+
+    #[test]
+    fn reads_resource_flag_status_and_duration() {
+        let mut failing = span(
+            vec![kv(FLAG_KEY, "new-cart"), kv(FLAG_VARIANT, "on")],
+            vec![],
+        );
+        failing.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: "boom".to_string(),
+        });
+        let request = request(
+            vec![
+                kv(SERVICE_NAME, "checkout"),
+                kv(VCS_REVISION, "3f2c1a9"),
+                kv(SERVICE_VERSION, "1.2.0"),
+            ],
+            vec![failing],
+        );
+        assert_eq!(
+            samples(&request),
+            [SpanSample {
+                service: "checkout",
+                revision: Some("3f2c1a9"),
+                flag_key: "new-cart",
+                variant: "on",
+                is_error: true,
+                duration_ns: 4_000,
+                trace_id: [7; 16],
+            }]
+        );
+    }
+
+    #[test]
+    fn revision_falls_back_to_service_version() {
+        let request = request(
+            vec![kv(SERVICE_NAME, "checkout"), kv(SERVICE_VERSION, "1.2.0")],
+            vec![span(
+                vec![kv(FLAG_KEY, "f"), kv(FLAG_VARIANT, "on")],
+                vec![],
+            )],
+        );
+        assert_eq!(samples(&request)[0].revision, Some("1.2.0"));
+    }
+
+    #[test]
+    fn reads_events_and_legacy_names() {
+        let request = request(
+            vec![kv(SERVICE_NAME, "checkout")],
+            vec![
+                span(
+                    vec![kv(FLAG_KEY, "a"), kv(LEGACY_FLAG_VARIANT, "legacy")],
+                    vec![],
+                ),
+                span(
+                    vec![],
+                    vec![event(
+                        FLAG_EVENT,
+                        vec![kv(FLAG_KEY, "b"), kv(FLAG_VARIANT, "on")],
+                    )],
+                ),
+                span(
+                    vec![],
+                    vec![event(
+                        LEGACY_FLAG_EVENT,
+                        vec![kv(FLAG_KEY, "c"), kv(LEGACY_FLAG_VARIANT, "off")],
+                    )],
+                ),
+            ],
+        );
+        let got: Vec<_> = samples(&request)
+            .iter()
+            .map(|s| (s.flag_key, s.variant))
+            .collect();
+        assert_eq!(got, [("a", "legacy"), ("b", "on"), ("c", "off")]);
+    }
+
+    #[test]
+    fn one_sample_per_flag_the_first_evaluation_wins() {
+        let request = request(
+            vec![kv(SERVICE_NAME, "checkout")],
+            vec![span(
+                vec![kv(FLAG_KEY, "a"), kv(FLAG_VARIANT, "on")],
+                vec![
+                    event(FLAG_EVENT, vec![kv(FLAG_KEY, "a"), kv(FLAG_VARIANT, "off")]),
+                    event("exception", vec![kv(FLAG_KEY, "x"), kv(FLAG_VARIANT, "on")]),
+                    event(FLAG_EVENT, vec![kv(FLAG_KEY, "b"), kv(FLAG_VARIANT, "off")]),
+                ],
+            )],
+        );
+        let got: Vec<_> = samples(&request)
+            .iter()
+            .map(|s| (s.flag_key, s.variant))
+            .collect();
+        assert_eq!(got, [("a", "on"), ("b", "off")]);
+    }
+
+    #[test]
+    fn spans_without_a_flag_give_no_sample() {
+        let request = request(
+            vec![kv(SERVICE_NAME, "checkout")],
+            vec![
+                span(vec![], vec![]),
+                span(vec![kv(FLAG_KEY, "a")], vec![]),
+                span(vec![kv(FLAG_VARIANT, "on")], vec![]),
+            ],
+        );
+        assert!(samples(&request).is_empty());
+        assert_eq!(spans(&request).count(), 3);
+    }
+
+    #[test]
+    fn end_before_start_is_zero_duration() {
+        let mut backwards = span(vec![kv(FLAG_KEY, "a"), kv(FLAG_VARIANT, "on")], vec![]);
+        backwards.end_time_unix_nano = 10;
+        let request = request(vec![], vec![backwards]);
+        let got = samples(&request);
+        assert_eq!((got[0].duration_ns, got[0].service), (0, ""));
+    }
+
+    #[test]
+    fn invalid_ids_are_rejected_with_the_reason() {
+        let flagged = || span(vec![kv(FLAG_KEY, "a"), kv(FLAG_VARIANT, "on")], vec![]);
+        let mut short_trace = flagged();
+        short_trace.trace_id = vec![1; 15];
+        let mut zero_trace = flagged();
+        zero_trace.trace_id = vec![0; 16];
+        let mut no_span_id = flagged();
+        no_span_id.span_id = vec![];
+        let mut zero_span_id = flagged();
+        zero_span_id.span_id = vec![0; 8];
+        let request = request(
+            vec![],
+            vec![short_trace, zero_trace, no_span_id, zero_span_id, flagged()],
+        );
+        let got: Vec<_> = spans(&request).map(|s| s.err()).collect();
+        assert_eq!(
+            got,
+            [
+                Some(InvalidSpan::TraceIdLength(15)),
+                Some(InvalidSpan::ZeroTraceId),
+                Some(InvalidSpan::SpanIdLength(0)),
+                Some(InvalidSpan::ZeroSpanId),
+                None,
+            ]
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! The windows every receiver feeds: one per routed rollout, for its current step.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+use super::events::{
+    BatchIngested, BatchRejected, Counters, IngestStats, RejectReason, SpansRejected,
+    StaleSamplesDropped, Transport,
+};
+use super::extract::{self, InvalidSpan};
+use crate::analysis::{Routes, Window};
+
+/// What became of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Spans in the request.
+    pub spans: u64,
+    /// Flag evaluations read off valid spans.
+    pub samples: u64,
+    /// Samples recorded into a rollout window.
+    pub routed: u64,
+    /// Invalid spans left out.
+    pub rejected: u64,
+    /// Why the first rejected span was invalid.
+    pub first_rejection: Option<InvalidSpan>,
+}
+
+impl IngestReport {
+    /// The OTLP answer: partial success when some spans were rejected.
+    pub fn response(&self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: self.first_rejection.map(|first| ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(self.rejected).unwrap_or(i64::MAX),
+                error_message: format!(
+                    "rejected {} of {} spans; first: {first}",
+                    self.rejected, self.spans
+                ),
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct StepWindow {
+    epoch: u64,
+    window: Window,
+}
+
+/// Routes span samples into per-rollout windows. Shared by every receiver: routes
+/// are read lock-free, and a batch is aggregated on its own before it is merged
+/// under the lock once.
+#[derive(Debug, Default)]
+pub struct Ingestor {
+    routes: ArcSwap<Routes>,
+    /// rollout → window of its current epoch. Holds exactly the routed rollouts.
+    windows: Mutex<HashMap<String, StepWindow>>,
+    counters: Counters,
+}
+
+impl Ingestor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the routes. A rollout whose epoch changed starts an empty window;
+    /// the window of a rollout no longer routed is dropped.
+    pub fn set_routes(&self, routes: Routes) {
+        let mut windows = self.lock_windows();
+        let mut kept = HashMap::with_capacity(routes.len());
+        for route in routes.iter() {
+            let window = match windows.remove(&route.rollout) {
+                Some(current) if current.epoch == route.epoch => current,
+                _ => StepWindow {
+                    epoch: route.epoch,
+                    window: Window::default(),
+                },
+            };
+            kept.insert(route.rollout.clone(), window);
+        }
+        *windows = kept;
+        // Swapped under the lock, so a batch merging now sees windows and routes agree.
+        self.routes.store(routes.into());
+    }
+
+    /// Reads every span of `request` into the windows of the rollouts it counts for.
+    pub fn ingest(&self, request: &ExportTraceServiceRequest) -> IngestReport {
+        let routes = self.routes.load();
+        let mut report = IngestReport::default();
+        let mut batch: HashMap<&str, StepWindow> = HashMap::new();
+        for span in extract::spans(request) {
+            report.spans += 1;
+            let span = match span {
+                Ok(span) => span,
+                Err(invalid) => {
+                    report.rejected += 1;
+                    report.first_rejection.get_or_insert(invalid);
+                    continue;
+                }
+            };
+            for sample in span.samples() {
+                report.samples += 1;
+                for (route, arm) in routes.route(&sample) {
+                    report.routed += 1;
+                    batch
+                        .entry(route.rollout.as_str())
+                        .or_insert_with(|| StepWindow {
+                            epoch: route.epoch,
+                            window: Window::default(),
+                        })
+                        .window
+                        .record(arm, sample.is_error, sample.duration_ns, sample.trace_id);
+                }
+            }
+        }
+        let stale = self.merge(batch);
+
+        for (rollout, samples) in stale {
+            StaleSamplesDropped { rollout, samples }.emit(&self.counters);
+        }
+        if let Some(first) = report.first_rejection {
+            SpansRejected {
+                count: report.rejected,
+                first,
+            }
+            .emit(&self.counters);
+        }
+        BatchIngested {
+            spans: report.spans,
+            samples: report.samples,
+            routed: report.routed,
+        }
+        .emit(&self.counters);
+        report
+    }
+
+    /// Merges a batch into the windows; returns the rollouts whose samples were of
+    /// an epoch no longer current (routes changed while the batch was read), with
+    /// how many samples were dropped.
+    fn merge<'b>(&self, batch: HashMap<&'b str, StepWindow>) -> Vec<(&'b str, u64)> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let mut stale = Vec::new();
+        let mut windows = self.lock_windows();
+        for (rollout, local) in batch {
+            match windows.get_mut(rollout) {
+                Some(current) if current.epoch == local.epoch => {
+                    current.window.merge(&local.window)
+                }
+                _ => stale.push((
+                    rollout,
+                    local.window.baseline.samples + local.window.candidate.samples,
+                )),
+            }
+        }
+        stale
+    }
+
+    /// A copy of `rollout`'s window for `epoch`; empty when the rollout is not routed
+    /// or is at another epoch.
+    pub fn window(&self, rollout: &str, epoch: u64) -> Window {
+        self.lock_windows()
+            .get(rollout)
+            .filter(|current| current.epoch == epoch)
+            .map(|current| current.window.clone())
+            .unwrap_or_default()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> IngestStats {
+        self.counters.snapshot()
+    }
+
+    /// Records a request refused before it could be ingested.
+    pub(super) fn reject_batch(&self, transport: Transport, reason: RejectReason, detail: &str) {
+        BatchRejected {
+            transport,
+            reason,
+            detail,
+        }
+        .emit(&self.counters);
+    }
+
+    fn lock_windows(&self) -> MutexGuard<'_, HashMap<String, StepWindow>> {
+        // Windows are only ever merged whole, so a panic elsewhere cannot leave
+        // one half-written: the data behind a poisoned lock is still sound.
+        self.windows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+    use super::*;
+    use crate::analysis::Route;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_string())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn span(variant: &str, error: bool, duration_ns: u64) -> Span {
+        Span {
+            trace_id: vec![9; 16],
+            span_id: vec![1; 8],
+            start_time_unix_nano: 1_000_000,
+            end_time_unix_nano: 1_000_000 + duration_ns,
+            attributes: vec![
+                kv("feature_flag.key", "new-cart"),
+                kv("feature_flag.result.variant", variant),
+            ],
+            status: error.then(|| Status {
+                code: StatusCode::Error as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "checkout")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn routes(epoch: u64) -> Routes {
+        Routes::new(vec![Route {
+            rollout: "shop/checkout".to_string(),
+            service: "checkout".to_string(),
+            flag_key: "new-cart".to_string(),
+            revision: None,
+            baseline_variant: "off".to_string(),
+            candidate_variant: "on".to_string(),
+            epoch,
+        }])
+    }
+
+    #[test]
+    fn batches_accumulate_per_arm() {
+        let ingestor = Ingestor::new();
+        ingestor.set_routes(routes(1));
+        let report = ingestor.ingest(&request(vec![
+            span("off", false, 2_000_000),
+            span("on", true, 9_000_000),
+            span("other", false, 1),
+        ]));
+        assert_eq!(
+            report,
+            IngestReport {
+                spans: 3,
+                samples: 3,
+                routed: 2,
+                rejected: 0,
+                first_rejection: None
+            }
+        );
+        assert_eq!(report.response().partial_success, None);
+        ingestor.ingest(&request(vec![span("on", false, 3_000_000)]));
+
+        let window = ingestor.window("shop/checkout", 1);
+        assert_eq!((window.baseline.samples, window.baseline.errors), (1, 0));
+        assert_eq!((window.candidate.samples, window.candidate.errors), (2, 1));
+        assert_eq!(window.candidate.error_exemplars, [[9; 16]]);
+        let slowest_ms = window.candidate.latency.quantile_ms(1.0).unwrap();
+        assert!((slowest_ms - 9.0).abs() <= 9.0 * 0.01, "{slowest_ms}");
+        assert_eq!(ingestor.window("shop/checkout", 2), Window::default());
+        assert_eq!(ingestor.window("shop/other", 1), Window::default());
+
+        let stats = ingestor.stats();
+        assert_eq!(
+            (
+                stats.batches_received,
+                stats.spans_received,
+                stats.samples_extracted,
+                stats.samples_routed
+            ),
+            (2, 4, 4, 3)
+        );
+    }
+
+    #[test]
+    fn a_new_epoch_restarts_the_window_and_removed_routes_drop_it() {
+        let ingestor = Ingestor::new();
+        ingestor.set_routes(routes(1));
+        ingestor.ingest(&request(vec![span("on", false, 1_000)]));
+        ingestor.set_routes(routes(1));
+        assert_eq!(ingestor.window("shop/checkout", 1).candidate.samples, 1);
+
+        ingestor.set_routes(routes(2));
+        assert_eq!(ingestor.window("shop/checkout", 1), Window::default());
+        assert_eq!(ingestor.window("shop/checkout", 2), Window::default());
+        ingestor.ingest(&request(vec![span("on", false, 1_000)]));
+        assert_eq!(ingestor.window("shop/checkout", 2).candidate.samples, 1);
+
+        ingestor.set_routes(Routes::default());
+        assert_eq!(ingestor.window("shop/checkout", 2), Window::default());
+        assert_eq!(
+            ingestor
+                .ingest(&request(vec![span("on", false, 1_000)]))
+                .routed,
+            0
+        );
+    }
+
+    #[test]
+    fn samples_of_a_past_epoch_are_dropped() {
+        let ingestor = Ingestor::new();
+        ingestor.set_routes(routes(2));
+        let mut old = HashMap::new();
+        old.insert("shop/checkout", {
+            let mut window = Window::default();
+            window.record(crate::analysis::Arm::Candidate, false, 1_000, [1; 16]);
+            StepWindow { epoch: 1, window }
+        });
+        assert_eq!(ingestor.merge(old), [("shop/checkout", 1)]);
+        assert_eq!(ingestor.window("shop/checkout", 2), Window::default());
+    }
+
+    #[test]
+    fn concurrent_batches_lose_nothing() {
+        let ingestor = Ingestor::new();
+        ingestor.set_routes(routes(1));
+        let batch = request(vec![span("off", false, 1_000), span("on", true, 2_000)]);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..250 {
+                        ingestor.ingest(&batch);
+                    }
+                });
+            }
+        });
+        let window = ingestor.window("shop/checkout", 1);
+        assert_eq!(
+            (window.baseline.samples, window.candidate.errors),
+            (1_000, 1_000)
+        );
+        assert_eq!(window.candidate.latency.count(), 1_000);
+    }
+
+    #[test]
+    fn invalid_spans_are_rejected_and_reported() {
+        let ingestor = Ingestor::new();
+        ingestor.set_routes(routes(1));
+        let mut bad = span("on", false, 1_000);
+        bad.trace_id = vec![1, 2, 3];
+        let report = ingestor.ingest(&request(vec![bad.clone(), span("on", false, 1_000), bad]));
+        assert_eq!((report.spans, report.rejected, report.routed), (3, 2, 1));
+        let partial = report.response().partial_success.unwrap();
+        assert_eq!(partial.rejected_spans, 2);
+        assert_eq!(
+            partial.error_message,
+            "rejected 2 of 3 spans; first: trace_id has 3 bytes, OTLP requires 16"
+        );
+        assert_eq!(ingestor.stats().spans_rejected, 2);
+    }
+}
