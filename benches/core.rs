@@ -1,0 +1,115 @@
+//! Timings of the pure core on the hot paths: bucketing and flag evaluation (every
+//! OFREP request), sketch recording and window merging (every ingested span), and
+//! the judge (every tick of every rollout).
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use serde_json::{Map, Value, json};
+use spangate::analysis::{Arm, LatencySketch, Window, judge};
+use spangate::api::{AnalysisSpec, LatencyQuantiles};
+use spangate::flags::{Flag, FlagState, PercentageRollout, Variant, bucket};
+
+const MS: u64 = 1_000_000;
+
+/// The `i`th of a spread of durations from 1 ms to about 1 s, the same on every run.
+fn duration_ns(i: u64) -> u64 {
+    MS + (i * 7_919 % 1_000) * MS + i % 997
+}
+
+fn split_flag() -> Flag {
+    Flag {
+        key: "new-checkout".into(),
+        variants: vec![
+            Variant {
+                name: "off".into(),
+                value: json!(false),
+            },
+            Variant {
+                name: "on".into(),
+                value: json!(true),
+            },
+        ],
+        default_variant: 0,
+        state: FlagState::Enabled,
+        percentage: Some(PercentageRollout {
+            variant: 1,
+            weight: 2_500,
+            bucket_by: Some("accountId".into()),
+        }),
+        metadata: Map::new(),
+    }
+}
+
+fn window(samples: u64, error_every: u64) -> Window {
+    let mut window = Window::default();
+    for i in 0..samples {
+        // A quarter of the users get the candidate, as at a 25% step.
+        let arm = if i % 4 == 0 {
+            Arm::Candidate
+        } else {
+            Arm::Baseline
+        };
+        window.record(arm, i % error_every == 0, duration_ns(i), [i as u8; 16]);
+    }
+    window
+}
+
+fn bench_flags(c: &mut Criterion) {
+    c.bench_function("bucket", |b| {
+        b.iter(|| bucket::bucket(black_box("new-checkout"), black_box("acct-12345"), 10_000))
+    });
+
+    let flag = split_flag();
+    let context: Map<String, Value> = json!({"targetingKey": "user-42", "accountId": "acct-12345"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    c.bench_function("flag_evaluate_split", |b| {
+        b.iter(|| {
+            black_box(&flag)
+                .evaluate(black_box(&context))
+                .map(|r| r.variant)
+        })
+    });
+}
+
+fn bench_analysis(c: &mut Criterion) {
+    let mut sketch = LatencySketch::default();
+    (0..10_000).for_each(|i| sketch.record_ns(duration_ns(i)));
+    let mut i = 0u64;
+    c.bench_function("sketch_record_ns", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            sketch.record_ns(black_box(duration_ns(i)))
+        })
+    });
+
+    let (into, other) = (window(10_000, 50), window(10_000, 20));
+    c.bench_function("window_merge", |b| {
+        b.iter_batched_ref(
+            || into.clone(),
+            |w| w.merge(black_box(&other)),
+            BatchSize::SmallInput,
+        )
+    });
+
+    let analysis = AnalysisSpec {
+        min_samples: 200,
+        max_error_rate: Some(0.05),
+        max_error_rate_increase: Some(0.02),
+        max_latency_ms: Some(LatencyQuantiles {
+            p95: Some(800.0),
+            p99: Some(950.0),
+            ..LatencyQuantiles::default()
+        }),
+        max_latency_increase: Some(0.25),
+    };
+    let judged = window(20_000, 30);
+    c.bench_function("judge", |b| {
+        b.iter(|| judge(black_box(&analysis), black_box(&judged), "off", "on"))
+    });
+}
+
+criterion_group!(benches, bench_flags, bench_analysis);
+criterion_main!(benches);
