@@ -5,11 +5,14 @@
 
 pub mod analysis;
 pub mod api;
+pub mod cli;
 pub mod controller;
+pub mod demo;
 pub mod fingerprint;
 pub mod flags;
 pub mod ingest;
 pub mod rollout;
 pub mod serve;
+pub mod standalone;
 pub mod store;
 pub mod telemetry;

@@ -1,3 +1,261 @@
-fn main() {
-    print!("{}", spangate::api::crd_yaml());
+//! The `spangate` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use spangate::cli::get::{OutputFormat, render};
+use spangate::demo::{DemoOptions, Scenario};
+use spangate::ingest::IngestLimits;
+use spangate::standalone::{Standalone, StandaloneConfig};
+use spangate::store::FileStore;
+use spangate::telemetry::{self, LogFormat};
+
+/// Progressive feature rollouts judged by OpenTelemetry traces.
+///
+/// spangate hands a flag's new variant to a growing share of users (1% → 5% → 25% →
+/// 100%), serves the flag over OFREP, reads the spans of those users over OTLP, and
+/// rolls the feature back on its own when the new variant shows more errors or more
+/// latency than the old one.
+///
+/// Start with `spangate demo`, then run your own rollouts with
+/// `spangate standalone --dir ./rollouts`.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr. Set RUST_LOG to change the level (e.g. RUST_LOG=debug).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SPANGATE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a whole rollout — and a rollback — in one command, with no cluster.
+    ///
+    /// Starts the operator in-process on loopback and a synthetic checkout service
+    /// that asks for the flag over OFREP and sends real OTLP spans. In the default
+    /// `regression` scenario the new variant is fine at 5% and 25% but fails and
+    /// slows down at 50%, and spangate rolls it back by itself; `--scenario healthy` is promoted
+    /// to 100%. Exits 0 when the rollout ended as the scenario says.
+    Demo {
+        #[arg(long, value_enum, default_value = "regression")]
+        scenario: Scenario,
+        /// Requests per second the synthetic service makes.
+        #[arg(long, default_value_t = 800)]
+        rate: u32,
+        /// Keep the rollout file and its state in this folder (to inspect with
+        /// `spangate get`) instead of a temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Give up after this long (e.g. 90s).
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        deadline: Duration,
+    },
+    /// Run the controller on a folder of FeatureRollout files (no cluster).
+    ///
+    /// Every `*.yaml`, `*.yml` and `*.json` file in the folder may hold FeatureRollout
+    /// documents; the folder is re-read on every tick, so edits take effect within a
+    /// tick. Status is kept in the state folder (default DIR/.spangate) and survives
+    /// restarts. Applications ask for flags over OFREP and send spans over OTLP.
+    Standalone {
+        /// Folder of rollout files.
+        #[arg(long, env = "SPANGATE_DIR")]
+        dir: PathBuf,
+        /// Folder for status and events [default: DIR/.spangate].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// OTLP gRPC receiver.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        otlp_grpc_addr: SocketAddr,
+        /// OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON).
+        #[arg(long, default_value = "127.0.0.1:4318")]
+        otlp_http_addr: SocketAddr,
+        /// OFREP (POST /ofrep/v1/evaluate/flags/{key}).
+        #[arg(long, default_value = "127.0.0.1:8016")]
+        ofrep_addr: SocketAddr,
+        /// Probes: GET /healthz and /readyz.
+        #[arg(long, default_value = "127.0.0.1:8014")]
+        probe_addr: SocketAddr,
+        /// Longest time between two reconcile passes.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        tick: Duration,
+        /// Largest OTLP request body accepted, in bytes.
+        #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
+        max_body_bytes: usize,
+        /// Once listening, write the bound addresses here as JSON (for scripts).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Print rollouts and their status, like `kubectl get`.
+    Get {
+        /// Folder of rollout files.
+        #[arg(long, env = "SPANGATE_DIR")]
+        dir: PathBuf,
+        /// Folder for status [default: DIR/.spangate].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Only this rollout (`name` or `namespace/name`).
+        name: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// Print the CustomResourceDefinitions (FeatureRollout, Segment) as YAML.
+    Crd,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    spangate::api::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", spangate::api::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get {
+            dir,
+            state_dir,
+            name,
+            output,
+        } => {
+            let store = FileStore::new(&dir, state_dir);
+            let mut rollouts = store.list_blocking()?;
+            if let Some(wanted) = &name {
+                rollouts.retain(|r| r.key.name == *wanted || r.key.to_string() == *wanted);
+                if rollouts.is_empty() {
+                    anyhow::bail!("rollout {wanted:?} not found in {}", dir.display());
+                }
+            }
+            if rollouts.is_empty() && matches!(output, OutputFormat::Table | OutputFormat::Wide) {
+                eprintln!("No rollouts found in {}.", dir.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            print!(
+                "{}",
+                render(&rollouts, output, name.is_some(), jiff::Timestamp::now())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            scenario,
+            rate,
+            dir,
+            deadline,
+        } => runtime()?.block_on(async {
+            // The demo prints its own account of every decision; logs would repeat it.
+            let _telemetry = telemetry::init(cli.log_format, "error")?;
+            let options = DemoOptions {
+                scenario,
+                requests_per_second: rate,
+                dir,
+                deadline,
+            };
+            let mut out = std::io::stdout();
+            let outcome = spangate::demo::run(options, &mut out).await?;
+            Ok(if outcome.behaved() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }),
+        Command::Standalone {
+            dir,
+            state_dir,
+            otlp_grpc_addr,
+            otlp_http_addr,
+            ofrep_addr,
+            probe_addr,
+            tick,
+            max_body_bytes,
+            ready_file,
+        } => runtime()?.block_on(async {
+            let telemetry = telemetry::init(cli.log_format, "info")?;
+            let config = StandaloneConfig {
+                dir,
+                state_dir,
+                otlp_grpc_addr,
+                otlp_http_addr,
+                ofrep_addr,
+                probe_addr,
+                tick,
+                ingest_limits: IngestLimits { max_body_bytes },
+            };
+            let mut standalone = Standalone::start(config.clone(), |_| {}).await?;
+            let addrs = standalone.addrs;
+            tracing::info!(
+                dir = %config.dir.display(),
+                otlp_grpc = %addrs.otlp_grpc,
+                otlp_http = %addrs.otlp_http,
+                ofrep = %addrs.ofrep,
+                probes = %addrs.probes,
+                "spangate standalone is serving"
+            );
+            if let Some(path) = ready_file {
+                spangate::store::write_atomically(&path, &serde_json::to_vec(&addrs)?)
+                    .with_context(|| format!("writing the ready file {}", path.display()))?;
+            }
+            let cancel = standalone.cancel_token();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                cancel.cancel();
+            });
+            let result = standalone.wait().await;
+            tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

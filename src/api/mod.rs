@@ -17,14 +17,23 @@ pub const GROUP: &str = "spangate.dev";
 /// API version served for every spangate resource.
 pub const VERSION: &str = "v1alpha1";
 
-/// The CRDs as one multi-document YAML, the same text as `crds/` holds.
-pub fn crd_yaml() -> String {
+/// Each CRD as (file name under `crds/`, YAML).
+pub fn crd_files() -> Vec<(String, String)> {
     use kube::CustomResourceExt;
-    let crds = [FeatureRollout::crd(), Segment::crd()];
-    let mut out = String::new();
-    for crd in crds {
-        out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(&crd).expect("a CRD always serializes"));
-    }
-    out
+    [FeatureRollout::crd(), Segment::crd()]
+        .into_iter()
+        .map(|crd| {
+            let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());
+            let yaml = serde_norway::to_string(&crd).expect("a CRD always serializes");
+            (name, yaml)
+        })
+        .collect()
+}
+
+/// The CRDs as one multi-document YAML, what `spangate crd` prints.
+pub fn crd_yaml() -> String {
+    crd_files()
+        .into_iter()
+        .map(|(_, yaml)| format!("---\n{yaml}"))
+        .collect()
 }

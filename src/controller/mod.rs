@@ -16,7 +16,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tracing::{Instrument, info_span};
 
-use crate::analysis::{Route, Window, judge};
+use crate::analysis::{Route, Routes, Window, judge};
 use crate::api::{FeatureRolloutStatus, Phase};
 use crate::flags::FlagSet;
 use crate::rollout::{Action, EventType, Input, decide, reject};
@@ -29,6 +29,16 @@ pub trait SpanWindows: Send + Sync + 'static {
     fn window(&self, rollout: &str, epoch: u64) -> Window;
     /// Replaces the routes ingest uses.
     fn set_routes(&self, routes: Vec<Route>);
+}
+
+impl SpanWindows for crate::ingest::Ingestor {
+    fn window(&self, rollout: &str, epoch: u64) -> Window {
+        crate::ingest::Ingestor::window(self, rollout, epoch)
+    }
+
+    fn set_routes(&self, routes: Vec<Route>) {
+        crate::ingest::Ingestor::set_routes(self, Routes::new(routes));
+    }
 }
 
 /// What one pass saw, for progress displays and tests.
@@ -106,7 +116,11 @@ impl<S: RolloutStore> Controller<S> {
                     flags.push(flag);
                 }
                 if status.phase == Phase::Progressing {
-                    routes.push(route_for(&rollout.key, spec, &status));
+                    routes.push(Route::from_spec(
+                        rollout.key.to_string(),
+                        spec,
+                        epoch_of(&status),
+                    ));
                 }
             }
             if let Some(wake) = status_wake(rollout, &status) {
@@ -131,12 +145,15 @@ impl<S: RolloutStore> Controller<S> {
             }
             (Ok(spec), None) => {
                 span.record("feature_flag.key", spec.flag.key.as_str());
-                span.record("feature_flag.result.variant", spec.flag.rollout_variant.as_str());
+                span.record(
+                    "feature_flag.result.variant",
+                    spec.flag.rollout_variant.as_str(),
+                );
                 if let Some(revision) = &spec.revision {
                     span.record("vcs.ref.head.revision", revision.as_str());
                 }
-                let verdict = (rollout.status.phase == Phase::Progressing && !spec.paused)
-                    .then(|| {
+                let verdict =
+                    (rollout.status.phase == Phase::Progressing && !spec.paused).then(|| {
                         let window = self
                             .windows
                             .window(&rollout.key.to_string(), epoch_of(&rollout.status));
@@ -166,7 +183,12 @@ impl<S: RolloutStore> Controller<S> {
             span.record("verdict", verdict.to_string());
         }
         for action in &decision.actions {
-            if let Action::Event { type_, reason, note } = action {
+            if let Action::Event {
+                type_,
+                reason,
+                note,
+            } = action
+            {
                 self.emit(&rollout.key, &status, *type_, reason, note).await;
             }
         }
@@ -262,22 +284,6 @@ fn flag_owners(rollouts: &[StoredRollout]) -> HashMap<&str, &RolloutKey> {
         }
     }
     owners.into_iter().collect()
-}
-
-fn route_for(
-    key: &RolloutKey,
-    spec: &crate::api::FeatureRolloutSpec,
-    status: &FeatureRolloutStatus,
-) -> Route {
-    Route {
-        rollout: key.to_string(),
-        service: spec.service.clone(),
-        flag_key: spec.flag.key.clone(),
-        revision: spec.revision.clone(),
-        baseline_variant: spec.flag.default_variant.clone(),
-        candidate_variant: spec.flag.rollout_variant.clone(),
-        epoch: epoch_of(status),
-    }
 }
 
 fn status_wake(rollout: &StoredRollout, status: &FeatureRolloutStatus) -> Option<Timestamp> {

@@ -11,7 +11,11 @@ use crate::store::RolloutKey;
 
 /// The flag a rollout serves in its current state; `None` when its default variant
 /// is not among its variants (nothing sensible to serve).
-pub fn compile_flag(key: &RolloutKey, spec: &FeatureRolloutSpec, status: &FeatureRolloutStatus) -> Option<Flag> {
+pub fn compile_flag(
+    key: &RolloutKey,
+    spec: &FeatureRolloutSpec,
+    status: &FeatureRolloutStatus,
+) -> Option<Flag> {
     let variants: Vec<Variant> = spec
         .flag
         .variants
@@ -21,7 +25,9 @@ pub fn compile_flag(key: &RolloutKey, spec: &FeatureRolloutSpec, status: &Featur
             value: value.clone(),
         })
         .collect();
-    let default_variant = variants.iter().position(|v| v.name == spec.flag.default_variant)?;
+    let default_variant = variants
+        .iter()
+        .position(|v| v.name == spec.flag.default_variant)?;
     let percentage = variants
         .iter()
         .position(|v| v.name == spec.flag.rollout_variant)

@@ -56,9 +56,11 @@ impl FileStore {
     fn read_state(&self, key: &RolloutKey) -> anyhow::Result<Option<StateFile>> {
         let path = self.state_path(key);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!("state file {} is corrupt", path.display())
-            })?)),
+            Ok(bytes) => {
+                Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                    format!("state file {} is corrupt", path.display())
+                })?))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -106,7 +108,7 @@ fn is_rollout_file(path: &Path) -> bool {
 }
 
 /// Writes `bytes` to `path` so that readers see the old file or the new one, never half.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("state path has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(
@@ -127,7 +129,10 @@ struct Document {
 
 impl Document {
     fn unreadable(path: &Path, index: usize, message: String) -> Self {
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("rollout");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("rollout");
         let name = if index == 0 {
             stem.to_string()
         } else {
@@ -171,14 +176,22 @@ fn parse_file(path: &Path, text: &str, out: &mut Vec<Document>) {
             Ok(serde_norway::Value::Null) => continue,
             Ok(v) => v,
             Err(e) => {
-                out.push(Document::unreadable(path, index, format!("not valid YAML: {e}")));
+                out.push(Document::unreadable(
+                    path,
+                    index,
+                    format!("not valid YAML: {e}"),
+                ));
                 continue;
             }
         };
         let envelope: Envelope = match serde_norway::from_value(value) {
             Ok(e) => e,
             Err(e) => {
-                out.push(Document::unreadable(path, index, format!("not a resource: {e}")));
+                out.push(Document::unreadable(
+                    path,
+                    index,
+                    format!("not a resource: {e}"),
+                ));
                 continue;
             }
         };
@@ -189,7 +202,11 @@ fn parse_file(path: &Path, text: &str, out: &mut Vec<Document>) {
         }
         let expected_api = format!("{GROUP}/{VERSION}");
         let Some(name) = envelope.metadata.name.filter(|n| !n.is_empty()) else {
-            out.push(Document::unreadable(path, index, "metadata.name is missing".into()));
+            out.push(Document::unreadable(
+                path,
+                index,
+                "metadata.name is missing".into(),
+            ));
             continue;
         };
         let key = RolloutKey::new(
@@ -264,7 +281,11 @@ impl FileStore {
         Ok(by_key.into_values().collect())
     }
 
-    fn write_status_now(&self, key: &RolloutKey, status: &FeatureRolloutStatus) -> anyhow::Result<()> {
+    fn write_status_now(
+        &self,
+        key: &RolloutKey,
+        status: &FeatureRolloutStatus,
+    ) -> anyhow::Result<()> {
         let mut state = self
             .read_state(key)?
             .with_context(|| format!("rollout {key} has no state yet; list it first"))?;
@@ -319,7 +340,11 @@ impl RolloutStore for FileStore {
         tokio::task::spawn_blocking(move || store.list_now()).await?
     }
 
-    async fn write_status(&self, key: &RolloutKey, status: &FeatureRolloutStatus) -> anyhow::Result<()> {
+    async fn write_status(
+        &self,
+        key: &RolloutKey,
+        status: &FeatureRolloutStatus,
+    ) -> anyhow::Result<()> {
         let (store, key, status) = (self.clone(), key.clone(), status.clone());
         tokio::task::spawn_blocking(move || store.write_status_now(&key, &status)).await?
     }

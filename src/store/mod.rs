@@ -7,7 +7,7 @@
 
 mod file;
 
-pub use file::FileStore;
+pub use file::{FileStore, write_atomically};
 
 use std::fmt;
 use std::future::Future;
@@ -75,4 +75,3 @@ pub trait RolloutStore: Send + Sync + 'static {
         event: &RolloutEvent,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
-
