@@ -256,7 +256,8 @@ fn run_scenario(scenario: &str, exporter: &str) -> Value {
         }
         if let Some(exit) = traffic_exit {
             panic!(
-                "the traffic script ended ({exit}) before the rollout did; last status: {last:?}\n{}",
+                "the traffic script ended ({exit}) before the rollout did; \
+                 last status: {last:?}\n{}",
                 logs()
             );
         }
@@ -278,7 +279,8 @@ fn run_scenario(scenario: &str, exporter: &str) -> Value {
         }
         assert!(
             Instant::now() < deadline,
-            "the traffic script did not stop within {TRAFFIC_EXIT_DEADLINE:?} after the rollout ended\n{}",
+            "the traffic script did not stop within {TRAFFIC_EXIT_DEADLINE:?} \
+             after the rollout ended\n{}",
             logs()
         );
         sleep(POLL_INTERVAL);
@@ -308,7 +310,8 @@ fn assert_judged_on_received_spans(status: &Value) {
     let samples = verdict_of(status)["candidate"]["samples"].as_u64();
     assert!(
         samples.is_some_and(|n| n >= MIN_SAMPLES),
-        "the last verdict counted {samples:?} spans of variant on, expected at least {MIN_SAMPLES}: {status:#}"
+        "the last verdict counted {samples:?} spans of variant on, \
+         expected at least {MIN_SAMPLES}: {status:#}"
     );
 }
 

@@ -144,9 +144,7 @@ def main() -> int:
 
     exporter = CountingExporter(make_exporter(args.exporter, args.otlp_url))
     tracer_provider = TracerProvider(
-        resource=Resource.create(
-            {"service.name": SERVICE, "vcs.ref.head.revision": REVISION}
-        )
+        resource=Resource.create({"service.name": SERVICE, "vcs.ref.head.revision": REVISION})
     )
     tracer_provider.add_span_processor(
         BatchSpanProcessor(exporter, max_export_batch_size=512, schedule_delay_millis=200)
