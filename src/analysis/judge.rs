@@ -14,9 +14,6 @@ const TOLERANCE: f64 = 1e-9;
 /// is not a measurement to divide by.
 const LATENCY_FLOOR_MS: f64 = 0.001;
 
-/// Quantile on which `maxLatencyIncrease` is judged.
-const INCREASE_QUANTILE: f64 = 0.99;
-
 /// Judges the candidate arm of `window` against `analysis`.
 ///
 /// Inconclusive until both arms hold `minSamples` spans (at least one: no data is
@@ -53,23 +50,11 @@ pub fn judge(
         };
     }
 
-    let checks = run_checks(
-        analysis,
-        &window.baseline,
-        &window.candidate,
-        &baseline,
-        &candidate,
-    );
+    let checks = run_checks(analysis, &window.candidate, &baseline, &candidate);
     let (outcome, message, failed_checks) = if checks.failures.is_empty() {
         (
             VerdictOutcome::Pass,
-            pass_message(
-                &baseline,
-                &candidate,
-                &window.baseline,
-                &window.candidate,
-                checks.passed,
-            ),
+            pass_message(&baseline, &candidate, checks.passed),
             Vec::new(),
         )
     } else {
@@ -129,7 +114,6 @@ impl Checks {
 
 fn run_checks(
     analysis: &AnalysisSpec,
-    baseline_arm: &ArmWindow,
     candidate_arm: &ArmWindow,
     baseline: &VariantEvidence,
     candidate: &VariantEvidence,
@@ -169,44 +153,39 @@ fn run_checks(
                 checks.check(
                     exceeds(value_ms, max_ms),
                     || format!("maxLatencyMs.{name}"),
-                    || format!("{name} latency of {c} {value_ms:.1} ms > maxLatencyMs.{name} {max_ms:.1} ms"),
+                    || {
+                        format!(
+                            "{name} latency of {c} {value_ms:.1} ms > maxLatencyMs.{name} \
+                             {max_ms:.1} ms"
+                        )
+                    },
                 );
             }
         }
     }
-    if let Some(max) = analysis.max_latency_increase {
-        let quantiles = (
-            baseline_arm.latency.quantile_ms(INCREASE_QUANTILE),
-            candidate_arm.latency.quantile_ms(INCREASE_QUANTILE),
-        );
-        if let (Some(b_ms), Some(c_ms)) = quantiles {
-            let increase = c_ms.max(LATENCY_FLOOR_MS) / b_ms.max(LATENCY_FLOOR_MS) - 1.0;
-            checks.check(
-                exceeds(increase, max),
-                || "maxLatencyIncrease".to_string(),
-                || {
-                    format!(
-                        "p99 latency of {c} {c_ms:.1} ms is {:+.1}% over {b}'s {b_ms:.1} ms \
+    if let Some(max) = analysis.max_latency_increase
+        && let (Some(b_ms), Some(c_ms)) = (baseline.latency_ms.p99, candidate.latency_ms.p99)
+    {
+        let increase = c_ms.max(LATENCY_FLOOR_MS) / b_ms.max(LATENCY_FLOOR_MS) - 1.0;
+        checks.check(
+            exceeds(increase, max),
+            || "maxLatencyIncrease".to_string(),
+            || {
+                format!(
+                    "p99 latency of {c} {c_ms:.1} ms is {:+.1}% over {b}'s {b_ms:.1} ms \
                          > maxLatencyIncrease {max:.3} ({:+.1}%)",
-                        increase * 100.0,
-                        max * 100.0
-                    )
-                },
-            );
-        }
+                    increase * 100.0,
+                    max * 100.0
+                )
+            },
+        );
     }
     checks
 }
 
-fn pass_message(
-    baseline: &VariantEvidence,
-    candidate: &VariantEvidence,
-    baseline_arm: &ArmWindow,
-    candidate_arm: &ArmWindow,
-    passed: usize,
-) -> String {
+fn pass_message(baseline: &VariantEvidence, candidate: &VariantEvidence, passed: usize) -> String {
     let rate = |e: &VariantEvidence| e.error_rate.unwrap_or(0.0);
-    let p99 = |a: &ArmWindow| a.latency.quantile_ms(0.99).unwrap_or(0.0);
+    let p99 = |e: &VariantEvidence| e.latency_ms.p99.unwrap_or(0.0);
     let checks = match passed {
         0 => "no thresholds set".to_string(),
         1 => "1 check passed".to_string(),
@@ -216,10 +195,10 @@ fn pass_message(
         "{checks}: {c} error rate {:.3} and p99 {:.1} ms over {} spans, {b} error rate {:.3} \
          and p99 {:.1} ms over {} spans",
         rate(candidate),
-        p99(candidate_arm),
+        p99(candidate),
         candidate.samples,
         rate(baseline),
-        p99(baseline_arm),
+        p99(baseline),
         baseline.samples,
         c = candidate.variant,
         b = baseline.variant,
