@@ -144,7 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
         } => {
             let store = FileStore::new(&dir, state_dir);
-            let mut rollouts = store.list_blocking()?;
+            let mut rollouts = store.list_read_only()?;
             if let Some(wanted) = &name {
                 rollouts.retain(|r| r.key.name == *wanted || r.key.to_string() == *wanted);
                 if rollouts.is_empty() {

@@ -111,9 +111,11 @@ fn is_rollout_file(path: &Path) -> bool {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("state path has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Per process, so `spangate get` and a running server never share a temporary.
     let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
     ));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
@@ -167,9 +169,17 @@ fn parse_file(path: &Path, text: &str, out: &mut Vec<Document>) {
     let values: Vec<Result<serde_norway::Value, String>> = if is_json {
         vec![serde_json::from_str(text).map_err(|e| e.to_string())]
     } else {
-        serde_norway::Deserializer::from_str(text)
-            .map(|doc| serde_norway::Value::deserialize(doc).map_err(|e| e.to_string()))
-            .collect()
+        let mut values = Vec::new();
+        for doc in serde_norway::Deserializer::from_str(text) {
+            let value = serde_norway::Value::deserialize(doc).map_err(|e| e.to_string());
+            let failed = value.is_err();
+            values.push(value);
+            // After a syntax error the stream keeps yielding the same error forever.
+            if failed {
+                break;
+            }
+        }
+        values
     };
     for (index, value) in values.into_iter().enumerate() {
         let value = match value {
@@ -242,7 +252,8 @@ fn spec_hash(spec: &Result<FeatureRolloutSpec, String>) -> String {
 }
 
 impl FileStore {
-    fn list_now(&self) -> anyhow::Result<Vec<StoredRollout>> {
+    /// Lists the rollouts; with `persist`, records new generations in the state folder.
+    fn list_now(&self, persist: bool) -> anyhow::Result<Vec<StoredRollout>> {
         let mut by_key: BTreeMap<RolloutKey, StoredRollout> = BTreeMap::new();
         for doc in self.read_documents()? {
             if let Some(first) = by_key.get(&doc.key) {
@@ -273,7 +284,9 @@ impl FileStore {
                 // The spec changed (or is new): a new generation, as the API server does it.
                 state.generation += 1;
                 state.spec_hash = hash;
-                self.write_state(&rollout.key, &state)?;
+                if persist {
+                    self.write_state(&rollout.key, &state)?;
+                }
             }
             rollout.generation = Some(state.generation);
             rollout.status = state.status;
@@ -337,7 +350,7 @@ impl FileStore {
 impl RolloutStore for FileStore {
     async fn list(&self) -> anyhow::Result<Vec<StoredRollout>> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.list_now()).await?
+        tokio::task::spawn_blocking(move || store.list_now(true)).await?
     }
 
     async fn write_status(
@@ -355,9 +368,47 @@ impl RolloutStore for FileStore {
     }
 }
 
-/// Synchronous listing, for commands that run outside the async runtime.
 impl FileStore {
-    pub fn list_blocking(&self) -> anyhow::Result<Vec<StoredRollout>> {
-        self.list_now()
+    /// Lists without writing anything, for commands that only look (`spangate get`).
+    pub fn list_read_only(&self) -> anyhow::Result<Vec<StoredRollout>> {
+        self.list_now(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Vec<Document> {
+        let mut out = Vec::new();
+        parse_file(Path::new("rollouts/x.yaml"), text, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_syntax_error_is_one_unreadable_document() {
+        let docs = parse("kind: FeatureRollout\nspec: {flag: [\n");
+        assert_eq!(docs.len(), 1);
+        let message = docs[0].spec.as_ref().unwrap_err();
+        assert!(
+            message.starts_with("rollouts/x.yaml: not valid YAML"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn other_kinds_are_skipped_and_wrong_api_versions_named() {
+        let docs = parse(
+            "kind: Segment\nmetadata: {name: beta}\n---\napiVersion: spangate.dev/v2\nkind: FeatureRollout\nmetadata: {name: a}\nspec: {}\n",
+        );
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].key, RolloutKey::new("default", "a"));
+        assert!(
+            docs[0]
+                .spec
+                .as_ref()
+                .unwrap_err()
+                .contains("apiVersion is \"spangate.dev/v2\"")
+        );
     }
 }
