@@ -3,9 +3,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this harness
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -23,13 +24,69 @@ pub struct Addrs {
     pub probes: SocketAddr,
 }
 
+/// A child process that is killed when the test ends, however it ends; its stdout
+/// and stderr go to a log file.
+pub struct ChildGuard {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl ChildGuard {
+    pub fn spawn(command: &mut Command, log: &Path) -> Self {
+        let out = std::fs::File::create(log).expect("create a log file");
+        let err = out.try_clone().expect("clone a log file handle");
+        let child = scrub_env(command)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        Self {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("query a child process")
+    }
+
+    /// The end of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"));
+        let start = text.len().saturating_sub(6_000);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        format!("--- {} ---\n{}", self.log.display(), &text[start..])
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The machine's own telemetry settings must not redirect the tests' spans.
+pub fn scrub_env(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+}
+
 /// A running `spangate standalone`, killed on drop.
 pub struct Spangate {
     pub dir: PathBuf,
     pub state_dir: PathBuf,
     pub addrs: Addrs,
-    child: Child,
-    log: PathBuf,
+    pub process: ChildGuard,
 }
 
 /// Polls `check` until it returns `Some`, failing the test with `what` after `limit`.
@@ -52,59 +109,57 @@ impl Spangate {
     pub fn start(dir: &Path, state_dir: &Path) -> Self {
         let ready = state_dir.with_extension("ready.json");
         let _ = std::fs::remove_file(&ready);
-        let log = state_dir.with_extension("log");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["standalone", "--dir"])
             .arg(dir)
             .arg("--state-dir")
             .arg(state_dir)
-            .args([
-                "--otlp-grpc-addr",
-                "127.0.0.1:0",
-                "--otlp-http-addr",
-                "127.0.0.1:0",
-                "--ofrep-addr",
-                "127.0.0.1:0",
-                "--probe-addr",
-                "127.0.0.1:0",
-                "--tick",
-                "100ms",
-                "--ready-file",
-            ])
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn spangate");
-        let mut me = Self {
+            .args(["--otlp-grpc-addr", "127.0.0.1:0"])
+            .args(["--otlp-http-addr", "127.0.0.1:0"])
+            .args(["--ofrep-addr", "127.0.0.1:0"])
+            .args(["--probe-addr", "127.0.0.1:0"])
+            .args(["--tick", "100ms", "--ready-file"])
+            .arg(&ready);
+        let mut process = ChildGuard::spawn(&mut command, &state_dir.with_extension("log"));
+        let addrs = wait_for("the ready file", Duration::from_secs(60), || {
+            if let Some(status) = process.exited() {
+                panic!(
+                    "spangate exited ({status}) before it was ready\n{}",
+                    process.log_tail()
+                );
+            }
+            // Written atomically: once it is there it is whole.
+            let text = std::fs::read_to_string(&ready).ok()?;
+            Some(serde_json::from_str(&text).expect("the ready file is JSON"))
+        });
+        Self {
             dir: dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
-            addrs: Addrs {
-                otlp_grpc: ([0, 0, 0, 0], 0).into(),
-                otlp_http: ([0, 0, 0, 0], 0).into(),
-                ofrep: ([0, 0, 0, 0], 0).into(),
-                probes: ([0, 0, 0, 0], 0).into(),
-            },
-            child,
-            log,
-        };
-        me.addrs = wait_for("the ready file", Duration::from_secs(30), || {
-            if let Ok(Some(status)) = me.child.try_wait() {
-                panic!("spangate exited with {status}: {}", me.log_text());
-            }
-            let text = std::fs::read_to_string(&ready).ok()?;
-            serde_json::from_str(&text).ok()
-        });
-        me
+            addrs,
+            process,
+        }
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_tail()
     }
 
     /// The rollout as `spangate get NAME -o json` prints it.
     pub fn get(&self, name: &str) -> Value {
         get(&self.dir, &self.state_dir, name)
+    }
+
+    /// The command line of `spangate get NAME -o json`, for scripts that poll it.
+    pub fn get_command(&self, name: &str) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![BIN.into(), "get".into(), "--dir".into()];
+        args.extend([
+            self.dir.clone().into(),
+            "--state-dir".into(),
+            self.state_dir.clone().into(),
+        ]);
+        args.extend([name.into(), "-o".into(), "json".into()]);
+        args
     }
 
     /// Waits until the rollout's status satisfies `check`; returns that status.
@@ -123,7 +178,7 @@ impl Spangate {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "timed out after {limit:?} waiting for {what}; last status: {}\nlog:\n{}",
+                    "timed out after {limit:?} waiting for {what}; last status: {}\n{}",
                     serde_json::to_string_pretty(&doc["status"]).unwrap(),
                     self.log_text()
                 );
@@ -133,22 +188,14 @@ impl Spangate {
     }
 
     /// Kills the process abruptly, as a crash would.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Spangate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill(self) {
+        drop(self);
     }
 }
 
 /// `spangate get --dir DIR --state-dir STATE NAME -o json`.
 pub fn get(dir: &Path, state_dir: &Path, name: &str) -> Value {
-    let out = Command::new(BIN)
+    let out = scrub_env(&mut Command::new(BIN))
         .args(["get", "--dir"])
         .arg(dir)
         .arg("--state-dir")
