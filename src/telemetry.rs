@@ -7,7 +7,7 @@
 //! and verdict, so a rollout reads as a timeline in Jaeger.
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::SpanExporter;
+use opentelemetry_otlp::{SpanExporter, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
@@ -74,7 +74,15 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry
 fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
     let protocol = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_default();
     let exporter = if protocol.starts_with("http") {
-        SpanExporter::builder().with_http().build()?
+        // The batch processor exports from a thread of its own, with no async
+        // runtime: it needs the blocking client, which must be built off the runtime.
+        let client = std::thread::spawn(reqwest::blocking::Client::new)
+            .join()
+            .map_err(|_| anyhow::anyhow!("building the OTLP HTTP client panicked"))?;
+        SpanExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .build()?
     } else {
         SpanExporter::builder().with_tonic().build()?
     };

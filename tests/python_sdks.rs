@@ -12,7 +12,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, Spangate, rollout_yaml};
+use common::{ChildGuard, Spangate, rollout_yaml, scrub_env};
 use serde_json::Value;
 
 const ROLLOUT_NAME: &str = "checkout";
@@ -74,7 +74,7 @@ fn run_scenario(scenario: &str, exporter: &str) -> Value {
         .arg(format!("http://{otlp}"))
         .args(["--deadline-seconds", "150", "--"])
         .args(spangate.get_command(ROLLOUT_NAME));
-    let mut traffic = ChildGuard::spawn(&mut command, &root.path().join("traffic.log"));
+    let mut traffic = ChildGuard::spawn(scrub_env(&mut command), &root.path().join("traffic.log"));
     let logs = |traffic: &ChildGuard, spangate: &Spangate| {
         format!("{}\n{}", traffic.log_tail(), spangate.log_text())
     };

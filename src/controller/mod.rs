@@ -189,7 +189,7 @@ impl<S: RolloutStore> Controller<S> {
                 note,
             } = action
             {
-                self.emit(&rollout.key, &status, *type_, reason, note).await;
+                self.emit(rollout, &status, *type_, reason, note).await;
             }
         }
         if status != rollout.status {
@@ -200,34 +200,42 @@ impl<S: RolloutStore> Controller<S> {
 
     async fn emit(
         &self,
-        key: &RolloutKey,
+        rollout: &StoredRollout,
         status: &FeatureRolloutStatus,
         type_: EventType,
         reason: &'static str,
         note: &str,
     ) {
+        let key = &rollout.key;
+        let spec = rollout.spec.as_ref().ok();
         let span = info_span!(
             "decision",
             rollout = %key,
             reason,
+            "feature_flag.key" = spec.map(|s| s.flag.key.as_str()),
+            "feature_flag.result.variant" = spec.map(|s| s.flag.rollout_variant.as_str()),
+            "vcs.ref.head.revision" = spec.and_then(|s| s.revision.as_deref()),
             phase = %status.phase,
             step = status.current_step,
             weight = status.weight,
             verdict = status.verdict.map(|v| v.to_string()),
         );
-        let _entered = span.enter();
-        match type_ {
-            EventType::Normal => tracing::info!(rollout = %key, reason, "{note}"),
-            EventType::Warning => tracing::warn!(rollout = %key, reason, "{note}"),
+        async {
+            match type_ {
+                EventType::Normal => tracing::info!(rollout = %key, reason, "{note}"),
+                EventType::Warning => tracing::warn!(rollout = %key, reason, "{note}"),
+            }
+            let event = RolloutEvent {
+                type_,
+                reason,
+                note: note.to_string(),
+            };
+            if let Err(e) = self.store.record_event(key, &event).await {
+                tracing::warn!(rollout = %key, reason, error = %e, "could not record the event");
+            }
         }
-        let event = RolloutEvent {
-            type_,
-            reason,
-            note: note.to_string(),
-        };
-        if let Err(e) = self.store.record_event(key, &event).await {
-            tracing::warn!(rollout = %key, reason, error = %e, "could not record the event");
-        }
+        .instrument(span)
+        .await
     }
 
     fn publish(&mut self, flags: Vec<crate::flags::Flag>, routes: Vec<Route>) {

@@ -32,10 +32,11 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Spawns `command` as it is; see [`scrub_env`] to keep the machine's telemetry out.
     pub fn spawn(command: &mut Command, log: &Path) -> Self {
         let out = std::fs::File::create(log).expect("create a log file");
         let err = out.try_clone().expect("clone a log file handle");
-        let child = scrub_env(command)
+        let child = command
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -107,6 +108,11 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 impl Spangate {
     /// Starts spangate on `dir` (with state in `state_dir`) and waits until it listens.
     pub fn start(dir: &Path, state_dir: &Path) -> Self {
+        Self::start_with_env(dir, state_dir, &[])
+    }
+
+    /// Like [`Spangate::start`], with extra environment variables.
+    pub fn start_with_env(dir: &Path, state_dir: &Path, env: &[(&str, &str)]) -> Self {
         let ready = state_dir.with_extension("ready.json");
         let _ = std::fs::remove_file(&ready);
         let mut command = Command::new(BIN);
@@ -121,6 +127,7 @@ impl Spangate {
             .args(["--probe-addr", "127.0.0.1:0"])
             .args(["--tick", "100ms", "--ready-file"])
             .arg(&ready);
+        scrub_env(&mut command).envs(env.iter().copied());
         let mut process = ChildGuard::spawn(&mut command, &state_dir.with_extension("log"));
         let addrs = wait_for("the ready file", Duration::from_secs(60), || {
             if let Some(status) = process.exited() {
