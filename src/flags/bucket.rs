@@ -99,6 +99,43 @@ mod tests {
         assert_eq!(murmur3_32(&[&[0x21, 0x43, 0x65, 0x87]], 0), 0xf55b_516b);
     }
 
+    /// Buckets that flagd's `fractional` picks, computed with `@openfeature/flagd-core`
+    /// 4.0.1 on a flag of 10 000 variants of weight 1 (so the variant is the bucket),
+    /// bucketing by `{"cat": [{"var": "$flagd.flagKey"}, {"var": "accountId"}]}`.
+    /// ASCII only: flagd-core hashes JavaScript's UTF-16 code units where flagd's Go
+    /// evaluator (and spangate) hash UTF-8 bytes, so the two disagree on other text.
+    #[test]
+    fn buckets_equal_flagd_fractional() {
+        let vectors = [
+            ("new-checkout", "acct-0", 5689),
+            ("new-checkout", "acct-42", 6889),
+            ("new-checkout", "user-1234567", 8081),
+            ("new-checkout", "", 9628),
+            (
+                "new-checkout",
+                "a-much-longer-bucketing-value-with-dashes-0123456789",
+                4537,
+            ),
+            ("beta-search", "acct-0", 8179),
+            ("beta-search", "acct-42", 3351),
+            ("beta-search", "user-1234567", 264),
+            ("beta-search", "", 3414),
+            (
+                "beta-search",
+                "a-much-longer-bucketing-value-with-dashes-0123456789",
+                3783,
+            ),
+        ];
+        for (flag, value, expected) in vectors {
+            assert_eq!(bucket(flag, value, 10_000), expected, "{flag} + {value:?}");
+            let weights = vec![1; 10_000];
+            assert_eq!(
+                pick_weighted(flag, value, &weights),
+                Some(expected as usize)
+            );
+        }
+    }
+
     #[test]
     fn split_parts_hash_like_the_concatenation() {
         let text = b"new-checkout-account-123456789";
