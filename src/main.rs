@@ -112,6 +112,16 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: OutputFormat,
     },
+    /// Print the flags of a folder's rollouts, in their current state, as a flagd
+    /// flag-definition file (for flagd or flagd's in-process providers).
+    Export {
+        /// Folder of rollout files.
+        #[arg(long, env = "SPANGATE_DIR")]
+        dir: PathBuf,
+        /// Folder for status [default: DIR/.spangate].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Print the CustomResourceDefinitions (FeatureRollout, Segment) as YAML.
     Crd,
 }
@@ -134,7 +144,18 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crd => {
-            print!("{}", spangate::api::crd_yaml());
+            write_stdout(&spangate::api::crd_yaml())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { dir, state_dir } => {
+            let store = FileStore::new(&dir, state_dir);
+            let rollouts = store.list_read_only()?;
+            let flags: Vec<_> = rollouts
+                .iter()
+                .filter_map(|r| spangate::controller::served_flag(r, &r.status))
+                .collect();
+            let set = spangate::flags::flagd::flag_set(&flags);
+            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&set)?))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Get {
@@ -155,10 +176,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("No rollouts found in {}.", dir.display());
                 return Ok(ExitCode::SUCCESS);
             }
-            print!(
-                "{}",
-                render(&rollouts, output, name.is_some(), jiff::Timestamp::now())
-            );
+            write_stdout(&render(
+                &rollouts,
+                output,
+                name.is_some(),
+                jiff::Timestamp::now(),
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -230,6 +253,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             result?;
             Ok(ExitCode::SUCCESS)
         }),
+    }
+}
+
+/// Writes command output; a closed pipe (`spangate get | head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 

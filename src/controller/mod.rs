@@ -7,7 +7,7 @@
 
 mod publish;
 
-pub use publish::{compile_flag, epoch_of};
+pub use publish::{compile_flag, epoch_of, served_flag};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -109,19 +109,15 @@ impl<S: RolloutStore> Controller<S> {
                 .reconcile(rollout, conflict, now)
                 .instrument(span)
                 .await?;
+            flags.extend(served_flag(rollout, &status));
             if let Ok(spec) = &rollout.spec
-                && status.phase != Phase::Invalid
+                && status.phase == Phase::Progressing
             {
-                if let Some(flag) = compile_flag(&rollout.key, spec, &status) {
-                    flags.push(flag);
-                }
-                if status.phase == Phase::Progressing {
-                    routes.push(Route::from_spec(
-                        rollout.key.to_string(),
-                        spec,
-                        epoch_of(&status),
-                    ));
-                }
+                routes.push(Route::from_spec(
+                    rollout.key.to_string(),
+                    spec,
+                    epoch_of(&status),
+                ));
             }
             if let Some(wake) = status_wake(rollout, &status) {
                 report.wake_at = Some(report.wake_at.map_or(wake, |w: Timestamp| w.min(wake)));

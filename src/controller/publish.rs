@@ -5,9 +5,17 @@ use serde_json::{Map, Value};
 
 use crate::fingerprint::fnv1a;
 
-use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus};
+use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase};
 use crate::flags::{Flag, FlagState, PercentageRollout, Variant, percent_to_weight};
-use crate::store::RolloutKey;
+use crate::store::{RolloutKey, StoredRollout};
+
+/// The flag a stored rollout serves with `status`: none while it is Invalid.
+pub fn served_flag(rollout: &StoredRollout, status: &FeatureRolloutStatus) -> Option<Flag> {
+    if status.phase == Phase::Invalid {
+        return None;
+    }
+    compile_flag(&rollout.key, rollout.spec.as_ref().ok()?, status)
+}
 
 /// The flag a rollout serves in its current state; `None` when its default variant
 /// is not among its variants (nothing sensible to serve).

@@ -7,6 +7,7 @@
 
 pub mod bucket;
 mod flag;
+pub mod flagd;
 
 pub use flag::{
     EvaluationError, Flag, FlagState, PercentageRollout, Reason, Resolution, Variant, WEIGHT_SCALE,

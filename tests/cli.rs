@@ -1,0 +1,98 @@
+//! The commands that only read: `get`, `export`, `crd`, and the exit codes scripts
+//! rely on.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::BIN;
+
+fn spangate(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run spangate")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn examples() -> tempfile::TempDir {
+    let temp = tempfile::tempdir().unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/rollouts/new-checkout.yaml"
+    );
+    std::fs::copy(example, temp.path().join("new-checkout.yaml")).unwrap();
+    temp
+}
+
+#[test]
+fn get_prints_a_table_like_kubectl_and_documents_on_request() {
+    let dir = examples();
+    let path = dir.path().to_str().unwrap();
+    let out = spangate(&["get", "--dir", path]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAMESPACE",
+            "NAME",
+            "PHASE",
+            "STEP",
+            "WEIGHT",
+            "VERDICT",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[..3], ["default", "new-checkout", "Pending"]);
+
+    let out = spangate(&["get", "--dir", path, "new-checkout", "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["kind"], "FeatureRollout");
+    assert_eq!(doc["spec"]["flag"]["key"], "new-checkout");
+    assert_eq!(doc["metadata"]["generation"], 1);
+
+    let out = spangate(&["get", "--dir", path, "-o", "yaml"]);
+    let list: serde_json::Value = serde_norway::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["kind"], "List");
+    // Looking writes nothing.
+    assert!(!dir.path().join(".spangate").exists());
+}
+
+#[test]
+fn a_missing_rollout_or_folder_is_an_error_that_says_which() {
+    let dir = examples();
+    let out = spangate(&["get", "--dir", dir.path().to_str().unwrap(), "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rollout \"nope\" not found"));
+    let out = spangate(&["get", "--dir", "/nonexistent-spangate-folder"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-spangate-folder"));
+    let out = spangate(&["get", "--output", "xml", "--dir", "."]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn export_prints_a_flagd_flag_set() {
+    let dir = examples();
+    let out = spangate(&["export", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let flag = &set["flags"]["new-checkout"];
+    assert_eq!(flag["state"], "ENABLED");
+    assert_eq!(flag["defaultVariant"], "off");
+    assert_eq!(flag["variants"]["on"], true);
+}
+
+#[test]
+fn crd_prints_what_crds_holds() {
+    let out = spangate(&["crd"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for (name, yaml) in spangate::api::crd_files() {
+        assert!(text.contains(&yaml), "{name} missing from spangate crd");
+    }
+}
