@@ -5,10 +5,11 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use spangate::analysis::{Arm, LatencySketch, Window, judge};
 use spangate::api::{AnalysisSpec, LatencyQuantiles};
-use spangate::flags::{Flag, FlagState, PercentageRollout, Variant, bucket};
+use spangate::flags::{Attribute, Flag, PercentageRollout, Variant, bucket};
 
 const MS: u64 = 1_000_000;
 
@@ -18,27 +19,23 @@ fn duration_ns(i: u64) -> u64 {
 }
 
 fn split_flag() -> Flag {
-    Flag {
-        key: "new-checkout".into(),
-        variants: vec![
-            Variant {
-                name: "off".into(),
-                value: json!(false),
-            },
-            Variant {
-                name: "on".into(),
-                value: json!(true),
-            },
-        ],
-        default_variant: 0,
-        state: FlagState::Enabled,
-        percentage: Some(PercentageRollout {
-            variant: 1,
-            weight: 2_500,
-            bucket_by: Some("accountId".into()),
-        }),
-        metadata: Map::new(),
-    }
+    let variants = vec![
+        Variant {
+            name: "off".into(),
+            value: json!(false),
+        },
+        Variant {
+            name: "on".into(),
+            value: json!(true),
+        },
+    ];
+    let mut flag = Flag::new("new-checkout", variants, 0);
+    flag.percentage = Some(PercentageRollout {
+        variant: 1,
+        weight: 2_500,
+        bucket_by: Attribute::parse("accountId").expect("a valid attribute"),
+    });
+    flag
 }
 
 fn window(samples: u64, error_every: u64) -> Window {
@@ -61,6 +58,7 @@ fn bench_flags(c: &mut Criterion) {
     });
 
     let flag = split_flag();
+    let now = Timestamp::now();
     let context: Map<String, Value> = json!({"targetingKey": "user-42", "accountId": "acct-12345"})
         .as_object()
         .cloned()
@@ -68,7 +66,7 @@ fn bench_flags(c: &mut Criterion) {
     c.bench_function("flag_evaluate_split", |b| {
         b.iter(|| {
             black_box(&flag)
-                .evaluate(black_box(&context))
+                .evaluate(black_box(&context), now)
                 .map(|r| r.variant)
         })
     });

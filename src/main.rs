@@ -150,9 +150,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export { dir, state_dir } => {
             let store = FileStore::new(&dir, state_dir);
             let rollouts = store.list_read_only()?;
+            let mut segments = spangate::controller::SegmentCatalog::default();
+            segments.update(&store.segments_read_only()?);
             let flags: Vec<_> = rollouts
                 .iter()
-                .filter_map(|r| spangate::controller::served_flag(r, &r.status))
+                .filter_map(|r| {
+                    let spec = r.spec.as_ref().ok()?;
+                    let compiled =
+                        spangate::controller::compile_spec(spec, &r.key.namespace, &segments)
+                            .ok()?;
+                    spangate::controller::served_flag(r, &r.status, &compiled)
+                })
                 .collect();
             let set = spangate::flags::flagd::flag_set(&flags);
             write_stdout(&format!("{}\n", serde_json::to_string_pretty(&set)?))?;

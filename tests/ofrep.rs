@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use jiff::Timestamp;
 use reqwest::{Client, StatusCode, header};
 use serde_json::{Map, Value, json};
-use spangate::flags::{Flag, FlagSet, FlagState, PercentageRollout, Variant, WEIGHT_SCALE};
+use spangate::flags::{
+    Attribute, Flag, FlagSet, FlagState, PercentageRollout, Variant, WEIGHT_SCALE,
+};
 use spangate::serve::{self, MAX_BODY_BYTES, PublishedFlags, Readiness};
 use tokio::sync::oneshot;
 
@@ -92,27 +95,25 @@ fn checkout(weight: u64, bucket_by: Option<&str>) -> Flag {
 }
 
 fn two_valued(key: &str, off: Value, on: Value, weight: u64, bucket_by: Option<&str>) -> Flag {
-    Flag {
-        key: key.into(),
-        variants: vec![
-            Variant {
-                name: "off".into(),
-                value: off,
-            },
-            Variant {
-                name: "on".into(),
-                value: on,
-            },
-        ],
-        default_variant: 0,
-        state: FlagState::Enabled,
-        percentage: Some(PercentageRollout {
-            variant: 1,
-            weight,
-            bucket_by: bucket_by.map(str::to_string),
-        }),
-        metadata: metadata(1),
-    }
+    let variants = vec![
+        Variant {
+            name: "off".into(),
+            value: off,
+        },
+        Variant {
+            name: "on".into(),
+            value: on,
+        },
+    ];
+    let mut flag = Flag::new(key, variants, 0);
+    flag.percentage = Some(PercentageRollout {
+        variant: 1,
+        weight,
+        bucket_by: bucket_by
+            .map_or_else(Attribute::targeting_key, |b| Attribute::parse(b).unwrap()),
+    });
+    flag.metadata = metadata(1);
+    flag
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -152,13 +153,15 @@ async fn a_split_is_sticky_per_targeting_key_and_agrees_with_the_core() {
     let mut variants_seen = Vec::new();
     for user in 0..40 {
         let context = json!({"targetingKey": format!("user-{user}")});
-        let expected = flag.evaluate(&object(context.clone())).unwrap();
+        let expected = flag
+            .evaluate(&object(context.clone()), Timestamp::now())
+            .unwrap();
         let (status, first) = server.evaluate(CHECKOUT, context.clone()).await;
         let (_, again) = server.evaluate(CHECKOUT, context).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(first["reason"], "SPLIT");
-        assert_eq!(first["variant"], expected.variant);
-        assert_eq!(&first["value"], expected.value);
+        assert_eq!(first["variant"], json!(expected.variant));
+        assert_eq!(Some(&first["value"]), expected.value);
         assert_eq!(first, again, "user-{user} changed variant between calls");
         variants_seen.push(first["variant"].clone());
     }
@@ -174,7 +177,7 @@ async fn a_split_by_account_gives_every_user_of_an_account_one_variant() {
     for account in 0..12 {
         let account = format!("acct-{account}");
         let expected = flag
-            .evaluate(&object(json!({"accountId": account})))
+            .evaluate(&object(json!({"accountId": account})), Timestamp::now())
             .unwrap()
             .variant;
         for user in 0..4 {
@@ -183,11 +186,11 @@ async fn a_split_by_account_gives_every_user_of_an_account_one_variant() {
             let (status, body) = server.evaluate(CHECKOUT, context).await;
             assert_eq!(status, StatusCode::OK);
             assert_eq!(body["reason"], "SPLIT");
-            assert_eq!(body["variant"], expected, "{account}, user {user}");
+            assert_eq!(body["variant"], json!(expected), "{account}, user {user}");
         }
         variants_seen.push(expected);
     }
-    assert!(variants_seen.contains(&"on") && variants_seen.contains(&"off"));
+    assert!(variants_seen.contains(&Some("on")) && variants_seen.contains(&Some("off")));
 }
 
 #[tokio::test]

@@ -344,7 +344,15 @@ fn invalid_specs_say_exactly_what_is_wrong() {
             "steps[1] is 150; every step must be more than 0 and at most 100",
             Box::new(|s| s.steps = vec![1.0, 150.0]),
         ),
-        ("steps is empty", Box::new(|s| s.steps.clear())),
+        (
+            "rolloutVariant \"on\" needs spec.steps",
+            Box::new(|s| s.steps.clear()),
+        ),
+        (
+            "rolloutVariant is missing; the steps hand it out",
+            Box::new(|s| s.flag.rollout_variant.clear()),
+        ),
+        ("spec.service is empty", Box::new(|s| s.service.clear())),
         (
             "stepDuration: duration \"-5s\" is negative",
             Box::new(|s| s.step_duration = "-5s".into()),
@@ -425,4 +433,65 @@ fn history_is_bounded() {
         s = step(&spec, &s, None, at(i)).status;
     }
     assert_eq!(s.history.len(), HISTORY_LIMIT);
+}
+
+/// An entitlement flag: variants and targeting, no steps.
+fn entitlement() -> FeatureRolloutSpec {
+    serde_norway::from_str(
+        r#"
+flag:
+  key: plan-features
+  variants: {basic: {seats: 5}, pro: {seats: 50}, elite: {seats: 500}}
+  defaultVariant: basic
+targeting:
+  rules:
+  - clauses: [{attribute: plan, op: in, values: [elite]}]
+    variant: elite
+"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_flag_without_steps_is_served_and_never_moves() {
+    let spec = entitlement();
+    let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
+    assert_eq!(d.status.phase, Phase::Serving);
+    assert_eq!((d.status.current_step, d.status.weight), (None, 0.0));
+    assert_eq!(reasons(&d), ["Serving"]);
+    assert_eq!(d.wake_at, None);
+    let ready = condition(&d.status, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Serving")
+    );
+    // Time passing, a verdict, pausing: nothing moves a served flag.
+    let later = step(
+        &spec,
+        &d.status,
+        Some(&verdict(VerdictOutcome::Fail)),
+        at(3600),
+    );
+    assert!(later.actions.is_empty());
+    assert_eq!(later.status.phase, Phase::Serving);
+    let mut paused = spec.clone();
+    paused.paused = true;
+    assert!(step(&paused, &d.status, None, at(7200)).actions.is_empty());
+}
+
+#[test]
+fn steps_added_to_a_served_flag_start_a_rollout() {
+    let served = step(&entitlement(), &FeatureRolloutStatus::default(), None, t0());
+    let mut rollout = entitlement();
+    rollout.flag.rollout_variant = "pro".into();
+    rollout.service = "billing".into();
+    rollout.steps = vec![10.0, 100.0];
+    let d = step(&rollout, &served.status, None, at(60));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!((d.status.current_step, d.status.weight), (Some(0), 10.0));
+    assert_eq!(reasons(&d), ["Started"]);
+    // And removing them again just serves the flag.
+    let back = step(&entitlement(), &d.status, None, at(120));
+    assert_eq!(back.status.phase, Phase::Serving);
+    assert_eq!((back.status.current_step, back.status.weight), (None, 0.0));
 }

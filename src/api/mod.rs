@@ -7,10 +7,12 @@
 mod duration;
 mod rollout;
 mod segment;
+mod targeting;
 
 pub use duration::{DurationError, parse_duration};
 pub use rollout::*;
 pub use segment::*;
+pub use targeting::*;
 
 /// API group of every spangate resource.
 pub const GROUP: &str = "spangate.dev";

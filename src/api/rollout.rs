@@ -8,6 +8,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::TargetingSpec;
+
 /// Desired state of a rollout, as the user wrote it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -33,7 +35,15 @@ pub struct FeatureRolloutSpec {
     /// the OFREP `targetingKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_by: Option<String>,
-    /// `service.name` of the spans that are judged.
+    /// Who is in, who is out, and how the rest are split; see [`TargetingSpec`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targeting: Option<TargetingSpec>,
+    /// Context attributes used for targeting that never leave the process: not
+    /// logged, not in status, events, traces or forwarded spans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub private_attributes: Vec<String>,
+    /// `service.name` of the spans that are judged. Required with `steps`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub service: String,
     /// Commit that carries the feature; when set, only spans whose
     /// `vcs.ref.head.revision` (or `service.version`) equals it are judged.
@@ -41,7 +51,9 @@ pub struct FeatureRolloutSpec {
     pub revision: Option<String>,
     /// Percent of users that get the rollout variant at each step, increasing.
     /// When the last step is below 100 the rollout holds there, still judged.
-    #[schemars(length(min = 1))]
+    /// Without steps the flag is simply served: targeting decides, everyone else
+    /// gets the default variant (an entitlement flag).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<f64>,
     /// Minimum time at each step before it may advance (Go duration: `30s`, `5m`).
     #[serde(default = "default_step_duration")]
@@ -74,7 +86,8 @@ pub struct FlagSpec {
     pub variants: BTreeMap<String, serde_json::Value>,
     /// The variant everyone else gets; also the baseline the analysis compares to.
     pub default_variant: String,
-    /// The variant the steps hand out.
+    /// The variant the steps hand out. Required with `steps`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rollout_variant: String,
 }
 
@@ -167,12 +180,17 @@ pub enum Phase {
     RolledBack,
     /// The spec cannot be carried out; `message` says why.
     Invalid,
+    /// A flag without steps: served as its targeting says, nothing rolled out or judged.
+    Serving,
 }
 
 impl Phase {
     /// Whether the rollout has ended (nothing moves until the spec changes).
     pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Promoted | Phase::RolledBack | Phase::Invalid)
+        matches!(
+            self,
+            Phase::Promoted | Phase::RolledBack | Phase::Invalid | Phase::Serving
+        )
     }
 }
 

@@ -5,6 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::Clause;
+
 /// A reusable set of targeting rules.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -36,47 +38,4 @@ pub struct SegmentSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SegmentRule {
     pub clauses: Vec<Clause>,
-}
-
-/// One test on a context attribute.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Clause {
-    /// Attribute name, or a nested path with dots (`address.state`).
-    pub attribute: String,
-    pub op: ClauseOp,
-    /// Values to compare with; the clause matches when any value matches.
-    #[schemars(schema_with = "clause_values_schema")]
-    pub values: Vec<serde_json::Value>,
-    /// Invert the result.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub negate: bool,
-}
-
-fn clause_values_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "items": { "x-kubernetes-preserve-unknown-fields": true }
-    })
-}
-
-/// Clause operators, as LaunchDarkly names them.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum ClauseOp {
-    In,
-    StartsWith,
-    EndsWith,
-    Contains,
-    Matches,
-    LessThan,
-    LessThanOrEqual,
-    GreaterThan,
-    GreaterThanOrEqual,
-    Before,
-    After,
-    SemVerEqual,
-    SemVerLessThan,
-    SemVerGreaterThan,
-    SegmentMatch,
 }

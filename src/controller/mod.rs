@@ -6,8 +6,10 @@
 //! span routes the rest of the process serves from. No decision is made here.
 
 mod publish;
+mod targeting;
 
 pub use publish::{compile_flag, epoch_of, served_flag};
+pub use targeting::{CompiledSpec, SegmentCatalog, SpecCache, compile_spec};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,6 +58,8 @@ pub struct Controller<S> {
     flags: PublishedFlags,
     published_version: Option<u64>,
     published_routes: Vec<Route>,
+    segments: SegmentCatalog,
+    specs: SpecCache,
 }
 
 impl<S: RolloutStore> Controller<S> {
@@ -66,6 +70,8 @@ impl<S: RolloutStore> Controller<S> {
             flags,
             published_version: None,
             published_routes: Vec::new(),
+            segments: SegmentCatalog::default(),
+            specs: SpecCache::default(),
         }
     }
 
@@ -76,6 +82,9 @@ impl<S: RolloutStore> Controller<S> {
     /// Reconciles every rollout once.
     pub async fn pass(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
         let rollouts = self.store.list().await?;
+        self.segments.update(&self.store.segments().await?);
+        self.specs
+            .retain(&rollouts.iter().map(|r| &r.key).collect::<Vec<_>>());
         let owners = flag_owners(&rollouts);
         let mut report = PassReport::default();
         let mut flags = Vec::new();
@@ -93,6 +102,16 @@ impl<S: RolloutStore> Controller<S> {
                     }),
                 Err(_) => None,
             };
+            // Targeting that does not compile (or names a missing segment) makes
+            // the rollout Invalid, like any other problem with its spec.
+            let compiled = match (&rollout.spec, &conflict) {
+                (Ok(spec), None) => Some(self.specs.get(&rollout.key, spec, &self.segments)),
+                _ => None,
+            };
+            let problem = conflict.or_else(|| match (&rollout.spec, &compiled) {
+                (Ok(spec), Some(Err(targeting))) => Some(invalid_targeting(spec, targeting)),
+                _ => None,
+            });
             let span = info_span!(
                 "reconcile",
                 rollout = %rollout.key,
@@ -106,10 +125,12 @@ impl<S: RolloutStore> Controller<S> {
                 verdict = tracing::field::Empty,
             );
             let status = self
-                .reconcile(rollout, conflict, now)
+                .reconcile(rollout, problem, now)
                 .instrument(span)
                 .await?;
-            flags.extend(served_flag(rollout, &status));
+            if let Some(Ok(compiled)) = &compiled {
+                flags.extend(served_flag(rollout, &status, compiled));
+            }
             if let Ok(spec) = &rollout.spec
                 && status.phase == Phase::Progressing
             {
@@ -131,20 +152,22 @@ impl<S: RolloutStore> Controller<S> {
     async fn reconcile(
         &self,
         rollout: &StoredRollout,
-        conflict: Option<String>,
+        problem: Option<String>,
         now: Timestamp,
     ) -> anyhow::Result<FeatureRolloutStatus> {
         let span = tracing::Span::current();
-        let decision = match (&rollout.spec, conflict.as_ref()) {
+        let decision = match (&rollout.spec, problem.as_ref()) {
             (Err(message), _) | (Ok(_), Some(message)) => {
                 reject(&rollout.status, rollout.generation, message, now)
             }
             (Ok(spec), None) => {
                 span.record("feature_flag.key", spec.flag.key.as_str());
-                span.record(
-                    "feature_flag.result.variant",
-                    spec.flag.rollout_variant.as_str(),
-                );
+                if !spec.flag.rollout_variant.is_empty() {
+                    span.record(
+                        "feature_flag.result.variant",
+                        spec.flag.rollout_variant.as_str(),
+                    );
+                }
                 if let Some(revision) = &spec.revision {
                     span.record("vcs.ref.head.revision", revision.as_str());
                 }
@@ -209,7 +232,9 @@ impl<S: RolloutStore> Controller<S> {
             rollout = %key,
             reason,
             "feature_flag.key" = spec.map(|s| s.flag.key.as_str()),
-            "feature_flag.result.variant" = spec.map(|s| s.flag.rollout_variant.as_str()),
+            "feature_flag.result.variant" = spec
+                .map(|s| s.flag.rollout_variant.as_str())
+                .filter(|v| !v.is_empty()),
             "vcs.ref.head.revision" = spec.and_then(|s| s.revision.as_deref()),
             phase = %status.phase,
             step = status.current_step,
@@ -275,6 +300,15 @@ pub async fn run<S: RolloutStore>(
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(sleep_for) => {}
         }
+    }
+}
+
+/// The Invalid message for a spec whose targeting does not compile: its other
+/// problems too, so that every one is named at once.
+fn invalid_targeting(spec: &crate::api::FeatureRolloutSpec, targeting: &str) -> String {
+    match crate::rollout::plan(spec) {
+        Ok(_) => format!("invalid spec: {targeting}"),
+        Err(invalid) => format!("invalid spec: {invalid}; {targeting}"),
     }
 }
 

@@ -1,8 +1,14 @@
 //! The compiled flag and its evaluation.
 
+use std::sync::Arc;
+
+use jiff::Timestamp;
 use serde_json::{Map, Value};
 
+use super::attribute::{Attribute, Env};
 use super::bucket;
+use super::private::PrivateAttributes;
+use super::targeting::{NumberText, RuleMatch, Targeting, bucketing_value};
 
 /// Weights are in basis points of a percent: 10 000 is everyone. Steps may have two
 /// decimals (0.25%), and flagd's `fractional` gets the same integer weights.
@@ -35,22 +41,27 @@ pub struct PercentageRollout {
     pub variant: usize,
     /// Out of [`WEIGHT_SCALE`].
     pub weight: u64,
-    /// Context attribute to bucket by; `None` means `targetingKey`.
-    pub bucket_by: Option<String>,
+    /// Context attribute to bucket by (`targetingKey` unless the rollout says).
+    pub bucket_by: Attribute,
 }
 
 /// A flag ready to evaluate.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Flag {
     pub key: String,
     pub variants: Vec<Variant>,
-    /// Index into `variants`.
-    pub default_variant: usize,
+    /// Index into `variants`; `None` (a flagd flag with a null `defaultVariant`)
+    /// defers to the application's code default.
+    pub default_variant: Option<usize>,
     pub state: FlagState,
+    /// Targets, exclusions and rules, shared between the flag's versions.
+    pub targeting: Arc<Targeting>,
     pub percentage: Option<PercentageRollout>,
     /// Served as OFREP `metadata`: the rollout, its phase and step. Never holds
     /// context attributes.
     pub metadata: Map<String, Value>,
+    /// Attributes that must not leave the process, besides the operator-wide ones.
+    pub private_attributes: PrivateAttributes,
 }
 
 /// Why a flag resolved to its variant, as OFREP names it.
@@ -80,12 +91,27 @@ impl Reason {
     }
 }
 
+/// What decided a resolution, for OFREP metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched<'f> {
+    /// Nothing targeted the context: the percentage or the default decided.
+    Nothing,
+    /// An individual target.
+    Target,
+    /// An exclusion kept the default variant.
+    Exclusion,
+    /// Rule `index`, named `name`.
+    Rule { index: usize, name: &'f str },
+}
+
 /// A resolved flag value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Resolution<'f> {
-    pub variant: &'f str,
-    pub value: &'f Value,
+    /// `None` when the flag defers to the application's code default.
+    pub variant: Option<&'f str>,
+    pub value: Option<&'f Value>,
     pub reason: Reason,
+    pub matched: Matched<'f>,
 }
 
 /// Why a flag could not be evaluated for a context.
@@ -99,72 +125,139 @@ pub enum EvaluationError {
     InvalidBucketingValue { attribute: String },
 }
 
-const TARGETING_KEY: &str = "targetingKey";
-
 impl Flag {
+    /// A flag that serves `default_variant` to everyone (until targeting or a
+    /// percentage is added).
+    pub fn new(key: impl Into<String>, variants: Vec<Variant>, default_variant: usize) -> Self {
+        Self {
+            key: key.into(),
+            variants,
+            default_variant: Some(default_variant),
+            state: FlagState::Enabled,
+            targeting: Arc::default(),
+            percentage: None,
+            metadata: Map::new(),
+            private_attributes: PrivateAttributes::default(),
+        }
+    }
+
     pub fn variant_name(&self, index: usize) -> &str {
         &self.variants[index].name
     }
 
-    fn resolve(&self, index: usize, reason: Reason) -> Resolution<'_> {
-        let v = &self.variants[index];
+    fn resolve<'f>(
+        &'f self,
+        index: Option<usize>,
+        reason: Reason,
+        matched: Matched<'f>,
+    ) -> Resolution<'f> {
+        let variant = index.map(|i| &self.variants[i]);
         Resolution {
-            variant: &v.name,
-            value: &v.value,
+            variant: variant.map(|v| v.name.as_str()),
+            value: variant.map(|v| &v.value),
             reason,
+            matched,
         }
     }
 
-    /// Resolves the flag for an OFREP evaluation context.
+    /// Resolves the flag for an OFREP evaluation context at time `now`: individual
+    /// targets, then exclusions (below 100%), then rules, then the percentage.
     pub fn evaluate(
         &self,
         context: &Map<String, Value>,
+        now: Timestamp,
     ) -> Result<Resolution<'_>, EvaluationError> {
         if self.state == FlagState::Disabled {
-            return Ok(self.resolve(self.default_variant, Reason::Disabled));
+            return Ok(self.resolve(self.default_variant, Reason::Disabled, Matched::Nothing));
         }
+        let env = Env {
+            context,
+            flag_key: &self.key,
+            now_seconds: now.as_second(),
+        };
+        let targeting = &*self.targeting;
+        if let Some(variant) = targeting.target(&env) {
+            return Ok(self.resolve(Some(variant), Reason::TargetingMatch, Matched::Target));
+        }
+        let partial = self
+            .percentage
+            .as_ref()
+            .is_some_and(|p| p.weight < WEIGHT_SCALE);
+        if partial && targeting.excluded(&env) {
+            return Ok(self.resolve(
+                self.default_variant,
+                Reason::TargetingMatch,
+                Matched::Exclusion,
+            ));
+        }
+        if let Some(RuleMatch {
+            index,
+            name,
+            variant,
+        }) = targeting.rule(&env, &self.key)?
+        {
+            return Ok(self.resolve(
+                Some(variant),
+                Reason::TargetingMatch,
+                Matched::Rule { index, name },
+            ));
+        }
+        self.fall_through(&env)
+    }
+
+    /// The percentage, or the default variant, for whoever targeting did not decide.
+    fn fall_through(&self, env: &Env<'_>) -> Result<Resolution<'_>, EvaluationError> {
+        // Without targeting, a fixed answer is static; with it, falling through is
+        // the pre-configured default for the rest.
+        let fixed = if self.targeting.is_empty() {
+            Reason::Static
+        } else {
+            Reason::Default
+        };
         let Some(rollout) = &self.percentage else {
-            return Ok(self.resolve(self.default_variant, Reason::Static));
+            return Ok(self.resolve(self.default_variant, fixed, Matched::Nothing));
         };
         if rollout.weight == 0 {
-            return Ok(self.resolve(self.default_variant, Reason::Default));
+            return Ok(self.resolve(self.default_variant, Reason::Default, Matched::Nothing));
         }
         if rollout.weight >= WEIGHT_SCALE {
-            return Ok(self.resolve(rollout.variant, Reason::Static));
+            return Ok(self.resolve(Some(rollout.variant), fixed, Matched::Nothing));
         }
-        let attribute = rollout.bucket_by.as_deref().unwrap_or(TARGETING_KEY);
-        let mut number_text = String::new();
-        let value = match context.get(attribute) {
-            Some(Value::String(s)) => s.as_str(),
-            Some(Value::Number(n)) => number_as_text(n, &mut number_text),
-            None | Some(Value::Null) => {
-                return Err(EvaluationError::TargetingKeyMissing {
-                    flag: self.key.clone(),
-                    attribute: attribute.to_string(),
-                });
-            }
-            Some(_) => {
-                return Err(EvaluationError::InvalidBucketingValue {
-                    attribute: attribute.to_string(),
-                });
-            }
-        };
+        let mut buffer = NumberText::default();
+        let value = bucketing_value(env, &self.key, &rollout.bucket_by, &mut buffer)?;
         let in_rollout = bucket::bucket(&self.key, value, WEIGHT_SCALE) < rollout.weight;
         let index = if in_rollout {
-            rollout.variant
+            Some(rollout.variant)
         } else {
             self.default_variant
         };
-        Ok(self.resolve(index, Reason::Split))
+        Ok(self.resolve(index, Reason::Split, Matched::Nothing))
     }
-}
 
-/// Numbers bucket by their JSON text, as JsonLogic's `cat` would render them.
-fn number_as_text<'b>(n: &serde_json::Number, buf: &'b mut String) -> &'b str {
-    use std::fmt::Write;
-    buf.clear();
-    let _ = write!(buf, "{n}");
-    buf.as_str()
+    /// A hash of everything that decides what the flag serves, stable across
+    /// processes: two flags with equal fingerprints answer every request alike.
+    pub fn fingerprint(&self) -> u64 {
+        let variants: Vec<(&str, &Value)> = self
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), &v.value))
+            .collect();
+        let percentage = self
+            .percentage
+            .as_ref()
+            .map(|p| (p.variant, p.weight, p.bucket_by.text()));
+        let text = serde_json::json!([
+            self.key,
+            variants,
+            self.default_variant,
+            self.state == FlagState::Enabled,
+            self.targeting.fingerprint,
+            percentage,
+            self.metadata,
+            self.private_attributes.texts(),
+        ]);
+        crate::fingerprint::fnv1a(text.to_string().as_bytes())
+    }
 }
 
 #[cfg(test)]
@@ -173,9 +266,9 @@ mod tests {
     use serde_json::json;
 
     fn flag(weight: u64, bucket_by: Option<&str>) -> Flag {
-        Flag {
-            key: "new-checkout".into(),
-            variants: vec![
+        let mut flag = Flag::new(
+            "new-checkout",
+            vec![
                 Variant {
                     name: "off".into(),
                     value: json!(false),
@@ -185,15 +278,19 @@ mod tests {
                     value: json!(true),
                 },
             ],
-            default_variant: 0,
-            state: FlagState::Enabled,
-            percentage: Some(PercentageRollout {
-                variant: 1,
-                weight,
-                bucket_by: bucket_by.map(str::to_string),
-            }),
-            metadata: Map::new(),
-        }
+            0,
+        );
+        flag.percentage = Some(PercentageRollout {
+            variant: 1,
+            weight,
+            bucket_by: bucket_by
+                .map_or_else(Attribute::targeting_key, |b| Attribute::parse(b).unwrap()),
+        });
+        flag
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::UNIX_EPOCH
     }
 
     fn ctx(v: Value) -> Map<String, Value> {
@@ -204,23 +301,23 @@ mod tests {
     fn weight_zero_serves_default_and_full_weight_serves_rollout() {
         let c = ctx(json!({}));
         let (none, all) = (flag(0, None), flag(WEIGHT_SCALE, None));
-        let r = none.evaluate(&c).unwrap();
-        assert_eq!((r.variant, r.reason), ("off", Reason::Default));
-        let r = all.evaluate(&c).unwrap();
-        assert_eq!((r.variant, r.reason), ("on", Reason::Static));
+        let r = none.evaluate(&c, now()).unwrap();
+        assert_eq!((r.variant, r.reason), (Some("off"), Reason::Default));
+        let r = all.evaluate(&c, now()).unwrap();
+        assert_eq!((r.variant, r.reason), (Some("on"), Reason::Static));
     }
 
     #[test]
     fn a_split_needs_the_bucketing_attribute() {
         let err = flag(500, Some("accountId"))
-            .evaluate(&ctx(json!({"targetingKey": "u1"})))
+            .evaluate(&ctx(json!({"targetingKey": "u1"})), now())
             .unwrap_err();
         assert!(
             matches!(err, EvaluationError::TargetingKeyMissing { ref attribute, .. } if attribute == "accountId")
         );
         assert!(
             flag(500, None)
-                .evaluate(&ctx(json!({"accountId": "a"})))
+                .evaluate(&ctx(json!({"accountId": "a"})), now())
                 .is_err()
         );
     }
@@ -232,7 +329,7 @@ mod tests {
             let c = ctx(json!({"targetingKey": format!("user-{i}")}));
             let mut was_on = false;
             for &w in &steps {
-                let on = flag(w, None).evaluate(&c).unwrap().variant == "on";
+                let on = flag(w, None).evaluate(&c, now()).unwrap().variant == Some("on");
                 assert!(on || !was_on, "user-{i} lost the rollout variant at {w}");
                 was_on = on;
             }
@@ -246,7 +343,7 @@ mod tests {
             let on = (0..100_000)
                 .filter(|i| {
                     let c = ctx(json!({"accountId": format!("acct-{i}")}));
-                    f.evaluate(&c).unwrap().variant == "on"
+                    f.evaluate(&c, now()).unwrap().variant == Some("on")
                 })
                 .count();
             let share = on as f64 / 1000.0;
@@ -259,16 +356,17 @@ mod tests {
         let f = flag(2500, Some("accountId"));
         for account in 0..200 {
             let first = f
-                .evaluate(&ctx(
-                    json!({"targetingKey": "u0", "accountId": format!("a{account}")}),
-                ))
+                .evaluate(
+                    &ctx(json!({"targetingKey": "u0", "accountId": format!("a{account}")})),
+                    now(),
+                )
                 .unwrap()
                 .variant;
             for user in 1..20 {
                 let c = ctx(
                     json!({"targetingKey": format!("u{user}"), "accountId": format!("a{account}")}),
                 );
-                assert_eq!(f.evaluate(&c).unwrap().variant, first);
+                assert_eq!(f.evaluate(&c, now()).unwrap().variant, first);
             }
         }
     }

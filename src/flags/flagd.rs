@@ -18,7 +18,7 @@ pub fn flag_definition(flag: &Flag) -> Value {
     let mut definition = json!({
         "state": if flag.state == FlagState::Enabled { "ENABLED" } else { "DISABLED" },
         "variants": variants,
-        "defaultVariant": flag.variant_name(flag.default_variant),
+        "defaultVariant": flag.default_variant.map(|d| flag.variant_name(d)),
     });
     // flagd metadata holds only strings, numbers and booleans.
     let metadata: Map<String, Value> = flag
@@ -35,14 +35,14 @@ pub fn flag_definition(flag: &Flag) -> Value {
         if rollout.weight >= WEIGHT_SCALE {
             definition["defaultVariant"] = json!(rollout_variant);
         } else if rollout.weight > 0 {
-            let attribute = rollout.bucket_by.as_deref().unwrap_or("targetingKey");
+            let attribute = rollout.bucket_by.text();
             definition["targeting"] = json!({
                 "if": [
                     {"var": attribute},
                     {"fractional": [
                         {"cat": [{"var": "$flagd.flagKey"}, {"var": attribute}]},
                         [rollout_variant, rollout.weight],
-                        [flag.variant_name(flag.default_variant), WEIGHT_SCALE - rollout.weight],
+                        [flag.default_variant.map(|d| flag.variant_name(d)), WEIGHT_SCALE - rollout.weight],
                     ]},
                     null,
                 ]
@@ -64,30 +64,27 @@ pub fn flag_set<'f>(flags: impl IntoIterator<Item = &'f Flag>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flags::{PercentageRollout, Variant};
+    use crate::flags::{Attribute, PercentageRollout, Variant};
 
     fn flag(weight: u64) -> Flag {
-        Flag {
-            key: "new-checkout".into(),
-            variants: vec![
-                Variant {
-                    name: "off".into(),
-                    value: json!(false),
-                },
-                Variant {
-                    name: "on".into(),
-                    value: json!(true),
-                },
-            ],
-            default_variant: 0,
-            state: FlagState::Enabled,
-            percentage: Some(PercentageRollout {
-                variant: 1,
-                weight,
-                bucket_by: Some("accountId".into()),
-            }),
-            metadata: Map::from_iter([("step".to_string(), json!(1))]),
-        }
+        let variants = vec![
+            Variant {
+                name: "off".into(),
+                value: json!(false),
+            },
+            Variant {
+                name: "on".into(),
+                value: json!(true),
+            },
+        ];
+        let mut flag = Flag::new("new-checkout", variants, 0);
+        flag.percentage = Some(PercentageRollout {
+            variant: 1,
+            weight,
+            bucket_by: Attribute::parse("accountId").unwrap(),
+        });
+        flag.metadata = Map::from_iter([("step".to_string(), json!(1))]);
+        flag
     }
 
     #[test]

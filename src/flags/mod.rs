@@ -1,18 +1,32 @@
-//! Flags (pure core): the flag model, its evaluation for an OFREP context, and
-//! flagd-compatible sticky bucketing.
+//! Flags (pure core): the flag model, targeting (individual targets, exclusions,
+//! rules of clauses, segments) compiled once and evaluated for an OFREP context
+//! without allocating, flagd-compatible sticky bucketing, and export to flagd.
 //!
-//! A [`Flag`] is compiled once when its rollout changes; [`Flag::evaluate`] then
-//! walks the compiled form. A [`FlagSet`] is every flag served at one moment, with a
-//! version that changes whenever any flag does (the OFREP bulk ETag).
+//! A [`Flag`] is compiled once when its rollout (or a segment it uses) changes;
+//! [`Flag::evaluate`] then walks the compiled form. A [`FlagSet`] is every flag
+//! served at one moment, with a version that changes whenever any flag does (the
+//! OFREP bulk ETag).
 
+pub mod attribute;
 pub mod bucket;
+pub mod clause;
+pub mod compile;
 mod flag;
 pub mod flagd;
+pub mod keys;
+mod private;
+pub mod segment;
+pub mod semver;
+pub mod targeting;
 
+pub use attribute::{Attribute, Env};
 pub use flag::{
-    EvaluationError, Flag, FlagState, PercentageRollout, Reason, Resolution, Variant, WEIGHT_SCALE,
-    percent_to_weight,
+    EvaluationError, Flag, FlagState, Matched, PercentageRollout, Reason, Resolution, Variant,
+    WEIGHT_SCALE, percent_to_weight,
 };
+pub use private::{PrivateAttributes, REDACTED};
+pub use segment::Segment;
+pub use targeting::Targeting;
 
 use std::collections::HashMap;
 use std::sync::Arc;

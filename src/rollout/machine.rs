@@ -68,8 +68,10 @@ pub fn decide(input: Input<'_>) -> Decision {
     let mut actions = Vec::new();
 
     let restart = next.target.as_deref() != Some(plan.target.as_str())
-        || matches!(next.phase, Phase::Invalid | Phase::Pending);
-    if restart {
+        || matches!(next.phase, Phase::Invalid | Phase::Pending | Phase::Serving);
+    if plan.serves_only() {
+        serve(&mut next, &mut actions, &plan, input.now);
+    } else if restart {
         start(&mut next, &mut actions, &plan, input);
     } else {
         follow(&mut next, &mut actions, &plan, input);
@@ -121,13 +123,40 @@ pub fn reject(
     }
 }
 
+/// A flag without steps is served as its targeting says; there is nothing to move.
+fn serve(next: &mut FeatureRolloutStatus, actions: &mut Vec<Action>, plan: &Plan, now: Timestamp) {
+    if next.phase == Phase::Serving && next.target.as_deref() == Some(plan.target.as_str()) {
+        return;
+    }
+    next.target = Some(plan.target.clone());
+    next.last_verdict = None;
+    next.verdict = None;
+    next.step_started_at = None;
+    let message = "serving the flag: no steps, so its targeting decides and everyone else \
+                   gets the default variant"
+        .to_string();
+    transition(
+        next,
+        actions,
+        now,
+        Phase::Serving,
+        None,
+        0.0,
+        "Serving",
+        message.clone(),
+        EventType::Normal,
+    );
+    next.message = Some(message);
+}
+
 fn start(
     next: &mut FeatureRolloutStatus,
     actions: &mut Vec<Action>,
     plan: &Plan,
     input: Input<'_>,
 ) {
-    let restarted = next.target.is_some();
+    // Steps added to a served flag start a rollout; they do not restart one.
+    let restarted = next.target.is_some() && next.phase != Phase::Serving;
     next.target = Some(plan.target.clone());
     next.last_verdict = None;
     next.verdict = None;
@@ -420,7 +449,9 @@ fn set_conditions(status: &mut FeatureRolloutStatus, generation: Option<i64>, no
     let phase = status.phase;
     let message = status.message.clone().unwrap_or_default();
     let (ready, ready_reason) = match phase {
-        Phase::Progressing | Phase::Promoted | Phase::Paused => ("True", phase.to_string()),
+        Phase::Progressing | Phase::Promoted | Phase::Paused | Phase::Serving => {
+            ("True", phase.to_string())
+        }
         Phase::Pending => ("Unknown", "Pending".to_string()),
         Phase::RolledBack => ("False", "RolledBack".to_string()),
         Phase::Invalid => ("False", "InvalidSpec".to_string()),

@@ -9,7 +9,7 @@ use crate::flags::percent_to_weight;
 /// A spec that can be carried out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// Step percentages, as written.
+    /// Step percentages, as written; empty for a flag that is only served.
     pub steps: Vec<f64>,
     pub step_duration: Duration,
     /// Fingerprint of the flag, variants, service, revision and bucketing: a change
@@ -18,8 +18,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Index of the last step. Only meaningful when there are steps.
     pub fn last_step(&self) -> u32 {
-        (self.steps.len() - 1) as u32
+        self.steps.len().saturating_sub(1) as u32
+    }
+
+    /// Whether the flag is only served: no steps, nothing rolled out or judged.
+    pub fn serves_only(&self) -> bool {
+        self.steps.is_empty()
     }
 }
 
@@ -49,37 +55,46 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let steps = !spec.steps.is_empty();
     if flag.variants.is_empty() {
         problems.push(
             "spec.flag.variants is empty; give at least the default and the rollout variant"
                 .to_string(),
         );
-    } else {
-        if !flag.variants.contains_key(&flag.default_variant) {
-            problems.push(format!(
-                "spec.flag.defaultVariant {:?} is not one of the variants ({})",
-                flag.default_variant,
-                known()
-            ));
-        }
-        if !flag.variants.contains_key(&flag.rollout_variant) {
+    } else if !flag.variants.contains_key(&flag.default_variant) {
+        problems.push(format!(
+            "spec.flag.defaultVariant {:?} is not one of the variants ({})",
+            flag.default_variant,
+            known()
+        ));
+    }
+    if steps {
+        if flag.rollout_variant.is_empty() {
+            problems.push("spec.flag.rolloutVariant is missing; the steps hand it out".to_string());
+        } else if !flag.variants.is_empty() && !flag.variants.contains_key(&flag.rollout_variant) {
             problems.push(format!(
                 "spec.flag.rolloutVariant {:?} is not one of the variants ({})",
                 flag.rollout_variant,
                 known()
             ));
         }
-    }
-    if flag.default_variant == flag.rollout_variant {
+        if flag.default_variant == flag.rollout_variant {
+            problems.push(format!(
+                "spec.flag.rolloutVariant is the same as defaultVariant ({:?}); nothing would change",
+                flag.rollout_variant
+            ));
+        }
+        if spec.service.trim().is_empty() {
+            problems.push(
+                "spec.service is empty; name the service.name whose spans are judged".to_string(),
+            );
+        }
+    } else if !flag.rollout_variant.is_empty() {
         problems.push(format!(
-            "spec.flag.rolloutVariant is the same as defaultVariant ({:?}); nothing would change",
+            "spec.flag.rolloutVariant {:?} needs spec.steps; without steps the flag is served \
+             as its targeting says and nothing is rolled out",
             flag.rollout_variant
         ));
-    }
-    if spec.service.trim().is_empty() {
-        problems.push(
-            "spec.service is empty; name the service.name whose spans are judged".to_string(),
-        );
     }
     if matches!(&spec.bucket_by, Some(b) if b.trim().is_empty()) {
         problems.push("spec.bucketBy is empty; omit it to bucket by targetingKey".to_string());
@@ -88,7 +103,9 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
         problems
             .push("spec.revision is empty; omit it to judge spans of every revision".to_string());
     }
-    check_steps(&spec.steps, &mut problems);
+    if steps {
+        check_steps(&spec.steps, &mut problems);
+    }
     let step_duration = match parse_duration(&spec.step_duration) {
         Ok(d) => d,
         Err(e) => {
@@ -109,12 +126,6 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
 }
 
 fn check_steps(steps: &[f64], problems: &mut Vec<String>) {
-    if steps.is_empty() {
-        problems.push(
-            "spec.steps is empty; give at least one percentage, e.g. [1, 5, 25, 100]".to_string(),
-        );
-        return;
-    }
     for (i, &step) in steps.iter().enumerate() {
         if !step.is_finite() || step <= 0.0 || step > 100.0 {
             problems.push(format!(

@@ -14,11 +14,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::PublishedFlags;
-use crate::flags::{EvaluationError, Flag, Resolution};
+use crate::flags::{EvaluationError, Flag, Matched, Resolution};
 
 /// Largest request body read, in bytes; larger ones get 413. A context is a handful
 /// of attributes, so this leaves ample room and caps what one request can cost.
@@ -48,7 +49,7 @@ async fn evaluate_one(
         .get(&key)
         .cloned()
         .ok_or(OfrepError::FlagNotFound { key })?;
-    flag.evaluate(&context)
+    flag.evaluate(&context, Timestamp::now())
         .map(|resolution| Json(Success::new(&flag, resolution)).into_response())
         .map_err(|error| OfrepError::Evaluation { flag, error })
 }
@@ -59,9 +60,10 @@ async fn evaluate_all(
     EvaluationContext(context): EvaluationContext,
 ) -> Result<Response, OfrepError> {
     let published = flags.load();
+    let now = Timestamp::now();
     let entries: Vec<BulkEntry> = published
         .iter()
-        .map(|flag| match flag.evaluate(&context) {
+        .map(|flag| match flag.evaluate(&context, now) {
             Ok(resolution) => BulkEntry::Success(Success::new(flag, resolution)),
             Err(error) => BulkEntry::Failure(Failure::evaluation(flag, &error)),
         })
@@ -216,15 +218,17 @@ impl IntoResponse for OfrepError {
     }
 }
 
-/// OFREP `evaluationSuccess`. `variant` is always present: some providers (Python)
-/// read it unconditionally.
+/// OFREP `evaluationSuccess`. `variant` is always present (null when the flag
+/// defers to the code default): some providers (Python) read it unconditionally.
+/// `value` is absent exactly then, which tells providers to use their code default.
 #[derive(Serialize)]
 struct Success<'f> {
     key: &'f str,
-    value: &'f Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'f Value>,
     reason: &'static str,
-    variant: &'f str,
-    metadata: &'f Map<String, Value>,
+    variant: Option<&'f str>,
+    metadata: Metadata<'f>,
 }
 
 impl<'f> Success<'f> {
@@ -234,8 +238,39 @@ impl<'f> Success<'f> {
             value: resolution.value,
             reason: resolution.reason.as_str(),
             variant: resolution.variant,
-            metadata: &flag.metadata,
+            metadata: Metadata {
+                flag: &flag.metadata,
+                matched: resolution.matched,
+            },
         }
+    }
+}
+
+/// The flag's metadata (rollout, phase, step, weight), and what decided: `matched`
+/// is `target`, `exclusion` or `rule` (with the rule's `rule` name and `ruleIndex`).
+struct Metadata<'f> {
+    flag: &'f Map<String, Value>,
+    matched: Matched<'f>,
+}
+
+impl Serialize for Metadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.flag {
+            map.serialize_entry(key, value)?;
+        }
+        match self.matched {
+            Matched::Nothing => {}
+            Matched::Target => map.serialize_entry("matched", "target")?,
+            Matched::Exclusion => map.serialize_entry("matched", "exclusion")?,
+            Matched::Rule { index, name } => {
+                map.serialize_entry("matched", "rule")?;
+                map.serialize_entry("rule", name)?;
+                map.serialize_entry("ruleIndex", &index)?;
+            }
+        }
+        map.end()
     }
 }
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
-use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus, GROUP, VERSION};
+use super::{RolloutEvent, RolloutKey, RolloutStore, StoredRollout, StoredSegment};
+use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus, GROUP, SegmentSpec, VERSION};
 use crate::rollout::EventType;
 
 const DEFAULT_NAMESPACE: &str = "default";
@@ -72,22 +72,26 @@ impl FileStore {
         write_atomically(&path, &bytes)
     }
 
-    /// Reads every rollout document in the folder, in file-name order.
-    fn read_documents(&self) -> anyhow::Result<Vec<Document>> {
+    /// Reads every rollout and segment document in the folder, in file-name order.
+    fn read_documents(&self) -> anyhow::Result<Documents> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .with_context(|| format!("reading rollout folder {}", self.dir.display()))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| is_rollout_file(p))
             .collect();
         paths.sort();
-        let mut documents = Vec::new();
+        let mut documents = Documents::default();
         for path in paths {
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 // Deleted between listing and reading: it is simply gone.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    documents.push(Document::unreadable(&path, 0, format!("cannot read: {e}")));
+                    documents.rollouts.push(Document::unreadable(
+                        &path,
+                        0,
+                        format!("cannot read: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -120,6 +124,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(())
+}
+
+/// The documents of the folder, by kind.
+#[derive(Default)]
+struct Documents {
+    rollouts: Vec<Document>,
+    segments: Vec<StoredSegment>,
 }
 
 /// One YAML document of a rollout file.
@@ -164,7 +175,8 @@ struct Metadata {
     namespace: Option<String>,
 }
 
-fn parse_file(path: &Path, text: &str, out: &mut Vec<Document>) {
+fn parse_file(path: &Path, text: &str, documents: &mut Documents) {
+    let out = &mut documents.rollouts;
     let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
     let values: Vec<Result<serde_norway::Value, String>> = if is_json {
         vec![serde_json::from_str(text).map_err(|e| e.to_string())]
@@ -206,8 +218,8 @@ fn parse_file(path: &Path, text: &str, out: &mut Vec<Document>) {
             }
         };
         let kind = envelope.kind.as_deref().unwrap_or("");
-        // Other kinds (Segment, ConfigMap...) may share the folder.
-        if kind != "FeatureRollout" {
+        // Other kinds (ConfigMap...) may share the folder.
+        if kind != "FeatureRollout" && kind != "Segment" {
             continue;
         }
         let expected_api = format!("{GROUP}/{VERSION}");
@@ -227,11 +239,26 @@ fn parse_file(path: &Path, text: &str, out: &mut Vec<Document>) {
             name,
         );
         let source = path.display().to_string();
-        let spec = if envelope.api_version.as_deref() != Some(expected_api.as_str()) {
-            Err(format!(
-                "{source}: apiVersion is {:?}; FeatureRollout is {expected_api}",
-                envelope.api_version.unwrap_or_default()
-            ))
+        let wrong_api =
+            (envelope.api_version.as_deref() != Some(expected_api.as_str())).then(|| {
+                format!(
+                    "{source}: apiVersion is {:?}; {kind} is {expected_api}",
+                    envelope.api_version.clone().unwrap_or_default()
+                )
+            });
+        if kind == "Segment" {
+            let spec = match (wrong_api, envelope.spec) {
+                (Some(message), _) => Err(message),
+                // A segment with no spec is an empty one, as the API server would have it.
+                (None, None) => Ok(SegmentSpec::default()),
+                (None, Some(spec)) => serde_norway::from_value::<SegmentSpec>(spec)
+                    .map_err(|e| format!("{source}: spec: {e}")),
+            };
+            documents.segments.push(StoredSegment { key, spec, source });
+            continue;
+        }
+        let spec = if let Some(message) = wrong_api {
+            Err(message)
         } else {
             match envelope.spec {
                 None => Err(format!("{source}: spec is missing")),
@@ -255,7 +282,7 @@ impl FileStore {
     /// Lists the rollouts; with `persist`, records new generations in the state folder.
     fn list_now(&self, persist: bool) -> anyhow::Result<Vec<StoredRollout>> {
         let mut by_key: BTreeMap<RolloutKey, StoredRollout> = BTreeMap::new();
-        for doc in self.read_documents()? {
+        for doc in self.read_documents()?.rollouts {
             if let Some(first) = by_key.get(&doc.key) {
                 let message = format!(
                     "{}: rollout {} is also defined in {}; names must be unique",
@@ -290,6 +317,25 @@ impl FileStore {
             }
             rollout.generation = Some(state.generation);
             rollout.status = state.status;
+        }
+        Ok(by_key.into_values().collect())
+    }
+
+    /// Every segment document; a name defined twice is an error on both.
+    fn segments_now(&self) -> anyhow::Result<Vec<StoredSegment>> {
+        let mut by_key: BTreeMap<RolloutKey, StoredSegment> = BTreeMap::new();
+        for segment in self.read_documents()?.segments {
+            match by_key.get_mut(&segment.key) {
+                Some(first) => {
+                    first.spec = Err(format!(
+                        "{}: segment {} is also defined in {}; names must be unique",
+                        segment.source, segment.key, first.source
+                    ));
+                }
+                None => {
+                    by_key.insert(segment.key.clone(), segment);
+                }
+            }
         }
         Ok(by_key.into_values().collect())
     }
@@ -353,6 +399,11 @@ impl RolloutStore for FileStore {
         tokio::task::spawn_blocking(move || store.list_now(true)).await?
     }
 
+    async fn segments(&self) -> anyhow::Result<Vec<StoredSegment>> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.segments_now()).await?
+    }
+
     async fn write_status(
         &self,
         key: &RolloutKey,
@@ -373,6 +424,11 @@ impl FileStore {
     pub fn list_read_only(&self) -> anyhow::Result<Vec<StoredRollout>> {
         self.list_now(false)
     }
+
+    /// The segments, for commands that only look (`spangate export`).
+    pub fn segments_read_only(&self) -> anyhow::Result<Vec<StoredSegment>> {
+        self.segments_now()
+    }
 }
 
 #[cfg(test)]
@@ -380,7 +436,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Vec<Document> {
-        let mut out = Vec::new();
+        parse_all(text).rollouts
+    }
+
+    fn parse_all(text: &str) -> Documents {
+        let mut out = Documents::default();
         parse_file(Path::new("rollouts/x.yaml"), text, &mut out);
         out
     }
@@ -397,9 +457,28 @@ mod tests {
     }
 
     #[test]
+    fn segments_are_read_beside_rollouts() {
+        let docs = parse_all(
+            "apiVersion: spangate.dev/v1alpha1\nkind: Segment\nmetadata: {name: beta, namespace: shop}\nspec: {included: [u1]}\n---\napiVersion: spangate.dev/v1\nkind: Segment\nmetadata: {name: old}\n",
+        );
+        assert!(docs.rollouts.is_empty());
+        assert_eq!(docs.segments.len(), 2);
+        assert_eq!(docs.segments[0].key, RolloutKey::new("shop", "beta"));
+        assert_eq!(
+            docs.segments[0].spec.as_ref().unwrap().included,
+            vec!["u1".to_string()]
+        );
+        let wrong = docs.segments[1].spec.as_ref().unwrap_err();
+        assert!(
+            wrong.contains("Segment is spangate.dev/v1alpha1"),
+            "{wrong}"
+        );
+    }
+
+    #[test]
     fn other_kinds_are_skipped_and_wrong_api_versions_named() {
         let docs = parse(
-            "kind: Segment\nmetadata: {name: beta}\n---\napiVersion: spangate.dev/v2\nkind: FeatureRollout\nmetadata: {name: a}\nspec: {}\n",
+            "kind: ConfigMap\nmetadata: {name: beta}\n---\napiVersion: spangate.dev/v2\nkind: FeatureRollout\nmetadata: {name: a}\nspec: {}\n",
         );
         assert_eq!(docs.len(), 1);
         assert_eq!(docs[0].key, RolloutKey::new("default", "a"));

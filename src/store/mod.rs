@@ -12,10 +12,10 @@ pub use file::{FileStore, write_atomically};
 use std::fmt;
 use std::future::Future;
 
-use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus};
+use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus, SegmentSpec};
 use crate::rollout::EventType;
 
-/// Namespace and name of a rollout.
+/// Namespace and name of a rollout (or of a segment).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RolloutKey {
     pub namespace: String,
@@ -50,6 +50,16 @@ pub struct StoredRollout {
     pub source: String,
 }
 
+/// One segment as the store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSegment {
+    pub key: RolloutKey,
+    /// The spec, or why it could not be read (with the file and position).
+    pub spec: Result<SegmentSpec, String>,
+    /// Where the segment came from, for messages.
+    pub source: String,
+}
+
 /// An event about a rollout (a transition), as `kubectl describe` would show it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutEvent {
@@ -62,6 +72,9 @@ pub struct RolloutEvent {
 pub trait RolloutStore: Send + Sync + 'static {
     /// Every rollout, in key order.
     fn list(&self) -> impl Future<Output = anyhow::Result<Vec<StoredRollout>>> + Send;
+    /// Every segment, in key order. A change to one re-evaluates every rollout
+    /// that uses it on the next pass.
+    fn segments(&self) -> impl Future<Output = anyhow::Result<Vec<StoredSegment>>> + Send;
     /// Saves a rollout's status; it must survive a restart.
     fn write_status(
         &self,

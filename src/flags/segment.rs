@@ -1,0 +1,52 @@
+//! A compiled segment: a reusable set of users that rules refer to with
+//! `segmentMatch`. Membership, as LaunchDarkly decides it: an excluded targeting key
+//! is out, an included one is in, anyone else is in when any rule matches.
+
+use super::attribute::{Attribute, Env, Found};
+use super::clause::Clause;
+use super::keys::KeySet;
+
+/// A segment ready to match.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// `namespace/name`.
+    pub name: String,
+    pub included: KeySet,
+    pub excluded: KeySet,
+    /// Each rule's clauses, ANDed.
+    pub rules: Vec<Vec<Clause>>,
+    /// Hash of the segment's source, so flags using it change version with it.
+    pub fingerprint: u64,
+}
+
+impl Segment {
+    /// Whether the context is in the segment.
+    #[inline]
+    pub fn contains(&self, env: &Env<'_>) -> bool {
+        if !self.included.is_empty() || !self.excluded.is_empty() {
+            let key = Attribute::targeting_key_in(env).and_then(Found::as_str);
+            if let Some(key) = key {
+                if self.excluded.contains(key) {
+                    return false;
+                }
+                if self.included.contains(key) {
+                    return true;
+                }
+            }
+        }
+        self.rules
+            .iter()
+            .any(|clauses| clauses.iter().all(|c| c.matches(env)))
+    }
+}
+
+impl Attribute {
+    /// The context's `targetingKey`, read without a compiled path.
+    #[inline]
+    pub fn targeting_key_in<'a>(env: &Env<'a>) -> Option<Found<'a>> {
+        env.context
+            .get(super::attribute::TARGETING_KEY)
+            .filter(|v| !v.is_null())
+            .map(Found::Value)
+    }
+}
