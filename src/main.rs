@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 
 use spangate::cli::get::{OutputFormat, render};
 use spangate::demo::{DemoOptions, Scenario};
+use spangate::flags::PrivateAttributes;
 use spangate::ingest::IngestLimits;
+use spangate::serve::OfrepConfig;
 use spangate::standalone::{Standalone, StandaloneConfig};
 use spangate::store::FileStore;
 use spangate::telemetry::{self, LogFormat};
@@ -97,6 +99,11 @@ enum Command {
         /// Once listening, write the bound addresses here as JSON (for scripts).
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Context attributes used for targeting that must never be shown: not in
+        /// logs, traces, status or events (comma-separated names or a.b paths), on
+        /// top of each rollout's spec.privateAttributes.
+        #[arg(long, env = "SPANGATE_PRIVATE_ATTRIBUTES", value_delimiter = ',')]
+        private_attributes: Vec<String>,
     },
     /// Print rollouts and their status, like `kubectl get`.
     Get {
@@ -224,7 +231,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tick,
             max_body_bytes,
             ready_file,
+            private_attributes,
         } => runtime()?.block_on(async {
+            let private_attributes =
+                PrivateAttributes::parse(&private_attributes).map_err(|problems| {
+                    anyhow::anyhow!("--private-attributes: {}", problems.join("; "))
+                })?;
             let telemetry = telemetry::init(cli.log_format, "info")?;
             let config = StandaloneConfig {
                 dir,
@@ -235,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 probe_addr,
                 tick,
                 ingest_limits: IngestLimits { max_body_bytes },
+                ofrep: OfrepConfig { private_attributes },
             };
             let mut standalone = Standalone::start(config.clone(), |_| {}).await?;
             let addrs = standalone.addrs;

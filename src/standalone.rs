@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::{self, Controller, PassReport};
 use crate::flags::FlagSet;
 use crate::ingest::{self, IngestLimits, Ingestor};
-use crate::serve::{self, PublishedFlags, Readiness};
+use crate::serve::{self, OfrepConfig, PublishedFlags, Readiness};
 use crate::store::FileStore;
 
 /// Where standalone listens and what it reads.
@@ -32,6 +32,8 @@ pub struct StandaloneConfig {
     /// Longest time between two reconcile passes.
     pub tick: Duration,
     pub ingest_limits: IngestLimits,
+    /// Private attributes and the other settings of the OFREP endpoints.
+    pub ofrep: OfrepConfig,
 }
 
 /// The addresses actually bound (they differ from the config when it asked for port 0).
@@ -108,7 +110,7 @@ impl Standalone {
         let stop = cancel.clone();
         tasks.spawn(serve::serve(
             ofrep,
-            serve::ofrep_router(flags.clone()),
+            serve::ofrep_router(flags.clone(), config.ofrep.clone()),
             async move { stop.cancelled().await },
         ));
         let stop = cancel.clone();

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use spangate::flags::{
     Attribute, Flag, FlagSet, FlagState, PercentageRollout, Variant, WEIGHT_SCALE,
 };
-use spangate::serve::{self, MAX_BODY_BYTES, PublishedFlags, Readiness};
+use spangate::serve::{self, MAX_BODY_BYTES, OfrepConfig, PublishedFlags, Readiness};
 use tokio::sync::oneshot;
 
 const CHECKOUT: &str = "new-checkout";
@@ -32,7 +32,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = serve::router(flags.clone(), readiness.clone());
+        let router = serve::router(flags.clone(), OfrepConfig::default(), readiness.clone());
         let task = tokio::spawn(serve::serve(listener, router, async {
             let _ = stopped.await;
         }));

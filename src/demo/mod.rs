@@ -136,6 +136,7 @@ pub async fn run(
             probe_addr: loopback(0),
             tick: Duration::from_millis(250),
             ingest_limits: IngestLimits::default(),
+            ofrep: crate::serve::OfrepConfig::default(),
         },
         {
             let (latest, changed) = (latest.clone(), changed.clone());

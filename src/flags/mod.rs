@@ -36,17 +36,30 @@ use std::sync::Arc;
 pub struct FlagSet {
     flags: HashMap<String, Arc<Flag>>,
     version: u64,
+    /// Every flag's private attributes: an application sends one context to every
+    /// flag, so an attribute one rollout keeps private is hidden for all of them.
+    private_attributes: PrivateAttributes,
 }
 
 impl FlagSet {
     pub fn new(flags: impl IntoIterator<Item = Flag>, version: u64) -> Self {
+        let flags: HashMap<String, Arc<Flag>> = flags
+            .into_iter()
+            .map(|f| (f.key.clone(), Arc::new(f)))
+            .collect();
+        let private_attributes = flags.values().fold(PrivateAttributes::default(), |all, f| {
+            all.union(&f.private_attributes)
+        });
         Self {
-            flags: flags
-                .into_iter()
-                .map(|f| (f.key.clone(), Arc::new(f)))
-                .collect(),
+            flags,
             version,
+            private_attributes,
         }
+    }
+
+    /// The private attributes of every flag in the set.
+    pub fn private_attributes(&self) -> &PrivateAttributes {
+        &self.private_attributes
     }
 
     pub fn get(&self, key: &str) -> Option<&Arc<Flag>> {

@@ -22,14 +22,14 @@ use tokio::net::TcpListener;
 use crate::flags::FlagSet;
 
 pub use health::{Readiness, health_router};
-pub use ofrep::{MAX_BODY_BYTES, ofrep_router};
+pub use ofrep::{MAX_BODY_BYTES, OfrepConfig, ofrep_router};
 
 /// The flag set currently served; the controller swaps in a new one on every change.
 pub type PublishedFlags = Arc<ArcSwap<FlagSet>>;
 
 /// OFREP and the probes on one port.
-pub fn router(flags: PublishedFlags, readiness: Readiness) -> Router {
-    ofrep_router(flags).merge(health_router(readiness))
+pub fn router(flags: PublishedFlags, config: OfrepConfig, readiness: Readiness) -> Router {
+    ofrep_router(flags, config).merge(health_router(readiness))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets requests in

@@ -19,53 +19,93 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::PublishedFlags;
-use crate::flags::{EvaluationError, Flag, Matched, Resolution};
+use crate::flags::attribute::TARGETING_KEY;
+use crate::flags::{EvaluationError, Flag, FlagSet, Matched, PrivateAttributes, Resolution};
 
 /// Largest request body read, in bytes; larger ones get 413. A context is a handful
 /// of attributes, so this leaves ample room and caps what one request can cost.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// How OFREP is served.
+#[derive(Debug, Clone, Default)]
+pub struct OfrepConfig {
+    /// Attributes never shown (in debug logs and spans of evaluations), on top of
+    /// each flag's own private attributes.
+    pub private_attributes: PrivateAttributes,
+}
+
+struct Ofrep {
+    flags: PublishedFlags,
+    config: OfrepConfig,
+}
+
+impl Ofrep {
+    /// What is hidden when a context is shown: the operator's private attributes
+    /// and every served flag's.
+    fn private_attributes(&self, flags: &FlagSet) -> PrivateAttributes {
+        self.config
+            .private_attributes
+            .union(flags.private_attributes())
+    }
+}
+
 /// The OFREP evaluation endpoints over the flags the controller publishes.
-pub fn ofrep_router(flags: PublishedFlags) -> Router {
+pub fn ofrep_router(flags: PublishedFlags, config: OfrepConfig) -> Router {
     Router::new()
         .route("/ofrep/v1/evaluate/flags", post(evaluate_all))
         // flagd accepts the bulk path with a trailing slash too, and so do we.
         .route("/ofrep/v1/evaluate/flags/", post(evaluate_all))
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_one))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(flags)
+        .with_state(Arc::new(Ofrep { flags, config }))
 }
 
 async fn evaluate_one(
-    State(flags): State<PublishedFlags>,
+    State(ofrep): State<Arc<Ofrep>>,
     key: Result<Path<String>, PathRejection>,
     context: Result<EvaluationContext, OfrepError>,
 ) -> Result<Response, OfrepError> {
     // Only a key that does not percent-decode to UTF-8 is refused here.
     let Path(key) = key.map_err(|rejection| OfrepError::parse(rejection.body_text()))?;
     let EvaluationContext(context) = context.map_err(|error| error.naming(&key))?;
-    let flag = flags
+    let flag = ofrep
+        .flags
         .load()
         .get(&key)
         .cloned()
         .ok_or(OfrepError::FlagNotFound { key })?;
-    flag.evaluate(&context, Timestamp::now())
+    let outcome = flag.evaluate(&context, Timestamp::now());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let private = ofrep.private_attributes(&ofrep.flags.load());
+        let _span = evaluation_span(false, &context, &private).entered();
+        trace_outcome(&flag, &outcome);
+    }
+    outcome
         .map(|resolution| Json(Success::new(&flag, resolution)).into_response())
         .map_err(|error| OfrepError::Evaluation { flag, error })
 }
 
 async fn evaluate_all(
-    State(flags): State<PublishedFlags>,
+    State(ofrep): State<Arc<Ofrep>>,
     headers: HeaderMap,
     EvaluationContext(context): EvaluationContext,
 ) -> Result<Response, OfrepError> {
-    let published = flags.load();
+    let published = ofrep.flags.load();
     let now = Timestamp::now();
+    let span = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| evaluation_span(true, &context, &ofrep.private_attributes(&published)));
+    let _entered = span.as_ref().map(|s| s.enter());
     let entries: Vec<BulkEntry> = published
         .iter()
-        .map(|flag| match flag.evaluate(&context, now) {
-            Ok(resolution) => BulkEntry::Success(Success::new(flag, resolution)),
-            Err(error) => BulkEntry::Failure(Failure::evaluation(flag, &error)),
+        .map(|flag| {
+            let outcome = flag.evaluate(&context, now);
+            if span.is_some() {
+                trace_outcome(flag, &outcome);
+            }
+            match outcome {
+                Ok(resolution) => BulkEntry::Success(Success::new(flag, resolution)),
+                Err(error) => BulkEntry::Failure(Failure::evaluation(flag, &error)),
+            }
         })
         .collect();
     let body = serde_json::to_vec(&BulkSuccess { flags: entries })
@@ -80,6 +120,53 @@ async fn evaluate_all(
         body,
     )
         .into_response())
+}
+
+/// A debug span for evaluations of `context`: its targeting key as
+/// `feature_flag.context.id` and the context with `private` attributes redacted.
+/// Only built when debug is on, so the hot path never copies a context.
+fn evaluation_span(
+    bulk: bool,
+    context: &Map<String, Value>,
+    private: &PrivateAttributes,
+) -> tracing::Span {
+    let shown = private.redact(context);
+    let context_id = shown
+        .get(TARGETING_KEY)
+        .and_then(Value::as_str)
+        .filter(|_| !private.hides_targeting_key());
+    let shown = Value::Object(shown.clone()).to_string();
+    if bulk {
+        tracing::debug_span!(
+            "ofrep.evaluate_all",
+            "feature_flag.context.id" = context_id,
+            context = %shown,
+        )
+    } else {
+        tracing::debug_span!(
+            "ofrep.evaluate",
+            "feature_flag.context.id" = context_id,
+            context = %shown,
+        )
+    }
+}
+
+/// One evaluation as a debug event, with the OpenTelemetry feature-flag names.
+fn trace_outcome(flag: &Flag, outcome: &Result<Resolution<'_>, EvaluationError>) {
+    match outcome {
+        Ok(r) => tracing::debug!(
+            "feature_flag.key" = flag.key.as_str(),
+            "feature_flag.result.variant" = r.variant,
+            "feature_flag.result.reason" = r.reason.as_str(),
+            "evaluated"
+        ),
+        Err(error) => tracing::debug!(
+            "feature_flag.key" = flag.key.as_str(),
+            "error.type" = error_code(error),
+            error = %error,
+            "evaluation failed"
+        ),
+    }
 }
 
 /// The bulk answer's validator. The answer depends on the caller's context as well
@@ -300,16 +387,20 @@ impl<'a> Failure<'a> {
 
     /// The details name the attribute at fault, never its value.
     fn evaluation(flag: &'a Flag, error: &EvaluationError) -> Self {
-        let code = match error {
-            EvaluationError::TargetingKeyMissing { .. } => "TARGETING_KEY_MISSING",
-            EvaluationError::InvalidBucketingValue { .. } => "INVALID_CONTEXT",
-        };
         Self {
             key: Some(&flag.key),
-            error_code: Some(code),
+            error_code: Some(error_code(error)),
             error_details: error.to_string(),
             metadata: Some(&flag.metadata),
         }
+    }
+}
+
+/// The OpenFeature error code of an evaluation error.
+fn error_code(error: &EvaluationError) -> &'static str {
+    match error {
+        EvaluationError::TargetingKeyMissing { .. } => "TARGETING_KEY_MISSING",
+        EvaluationError::InvalidBucketingValue { .. } => "INVALID_CONTEXT",
     }
 }
 

@@ -52,6 +52,16 @@ impl ChildGuard {
         self.child.try_wait().expect("query a child process")
     }
 
+    /// Asks the process to stop (SIGTERM) and waits for it, up to `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        wait_for("the process to exit", limit, || self.exited())
+    }
+
     /// The end of the log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"));
