@@ -72,9 +72,13 @@ enum Command {
     /// tick. Status is kept in the state folder (default DIR/.spangate) and survives
     /// restarts. Applications ask for flags over OFREP and send spans over OTLP.
     Standalone {
-        /// Folder of rollout files.
-        #[arg(long, env = "SPANGATE_DIR")]
-        dir: PathBuf,
+        /// Folder of rollout (and segment) files.
+        #[arg(long, env = "SPANGATE_DIR", required_unless_present = "flags")]
+        dir: Option<PathBuf>,
+        /// A flagd flag-definition file to serve over OFREP as well, with flagd's
+        /// semantics; re-read when it changes. A rollout of the same flag key wins.
+        #[arg(long, env = "SPANGATE_FLAGS")]
+        flags: Option<PathBuf>,
         /// Folder for status and events [default: DIR/.spangate].
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -169,9 +173,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     spangate::controller::served_flag(r, &r.status, &compiled)
                 })
                 .collect();
-            let set = spangate::flags::flagd::flag_set(&flags);
-            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&set)?))?;
-            Ok(ExitCode::SUCCESS)
+            let export = spangate::flags::flagd::flag_set(&flags);
+            write_stdout(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&export.document)?
+            ))?;
+            for skipped in &export.skipped {
+                eprintln!("error: {skipped}");
+            }
+            Ok(if export.skipped.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Get {
             dir,
@@ -223,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }),
         Command::Standalone {
             dir,
+            flags,
             state_dir,
             otlp_grpc_addr,
             otlp_http_addr,
@@ -233,6 +248,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ready_file,
             private_attributes,
         } => runtime()?.block_on(async {
+            // Without a rollout folder (only --flags), an empty one stands in.
+            let empty_dir = match &dir {
+                Some(_) => None,
+                None => Some(tempfile::tempdir().context("making an empty rollout folder")?),
+            };
+            let dir = dir
+                .or_else(|| empty_dir.as_ref().map(|d| d.path().to_path_buf()))
+                .context("give --dir, --flags or both")?;
             let private_attributes =
                 PrivateAttributes::parse(&private_attributes).map_err(|problems| {
                     anyhow::anyhow!("--private-attributes: {}", problems.join("; "))
@@ -248,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tick,
                 ingest_limits: IngestLimits { max_body_bytes },
                 ofrep: OfrepConfig { private_attributes },
+                flags_file: flags,
             };
             let mut standalone = Standalone::start(config.clone(), |_| {}).await?;
             let addrs = standalone.addrs;

@@ -18,7 +18,7 @@ use crate::controller::{self, Controller, PassReport};
 use crate::flags::FlagSet;
 use crate::ingest::{self, IngestLimits, Ingestor};
 use crate::serve::{self, OfrepConfig, PublishedFlags, Readiness};
-use crate::store::FileStore;
+use crate::store::{FileStore, FlagdFile};
 
 /// Where standalone listens and what it reads.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct StandaloneConfig {
     pub ingest_limits: IngestLimits,
     /// Private attributes and the other settings of the OFREP endpoints.
     pub ofrep: OfrepConfig,
+    /// A flagd flag-definition file served beside the rollouts.
+    pub flags_file: Option<PathBuf>,
 }
 
 /// The addresses actually bound (they differ from the config when it asked for port 0).
@@ -120,7 +122,10 @@ impl Standalone {
             async move { stop.cancelled().await },
         ));
 
-        let controller = Controller::new(store.clone(), ingestor.clone(), flags.clone());
+        let mut controller = Controller::new(store.clone(), ingestor.clone(), flags.clone());
+        if let Some(path) = &config.flags_file {
+            controller = controller.with_flags_file(FlagdFile::open(path)?);
+        }
         let stop = cancel.clone();
         tasks.spawn(async move {
             controller::run(

@@ -88,6 +88,67 @@ fn export_prints_a_flagd_flag_set() {
 }
 
 #[test]
+fn export_writes_targeting_as_jsonlogic_and_segments_as_evaluators() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/targeting");
+    let state = tempfile::tempdir().unwrap();
+    let out = spangate(&[
+        "export",
+        "--dir",
+        dir,
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let segment = &set["$evaluators"]["segment:default/beta-users"];
+    assert_eq!(
+        segment["if"][0]["in"][1],
+        serde_json::json!(["churned-customer"])
+    );
+    let search = &set["flags"]["new-search"]["targeting"]["if"];
+    assert_eq!(
+        search[0],
+        serde_json::json!({"in": [{"var": "targetingKey"}, ["qa-alice", "qa-bob"]]})
+    );
+    assert!(
+        search
+            .to_string()
+            .contains(r#"{"$ref":"segment:default/beta-users"}"#)
+    );
+    assert!(
+        search
+            .to_string()
+            .contains(r#"{"ends_with":[{"var":"email"},"@gmail.com"]}"#)
+    );
+    let plans = &set["flags"]["plan-features"];
+    assert_eq!(plans["defaultVariant"], "basic");
+    assert!(plans["targeting"].to_string().contains("sem_ver"));
+}
+
+#[test]
+fn export_names_the_flags_flagd_cannot_express_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("regex.yaml"),
+        "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {name: regex}\nspec:\n  flag: {key: by-regex, variants: {a: 1, b: 2}, defaultVariant: a}\n  targeting:\n    rules: [{name: corp, clauses: [{attribute: email, op: matches, values: [\"@corp\\\\.\"]}], variant: b}]\n",
+    )
+    .unwrap();
+    let out = spangate(&["export", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("flag \"by-regex\" is not exported: rule \"corp\": the matches clause on email has no JsonLogic equivalent"),
+        "{stderr}"
+    );
+    let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(set["flags"], serde_json::json!({}));
+}
+
+#[test]
 fn crd_prints_what_crds_holds() {
     let out = spangate(&["crd"]);
     assert!(out.status.success());

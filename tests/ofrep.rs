@@ -205,7 +205,7 @@ async fn full_weight_is_static_and_needs_no_targeting_key() {
 }
 
 #[tokio::test]
-async fn a_disabled_flag_serves_its_default_variant() {
+async fn a_disabled_flag_defers_to_the_code_default() {
     let mut flag = checkout(WEIGHT_SCALE, None);
     flag.state = FlagState::Disabled;
     let server = Server::start(FlagSet::new([flag], 1)).await;
@@ -213,9 +213,10 @@ async fn a_disabled_flag_serves_its_default_variant() {
         .evaluate(CHECKOUT, json!({"targetingKey": "user-1"}))
         .await;
     assert_eq!(status, StatusCode::OK);
+    // No value: OFREP's way of telling the provider to use the code default.
     assert_eq!(
-        (&body["reason"], &body["variant"], &body["value"]),
-        (&json!("DISABLED"), &json!("off"), &json!(false))
+        (&body["reason"], &body["variant"], body.get("value")),
+        (&json!("DISABLED"), &json!(null), None)
     );
 }
 

@@ -115,3 +115,260 @@ fn a_segment_edit_re_evaluates_the_flags_that_use_it() {
         "pro"
     );
 }
+
+const FLAGD_FILE: &str = r##"{
+  "$schema": "https://flagd.dev/schema/v0/flags.json",
+  "metadata": {"flagSetId": "shop"},
+  "$evaluators": {
+    "isStaff": {"ends_with": [{"var": "email"}, "@spangate.dev"]}
+  },
+  "flags": {
+    "color": {
+      "state": "ENABLED",
+      "variants": {"red": "#f00", "green": "#0f0", "blue": "#00f"},
+      "defaultVariant": "blue",
+      "metadata": {"owner": "web"},
+      "targeting": {"if": [
+        {"$ref": "isStaff"}, "red",
+        {"sem_ver": [{"var": "app"}, ">=", "2.0.0"]},
+        {"fractional": [{"var": "email"}, ["green", 50], ["blue", 50]]},
+        null
+      ]}
+    },
+    "launched": {
+      "state": "ENABLED",
+      "variants": {"on": true, "off": false},
+      "defaultVariant": "off",
+      "targeting": {"if": [{">": [{"var": "$flagd.timestamp"}, 1000]}, "on", "off"]}
+    },
+    "static": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a"},
+    "retired": {"state": "DISABLED", "variants": {"a": 1}, "defaultVariant": "a"},
+    "code-default": {
+      "state": "ENABLED",
+      "variants": {"a": 1},
+      "defaultVariant": null,
+      "targeting": {"if": [{"==": [{"var": "plan"}, "a"]}, "a", null]}
+    },
+    "broken": {
+      "state": "ENABLED",
+      "variants": {"a": 1},
+      "defaultVariant": "a",
+      "targeting": {"regex_match": [{"var": "email"}, "x"]}
+    },
+    "typo": {
+      "state": "ENABLED",
+      "variants": {"a": 1},
+      "defaultVariant": "a",
+      "targeting": {"var": "email"}
+    }
+  }
+}"##;
+
+fn flag(spangate: &Spangate, key: &str, context: Value) -> (u16, Value) {
+    post(
+        spangate,
+        &format!("/ofrep/v1/evaluate/flags/{key}"),
+        context,
+    )
+}
+
+#[test]
+fn a_flagd_file_is_served_with_flagds_semantics() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("rollouts");
+    std::fs::create_dir(&dir).unwrap();
+    let file = root.path().join("flags.json");
+    write(root.path(), "flags.json", FLAGD_FILE);
+    let spangate = Spangate::start_with_env(
+        &dir,
+        &root.path().join("state"),
+        &[("SPANGATE_FLAGS", file.to_str().unwrap())],
+    );
+    wait_for("the flag file to be served", LIMIT, || {
+        (flag(&spangate, "static", json!({})).0 == 200).then_some(())
+    });
+
+    let (code, body) = flag(&spangate, "color", json!({"email": "ann@spangate.dev"}));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        (&body["variant"], &body["value"], &body["reason"]),
+        (&json!("red"), &json!("#f00"), &json!("TARGETING_MATCH"))
+    );
+    assert_eq!(
+        body["metadata"],
+        json!({"flagSetId": "shop", "owner": "web", "matched": "flagd"})
+    );
+    let (_, body) = flag(
+        &spangate,
+        "color",
+        json!({"email": "bob@example.com", "app": "1.9.0"}),
+    );
+    assert_eq!(
+        (&body["variant"], &body["reason"]),
+        (&json!("blue"), &json!("DEFAULT"))
+    );
+    let split: Vec<Value> = (0..40)
+        .map(|i| {
+            flag(
+                &spangate,
+                "color",
+                json!({"email": format!("u{i}@example.com"), "app": "v2.1"}),
+            )
+            .1["variant"]
+                .clone()
+        })
+        .collect();
+    assert!(
+        split.contains(&json!("green")) && split.contains(&json!("blue")),
+        "{split:?}"
+    );
+
+    let (_, body) = flag(&spangate, "launched", json!({}));
+    assert_eq!(
+        (&body["variant"], &body["value"]),
+        (&json!("on"), &json!(true))
+    );
+    let (_, body) = flag(&spangate, "static", json!({}));
+    assert_eq!(
+        (&body["variant"], &body["reason"]),
+        (&json!("a"), &json!("STATIC"))
+    );
+
+    // Disabled, and no default variant: the client's code default (no value).
+    let (code, body) = flag(&spangate, "retired", json!({}));
+    assert_eq!(code, 200);
+    assert_eq!(
+        body,
+        json!({"key": "retired", "reason": "DISABLED", "variant": null, "metadata": {"flagSetId": "shop"}})
+    );
+    let (_, body) = flag(&spangate, "code-default", json!({"plan": "b"}));
+    assert_eq!(
+        (body.get("value"), &body["variant"], &body["reason"]),
+        (None, &json!(null), &json!("DEFAULT"))
+    );
+    let (_, body) = flag(&spangate, "code-default", json!({"plan": "a"}));
+    assert_eq!(body["value"], 1);
+
+    // Targeting that does not parse, and targeting that names no variant.
+    let (code, body) = flag(&spangate, "broken", json!({"email": "x"}));
+    assert_eq!(
+        (code, &body["errorCode"]),
+        (400, &json!("PARSE_ERROR")),
+        "{body}"
+    );
+    assert!(
+        body["errorDetails"]
+            .as_str()
+            .unwrap()
+            .contains("regex_match")
+    );
+    let (code, body) = flag(&spangate, "typo", json!({"email": "secret@example.com"}));
+    assert_eq!(
+        (code, &body["errorCode"]),
+        (400, &json!("GENERAL")),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("secret@example.com"),
+        "the context is not echoed: {body}"
+    );
+
+    // Bulk: every enabled flag; the disabled one is left out, as flagd does.
+    let (code, body) = post(
+        &spangate,
+        "/ofrep/v1/evaluate/flags",
+        json!({"email": "a@spangate.dev"}),
+    );
+    assert_eq!(code, 200);
+    let keys: Vec<&str> = body["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "broken",
+            "code-default",
+            "color",
+            "launched",
+            "static",
+            "typo"
+        ]
+    );
+
+    // An edit is served; an edit that does not parse keeps the last good flags.
+    write(
+        root.path(),
+        "flags.json",
+        &FLAGD_FILE.replace("\"#00f\"", "\"#0000ff\""),
+    );
+    wait_for("the edited file to be served", LIMIT, || {
+        (flag(&spangate, "color", json!({})).1["value"] == "#0000ff").then_some(())
+    });
+    write(
+        root.path(),
+        "flags.json",
+        "{\"flags\": {\"static\": {\"state\": \"ON\"}}}",
+    );
+    wait_for("the refusal to be logged", LIMIT, || {
+        spangate
+            .log_text()
+            .contains("cannot be served")
+            .then_some(())
+    });
+    assert_eq!(flag(&spangate, "color", json!({})).1["value"], "#0000ff");
+
+    // A rollout of the same key wins over the file.
+    write(
+        &dir,
+        "static.yaml",
+        "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {name: static}\nspec:\n  flag: {key: static, variants: {b: 2}, defaultVariant: b}\n",
+    );
+    wait_for("the rollout to take the key", LIMIT, || {
+        (flag(&spangate, "static", json!({})).1["value"] == 2).then_some(())
+    });
+}
+
+#[test]
+fn standalone_serves_a_flag_file_without_a_rollout_folder() {
+    let root = tempfile::tempdir().unwrap();
+    write(root.path(), "flags.json", FLAGD_FILE);
+    let ready = root.path().join("ready.json");
+    let mut command = std::process::Command::new(common::BIN);
+    command
+        .args(["standalone", "--flags"])
+        .arg(root.path().join("flags.json"))
+        .args([
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--ofrep-addr",
+            "127.0.0.1:0",
+            "--probe-addr",
+            "127.0.0.1:0",
+            "--ready-file",
+        ])
+        .arg(&ready);
+    let mut process =
+        common::ChildGuard::spawn(common::scrub_env(&mut command), &root.path().join("log"));
+    let addrs: common::Addrs = wait_for("the ready file", LIMIT, || {
+        assert!(process.exited().is_none(), "{}", process.log_tail());
+        serde_json::from_str(&std::fs::read_to_string(&ready).ok()?).ok()
+    });
+    let body: Value = reqwest::blocking::Client::new()
+        .post(format!(
+            "http://{}/ofrep/v1/evaluate/flags/static",
+            addrs.ofrep
+        ))
+        .json(&json!({"context": {}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(body["value"], 1);
+}

@@ -92,6 +92,7 @@ fn eval(flag: &Flag, context: Value) -> (String, Reason, String) {
         Matched::Target => "target".to_string(),
         Matched::Exclusion => "exclusion".to_string(),
         Matched::Rule { index, name } => format!("rule {index} {name}"),
+        Matched::Flagd => "flagd".to_string(),
     };
     (r.variant.unwrap_or("null").to_string(), r.reason, matched)
 }
@@ -518,9 +519,10 @@ fn reasons_say_what_decided() {
     assert_eq!(eval(&targeted, json!({})).1, Reason::Default);
     let mut disabled = plain(50.0);
     disabled.state = spangate::flags::FlagState::Disabled;
+    // As flagd: a disabled flag defers to the application's code default.
     assert_eq!(
         eval(&disabled, json!({})),
-        ("off".into(), Reason::Disabled, "-".into())
+        ("null".into(), Reason::Disabled, "-".into())
     );
 }
 

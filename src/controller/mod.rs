@@ -23,7 +23,7 @@ use crate::api::{FeatureRolloutStatus, Phase};
 use crate::flags::FlagSet;
 use crate::rollout::{Action, EventType, Input, decide, reject};
 use crate::serve::PublishedFlags;
-use crate::store::{RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
+use crate::store::{FlagdFile, Reload, RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
 
 /// Where the controller reads span windows and tells ingest what to route.
 pub trait SpanWindows: Send + Sync + 'static {
@@ -60,6 +60,9 @@ pub struct Controller<S> {
     published_routes: Vec<Route>,
     segments: SegmentCatalog,
     specs: SpecCache,
+    flags_file: Option<FlagdFile>,
+    /// Flags of the flag file that a rollout of the same key hides, as last warned.
+    shadowed: Vec<String>,
 }
 
 impl<S: RolloutStore> Controller<S> {
@@ -72,7 +75,16 @@ impl<S: RolloutStore> Controller<S> {
             published_routes: Vec::new(),
             segments: SegmentCatalog::default(),
             specs: SpecCache::default(),
+            flags_file: None,
+            shadowed: Vec::new(),
         }
+    }
+
+    /// Also serves the flags of a flagd flag-definition file, re-read on every
+    /// pass. A rollout of the same flag key wins over the file.
+    pub fn with_flags_file(mut self, file: FlagdFile) -> Self {
+        self.flags_file = Some(file);
+        self
     }
 
     pub fn store(&self) -> &S {
@@ -145,6 +157,7 @@ impl<S: RolloutStore> Controller<S> {
             }
             report.rollouts.push((rollout.key.clone(), status));
         }
+        self.add_file_flags(&mut flags);
         self.publish(flags, routes);
         Ok(report)
     }
@@ -257,6 +270,38 @@ impl<S: RolloutStore> Controller<S> {
         }
         .instrument(span)
         .await
+    }
+
+    fn add_file_flags(&mut self, flags: &mut Vec<crate::flags::Flag>) {
+        let Some(file) = &mut self.flags_file else {
+            return;
+        };
+        match file.reload() {
+            Reload::Unchanged => {}
+            Reload::Loaded { flags } => {
+                tracing::info!(file = %file.path().display(), flags, "serving the flag file");
+            }
+            Reload::Refused(why) => {
+                tracing::error!(
+                    error = why,
+                    "the flag file changed but cannot be served; serving its previous flags"
+                );
+            }
+        }
+        let mut shadowed = Vec::new();
+        for flag in file.flags() {
+            if flags.iter().any(|f| f.key == flag.key) {
+                shadowed.push(flag.key.clone());
+            } else {
+                flags.push(flag.clone());
+            }
+        }
+        if shadowed != self.shadowed {
+            if !shadowed.is_empty() {
+                tracing::warn!(flags = ?shadowed, "rollouts serve these keys of the flag file instead");
+            }
+            self.shadowed = shadowed;
+        }
     }
 
     fn publish(&mut self, flags: Vec<crate::flags::Flag>, routes: Vec<Route>) {

@@ -137,6 +137,7 @@ pub async fn run(
             tick: Duration::from_millis(250),
             ingest_limits: IngestLimits::default(),
             ofrep: crate::serve::OfrepConfig::default(),
+            flags_file: None,
         },
         {
             let (latest, changed) = (latest.clone(), changed.clone());

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::attribute::Attribute;
 use super::clause::{Clause, Comparison, Members, SemVerComparison, SemVerTest, Test, parse_time};
 use super::flag::{WEIGHT_SCALE, percent_to_weight};
+use super::jsonlogic::Logic;
 use super::keys::{KeyMap, KeySet};
 use super::segment::Segment;
 use super::semver::SemVer;
@@ -220,6 +221,19 @@ pub fn targeting(
         }
     }
 
+    let expression = match &spec.flagd {
+        None => None,
+        Some(source) => match Logic::parse(source, &serde_json::Map::new()) {
+            Ok(logic) => Some(logic),
+            Err(e) => {
+                problems.push(format!(
+                    "{field}.flagd is not a flagd targeting expression: {e}"
+                ));
+                None
+            }
+        },
+    };
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -235,6 +249,8 @@ pub fn targeting(
         targets,
         exclusions,
         rules,
+        expression,
+        invalid: None,
         fingerprint: crate::fingerprint::fnv1a(source.to_string().as_bytes()),
     })
 }

@@ -1,5 +1,6 @@
 //! The compiled flag and its evaluation.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -7,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::attribute::{Attribute, Env};
 use super::bucket;
+use super::jsonlogic::value::to_js_string;
 use super::private::PrivateAttributes;
 use super::targeting::{NumberText, RuleMatch, Targeting, bucketing_value};
 
@@ -102,6 +104,8 @@ pub enum Matched<'f> {
     Exclusion,
     /// Rule `index`, named `name`.
     Rule { index: usize, name: &'f str },
+    /// The flagd targeting expression.
+    Flagd,
 }
 
 /// A resolved flag value.
@@ -123,6 +127,13 @@ pub enum EvaluationError {
     /// The bucketing attribute is there but is not a string or a number.
     #[error("context attribute {attribute} must be a string or a number to bucket by")]
     InvalidBucketingValue { attribute: String },
+    /// The flag's flagd targeting gave a value that names none of its variants
+    /// (OFREP `GENERAL`). The value is not quoted: it may come from the context.
+    #[error("the targeting of flag {flag:?} gave a value that is not one of its variants")]
+    UnknownVariant { flag: String },
+    /// The flag's definition cannot be evaluated (OFREP `PARSE_ERROR`).
+    #[error("flag {flag:?} cannot be evaluated: {details}")]
+    InvalidDefinition { flag: String, details: String },
 }
 
 impl Flag {
@@ -167,8 +178,15 @@ impl Flag {
         context: &Map<String, Value>,
         now: Timestamp,
     ) -> Result<Resolution<'_>, EvaluationError> {
+        // As flagd: a disabled flag defers to the application's code default.
         if self.state == FlagState::Disabled {
-            return Ok(self.resolve(self.default_variant, Reason::Disabled, Matched::Nothing));
+            return Ok(self.resolve(None, Reason::Disabled, Matched::Nothing));
+        }
+        if let Some(details) = &self.targeting.invalid {
+            return Err(EvaluationError::InvalidDefinition {
+                flag: self.key.clone(),
+                details: details.clone(),
+            });
         }
         let env = Env {
             context,
@@ -201,6 +219,23 @@ impl Flag {
                 Reason::TargetingMatch,
                 Matched::Rule { index, name },
             ));
+        }
+        if let Some(expression) = &targeting.expression {
+            let result = expression.evaluate(&env);
+            if !result.is_null() {
+                let name = match &*result {
+                    Value::String(s) => Cow::Borrowed(s.as_str()),
+                    other => Cow::Owned(to_js_string(other)),
+                };
+                let variant = self
+                    .variants
+                    .iter()
+                    .position(|v| v.name == name)
+                    .ok_or_else(|| EvaluationError::UnknownVariant {
+                        flag: self.key.clone(),
+                    })?;
+                return Ok(self.resolve(Some(variant), Reason::TargetingMatch, Matched::Flagd));
+            }
         }
         self.fall_through(&env)
     }

@@ -1,15 +1,62 @@
-//! Export to flagd's flag-definition format, so flagd and flagd's in-process
-//! providers evaluate exactly what OFREP serves. A percentage rollout becomes a
+//! flagd's flag-definition format, both ways.
+//!
+//! **Export**: a flag becomes a flagd flag whose targeting is one JsonLogic `if`
+//! chain in spangate's order: individual targets (`in`), exclusions, rules (their
+//! clauses with `in`, `starts_with`, `ends_with`, `sem_ver`, comparisons; segments as
+//! `$ref`s to shared `$evaluators`), the flagd expression, then the percentage as a
 //! `fractional` over the same integer weights and the same bucketing string (flag
-//! key + bucketing value), guarded so that a context without the bucketing
-//! attribute gets the default variant.
+//! key + bucketing value), guarded so that a context without the bucketing attribute
+//! gets the default variant. flagd then gives the same variant as spangate for every
+//! context whose attributes have the types the clauses read (see [`flag_set`]).
+//!
+//! **Import**: a flagd flag-definition document becomes flags served with flagd's
+//! semantics ([`import`]).
+
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{Flag, FlagState, WEIGHT_SCALE};
+use super::attribute::Attribute;
+use super::clause::{Clause, Test};
+use super::jsonlogic::Logic;
+use super::targeting::{Serve, Split, Targeting};
+use super::{Flag, FlagState, PrivateAttributes, Variant, WEIGHT_SCALE};
 
-/// One flag as a flagd flag definition.
-pub fn flag_definition(flag: &Flag) -> Value {
+/// A flag set as a flagd document, and the flags that could not be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    pub document: Value,
+    /// One sentence per flag left out, naming what flagd cannot express.
+    pub skipped: Vec<String>,
+}
+
+/// A whole flag set, as a flagd flag-definition document, with every segment the
+/// flags use under `$evaluators`. Flags that flagd cannot express (a `matches`
+/// clause: JsonLogic has no regular expressions) are left out and named.
+pub fn flag_set<'f>(flags: impl IntoIterator<Item = &'f Flag>) -> Export {
+    let mut definitions = Map::new();
+    let mut evaluators = Map::new();
+    let mut skipped = Vec::new();
+    for flag in flags {
+        match flag_definition(flag, &mut evaluators) {
+            Ok(definition) => {
+                definitions.insert(flag.key.clone(), definition);
+            }
+            Err(why) => skipped.push(format!("flag {:?} is not exported: {why}", flag.key)),
+        }
+    }
+    let mut document = json!({ "flags": definitions });
+    if !evaluators.is_empty() {
+        document["$evaluators"] = Value::Object(evaluators);
+    }
+    Export { document, skipped }
+}
+
+/// One flag as a flagd flag definition; the segments it uses are added to
+/// `evaluators`.
+pub fn flag_definition(flag: &Flag, evaluators: &mut Map<String, Value>) -> Result<Value, String> {
+    let name = |index: usize| Value::from(flag.variant_name(index));
+    let default = flag.default_variant.map_or(Value::Null, name);
     let variants: Map<String, Value> = flag
         .variants
         .iter()
@@ -18,7 +65,7 @@ pub fn flag_definition(flag: &Flag) -> Value {
     let mut definition = json!({
         "state": if flag.state == FlagState::Enabled { "ENABLED" } else { "DISABLED" },
         "variants": variants,
-        "defaultVariant": flag.default_variant.map(|d| flag.variant_name(d)),
+        "defaultVariant": default,
     });
     // flagd metadata holds only strings, numbers and booleans.
     let metadata: Map<String, Value> = flag
@@ -30,41 +77,377 @@ pub fn flag_definition(flag: &Flag) -> Value {
     if !metadata.is_empty() {
         definition["metadata"] = Value::Object(metadata);
     }
-    if let Some(rollout) = &flag.percentage {
-        let rollout_variant = flag.variant_name(rollout.variant);
-        if rollout.weight >= WEIGHT_SCALE {
-            definition["defaultVariant"] = json!(rollout_variant);
-        } else if rollout.weight > 0 {
-            let attribute = rollout.bucket_by.text();
-            definition["targeting"] = json!({
-                "if": [
-                    {"var": attribute},
-                    {"fractional": [
-                        {"cat": [{"var": "$flagd.flagKey"}, {"var": attribute}]},
-                        [rollout_variant, rollout.weight],
-                        [flag.default_variant.map(|d| flag.variant_name(d)), WEIGHT_SCALE - rollout.weight],
-                    ]},
-                    null,
-                ]
-            });
+    let targeting = &*flag.targeting;
+    if let Some(why) = &targeting.invalid {
+        return Err(format!("its targeting does not parse: {why}"));
+    }
+
+    // The percentage for whoever targeting does not decide.
+    let fallthrough = match &flag.percentage {
+        None => None,
+        Some(p) if p.weight == 0 => None,
+        Some(p) if p.weight >= WEIGHT_SCALE => Some(name(p.variant)),
+        Some(p) => {
+            let weights = [
+                (Some(p.variant), p.weight),
+                (flag.default_variant, WEIGHT_SCALE - p.weight),
+            ];
+            Some(split(flag, &p.bucket_by, &weights))
+        }
+    };
+    if targeting.is_empty() {
+        match fallthrough {
+            // Everyone gets one variant: flagd needs no targeting for that.
+            Some(Value::String(everyone)) => definition["defaultVariant"] = json!(everyone),
+            Some(expression) => definition["targeting"] = expression,
+            None => {}
+        }
+        return Ok(definition);
+    }
+
+    let mut chain: Vec<Value> = Vec::new();
+    for group in &targeting.targets {
+        let mut by_variant: Vec<(usize, Vec<&str>)> = Vec::new();
+        for (key, &variant) in &group.variants {
+            match by_variant.iter_mut().find(|(v, _)| *v == variant) {
+                Some((_, keys)) => keys.push(key),
+                None => by_variant.push((variant, vec![key])),
+            }
+        }
+        by_variant.sort_by_key(|(v, _)| *v);
+        for (variant, mut keys) in by_variant {
+            keys.sort_unstable();
+            chain.push(json!({"in": [var(&group.attribute), keys]}));
+            chain.push(name(variant));
         }
     }
-    definition
+    let partial = flag
+        .percentage
+        .as_ref()
+        .is_some_and(|p| p.weight < WEIGHT_SCALE);
+    if partial {
+        for group in &targeting.exclusions {
+            chain.push(json!({"in": [var(&group.attribute), group.values.sorted()]}));
+            chain.push(default.clone());
+        }
+    }
+    for rule in &targeting.rules {
+        chain.push(all_of(
+            rule.clauses
+                .iter()
+                .map(|c| clause(c, evaluators))
+                .collect::<Result<_, _>>()
+                .map_err(|why| format!("rule {:?}: {why}", rule.name))?,
+        ));
+        chain.push(match &rule.serve {
+            Serve::Variant(v) => name(*v),
+            Serve::Split(Split { weights, bucket_by }) => {
+                let weights: Vec<(Option<usize>, u64)> =
+                    weights.iter().map(|&(v, w)| (Some(v), w)).collect();
+                split(flag, bucket_by, &weights)
+            }
+        });
+    }
+    if let Some(expression) = &targeting.expression {
+        if chain.is_empty() && fallthrough.is_none() {
+            definition["targeting"] = expression.source().clone();
+            return Ok(definition);
+        }
+        // A variant decides; null goes on to the percentage.
+        chain.push(json!({"!==": [expression.source(), null]}));
+        chain.push(expression.source().clone());
+    }
+    chain.push(fallthrough.unwrap_or(Value::Null));
+    definition["targeting"] = json!({ "if": chain });
+    Ok(definition)
 }
 
-/// A whole flag set, as a flagd flag-definition document.
-pub fn flag_set<'f>(flags: impl IntoIterator<Item = &'f Flag>) -> Value {
-    let flags: Map<String, Value> = flags
-        .into_iter()
-        .map(|f| (f.key.clone(), flag_definition(f)))
+/// `{"var": attribute}`.
+fn var(attribute: &Attribute) -> Value {
+    json!({ "var": attribute.text() })
+}
+
+/// The attribute is there and not null, as spangate requires of every clause.
+fn present(attribute: &Attribute) -> Value {
+    json!({"!==": [var(attribute), null]})
+}
+
+fn all_of(mut tests: Vec<Value>) -> Value {
+    match tests.len() {
+        0 => Value::Bool(true),
+        1 => tests.remove(0),
+        _ => json!({ "and": tests }),
+    }
+}
+
+fn any_of(mut tests: Vec<Value>) -> Value {
+    match tests.len() {
+        0 => Value::Bool(false),
+        1 => tests.remove(0),
+        _ => json!({ "or": tests }),
+    }
+}
+
+/// A `fractional` over `weights` of the flag key + bucketing value, null when the
+/// context lacks the bucketing attribute.
+fn split(flag: &Flag, bucket_by: &Attribute, weights: &[(Option<usize>, u64)]) -> Value {
+    let mut args = vec![json!({"cat": [{"var": "$flagd.flagKey"}, var(bucket_by)]})];
+    for &(variant, weight) in weights {
+        args.push(json!([variant.map(|v| flag.variant_name(v)), weight]));
+    }
+    json!({"if": [present(bucket_by), {"fractional": args}, null]})
+}
+
+/// One clause as JsonLogic. An absent attribute never matches: negated clauses, and
+/// comparisons (where JavaScript reads null as 0), are guarded by [`present`].
+fn clause(clause: &Clause, evaluators: &mut Map<String, Value>) -> Result<Value, String> {
+    let attribute = &clause.attribute;
+    let (test, needs_guard) = match &clause.test {
+        Test::In(members) => {
+            let mut values: Vec<Value> = members
+                .strings
+                .sorted()
+                .into_iter()
+                .map(Value::from)
+                .collect();
+            values.extend(
+                members
+                    .numbers
+                    .iter()
+                    .map(|&n| super::jsonlogic::value::number(n)),
+            );
+            values.extend(members.booleans.iter().map(|&b| Value::Bool(b)));
+            (json!({"in": [var(attribute), values]}), false)
+        }
+        Test::StartsWith(values) => (
+            any_of(
+                values
+                    .iter()
+                    .map(|v| json!({"starts_with": [var(attribute), &**v]}))
+                    .collect(),
+            ),
+            false,
+        ),
+        Test::EndsWith(values) => (
+            any_of(
+                values
+                    .iter()
+                    .map(|v| json!({"ends_with": [var(attribute), &**v]}))
+                    .collect(),
+            ),
+            false,
+        ),
+        Test::Contains(values) => (
+            any_of(
+                values
+                    .iter()
+                    .map(|v| json!({"in": [&**v, var(attribute)]}))
+                    .collect(),
+            ),
+            false,
+        ),
+        Test::Matches(_) => {
+            return Err(format!(
+                "the matches clause on {} has no JsonLogic equivalent (flagd has no regular expressions)",
+                attribute.text()
+            ));
+        }
+        Test::Number(comparison, threshold) => (
+            json!({ comparison.operator(): [var(attribute), super::jsonlogic::value::number(*threshold)] }),
+            true,
+        ),
+        Test::Time(comparison, millis) => {
+            // flagd's timestamp is in seconds; other times are epoch milliseconds.
+            let threshold = if *attribute == Attribute::Timestamp {
+                super::jsonlogic::value::number(*millis as f64 / 1000.0)
+            } else {
+                Value::from(*millis)
+            };
+            (
+                json!({ comparison.operator(): [var(attribute), threshold] }),
+                true,
+            )
+        }
+        Test::SemVer(test) => (
+            any_of(
+                test.versions
+                    .iter()
+                    .map(|v| json!({"sem_ver": [var(attribute), test.comparison.operator(), &**v]}))
+                    .collect(),
+            ),
+            false,
+        ),
+        Test::Segment(segments) => {
+            let refs = segments
+                .iter()
+                .map(|segment| {
+                    let key = format!("segment:{}", segment.name);
+                    if !evaluators.contains_key(&key) {
+                        let expression = segment_expression(segment, evaluators)?;
+                        evaluators.insert(key.clone(), expression);
+                    }
+                    Ok(json!({ "$ref": key }))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let any = any_of(refs);
+            // A segment reads no one attribute: negation applies directly.
+            return Ok(if clause.negate {
+                json!({ "!": any })
+            } else {
+                any
+            });
+        }
+    };
+    Ok(match (clause.negate, needs_guard) {
+        (false, false) => test,
+        (false, true) => json!({"and": [present(attribute), test]}),
+        (true, _) => json!({"and": [present(attribute), {"!": test}]}),
+    })
+}
+
+/// A segment: excluded keys are out, included keys in, anyone else by its rules.
+fn segment_expression(
+    segment: &super::Segment,
+    evaluators: &mut Map<String, Value>,
+) -> Result<Value, String> {
+    let key = var(&Attribute::targeting_key());
+    let mut chain = Vec::new();
+    if !segment.excluded.is_empty() {
+        chain.push(json!({"in": [key, segment.excluded.sorted()]}));
+        chain.push(Value::Bool(false));
+    }
+    if !segment.included.is_empty() {
+        chain.push(json!({"in": [key, segment.included.sorted()]}));
+        chain.push(Value::Bool(true));
+    }
+    let rules = segment
+        .rules
+        .iter()
+        .map(|clauses| {
+            clauses
+                .iter()
+                .map(|c| clause(c, evaluators))
+                .collect::<Result<Vec<_>, _>>()
+                .map(all_of)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|why| format!("segment {}: {why}", segment.name))?;
+    let rules = any_of(rules);
+    if chain.is_empty() {
+        return Ok(rules);
+    }
+    chain.push(rules);
+    Ok(json!({ "if": chain }))
+}
+
+/// Reads a flagd flag-definition document (`flags`, optional `$evaluators` and
+/// `metadata`). A structural problem (a state other than ENABLED/DISABLED, variants
+/// that are not an object, a default variant that is not one of them) refuses the
+/// whole document, naming every problem, as flagd refuses it; a targeting that does
+/// not parse only makes its flag fail with PARSE_ERROR.
+pub fn import(document: &Value) -> Result<Vec<Flag>, Vec<String>> {
+    let Some(flags) = document.get("flags").and_then(Value::as_object) else {
+        return Err(vec!["the document has no \"flags\" object".to_string()]);
+    };
+    let empty = Map::new();
+    let evaluators = document
+        .get("$evaluators")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let set_metadata = document.get("metadata").and_then(Value::as_object);
+    let mut problems = Vec::new();
+    let mut imported = Vec::new();
+    for (key, definition) in flags {
+        match import_flag(key, definition, evaluators, set_metadata) {
+            Ok(flag) => imported.push(flag),
+            Err(why) => problems.push(format!("flags.{key}: {why}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(imported)
+    } else {
+        Err(problems)
+    }
+}
+
+fn import_flag(
+    key: &str,
+    definition: &Value,
+    evaluators: &Map<String, Value>,
+    set_metadata: Option<&Map<String, Value>>,
+) -> Result<Flag, String> {
+    let state = match definition.get("state").and_then(Value::as_str) {
+        Some("ENABLED") => FlagState::Enabled,
+        Some("DISABLED") => FlagState::Disabled,
+        other => {
+            return Err(format!(
+                "state is {other:?}; it must be \"ENABLED\" or \"DISABLED\""
+            ));
+        }
+    };
+    let variants: Vec<Variant> = definition
+        .get("variants")
+        .and_then(Value::as_object)
+        .ok_or("variants must be an object of variant name → value")?
+        .iter()
+        .map(|(name, value)| Variant {
+            name: name.clone(),
+            value: value.clone(),
+        })
         .collect();
-    json!({ "flags": flags })
+    // As flagd reads it: an absent, null or empty default defers to the code default.
+    let default_variant = match definition.get("defaultVariant") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if name.is_empty() => None,
+        Some(Value::String(name)) => Some(
+            variants
+                .iter()
+                .position(|v| v.name == *name)
+                .ok_or_else(|| format!("defaultVariant {name:?} is not one of the variants"))?,
+        ),
+        Some(other) => {
+            return Err(format!(
+                "defaultVariant must be a string or null, not {other}"
+            ));
+        }
+    };
+    let mut metadata: Map<String, Value> = set_metadata.cloned().unwrap_or_default();
+    if let Some(own) = definition.get("metadata").and_then(Value::as_object) {
+        metadata.extend(own.clone());
+    }
+    metadata.retain(|_, v| v.is_string() || v.is_number() || v.is_boolean());
+
+    let mut targeting = Targeting::default();
+    match definition.get("targeting") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) if map.is_empty() => {}
+        Some(expression) => match Logic::parse(expression, evaluators) {
+            Ok(logic) => targeting.expression = Some(logic),
+            Err(e) => targeting.invalid = Some(format!("its targeting does not parse: {e}")),
+        },
+    }
+    let source = json!([
+        definition,
+        targeting.expression.as_ref().map(Logic::source),
+        metadata,
+    ]);
+    targeting.fingerprint = crate::fingerprint::fnv1a(source.to_string().as_bytes());
+    Ok(Flag {
+        key: key.to_string(),
+        variants,
+        default_variant,
+        state,
+        targeting: Arc::new(targeting),
+        percentage: None,
+        metadata,
+        private_attributes: PrivateAttributes::default(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flags::{Attribute, PercentageRollout, Variant};
+    use crate::flags::{Attribute, PercentageRollout};
 
     fn flag(weight: u64) -> Flag {
         let variants = vec![
@@ -87,15 +470,19 @@ mod tests {
         flag
     }
 
+    fn definition(flag: &Flag) -> Value {
+        flag_definition(flag, &mut Map::new()).unwrap()
+    }
+
     #[test]
     fn a_split_is_a_guarded_fractional_over_the_same_weights() {
-        let d = flag_definition(&flag(2500));
+        let d = definition(&flag(2500));
         assert_eq!(d["defaultVariant"], "off");
         assert_eq!(d["metadata"]["step"], 1);
         assert_eq!(
             d["targeting"],
             json!({"if": [
-                {"var": "accountId"},
+                {"!==": [{"var": "accountId"}, null]},
                 {"fractional": [
                     {"cat": [{"var": "$flagd.flagKey"}, {"var": "accountId"}]},
                     ["on", 2500],
@@ -108,15 +495,44 @@ mod tests {
 
     #[test]
     fn no_share_and_full_share_need_no_targeting() {
-        let none = flag_definition(&flag(0));
+        let none = definition(&flag(0));
         assert_eq!(
             (none["defaultVariant"].as_str(), none.get("targeting")),
             (Some("off"), None)
         );
-        let all = flag_definition(&flag(WEIGHT_SCALE));
+        let all = definition(&flag(WEIGHT_SCALE));
         assert_eq!(
             (all["defaultVariant"].as_str(), all.get("targeting")),
             (Some("on"), None)
+        );
+    }
+
+    #[test]
+    fn import_refuses_structural_problems_and_names_each() {
+        let problems = import(&json!({"flags": {
+            "a": {"state": "ON", "variants": {"x": 1}, "defaultVariant": "x"},
+            "b": {"state": "ENABLED", "variants": {"x": 1}, "defaultVariant": "y"},
+            "c": {"state": "ENABLED", "variants": [1], "defaultVariant": "x"},
+        }}))
+        .unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[1].contains("defaultVariant \"y\" is not one of the variants"));
+        assert!(import(&json!({"flag": {}})).is_err());
+    }
+
+    #[test]
+    fn import_keeps_a_flag_whose_targeting_does_not_parse_but_fails_it() {
+        let flags = import(&json!({"flags": {
+            "bad": {"state": "ENABLED", "variants": {"x": 1}, "defaultVariant": "x",
+                    "targeting": {"regex": ["a", "b"]}},
+        }}))
+        .unwrap();
+        let error = flags[0]
+            .evaluate(&Map::new(), jiff::Timestamp::UNIX_EPOCH)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("unknown operation \"regex\""),
+            "{error}"
         );
     }
 }

@@ -13,6 +13,7 @@ pub mod clause;
 pub mod compile;
 mod flag;
 pub mod flagd;
+pub mod jsonlogic;
 pub mod keys;
 mod private;
 pub mod segment;

@@ -5,6 +5,7 @@ use super::attribute::{Attribute, Env, Found};
 use super::bucket;
 use super::clause::Clause;
 use super::flag::{EvaluationError, WEIGHT_SCALE};
+use super::jsonlogic::Logic;
 use super::keys::{KeyMap, KeySet};
 
 /// Everything that decides a variant before the percentage does.
@@ -15,6 +16,12 @@ pub struct Targeting {
     /// Exclusions, grouped by the attribute they read.
     pub exclusions: Vec<Exclusions>,
     pub rules: Vec<Rule>,
+    /// A flagd targeting expression, tried after the rules: a variant name decides,
+    /// null falls through.
+    pub expression: Option<Logic>,
+    /// Why a flag imported from flagd cannot be evaluated (its targeting does not
+    /// parse); every evaluation then fails with PARSE_ERROR, as in flagd.
+    pub invalid: Option<String>,
     /// Hash of the source the targeting was compiled from (and of the segments it
     /// uses): equal fingerprints, equal behaviour.
     pub fingerprint: u64,
@@ -71,7 +78,11 @@ pub struct RuleMatch<'t> {
 impl Targeting {
     /// Whether there is nothing to decide.
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty() && self.exclusions.is_empty() && self.rules.is_empty()
+        self.targets.is_empty()
+            && self.exclusions.is_empty()
+            && self.rules.is_empty()
+            && self.expression.is_none()
+            && self.invalid.is_none()
     }
 
     /// The target that decides for this context, if any.

@@ -20,7 +20,9 @@ use serde_json::{Map, Value};
 
 use super::PublishedFlags;
 use crate::flags::attribute::TARGETING_KEY;
-use crate::flags::{EvaluationError, Flag, FlagSet, Matched, PrivateAttributes, Resolution};
+use crate::flags::{
+    EvaluationError, Flag, FlagSet, FlagState, Matched, PrivateAttributes, Resolution,
+};
 
 /// Largest request body read, in bytes; larger ones get 413. A context is a handful
 /// of attributes, so this leaves ample room and caps what one request can cost.
@@ -97,6 +99,9 @@ async fn evaluate_all(
     let _entered = span.as_ref().map(|s| s.enter());
     let entries: Vec<BulkEntry> = published
         .iter()
+        // As flagd's bulk evaluation: a disabled flag is as if it did not exist, so
+        // a client falls back to its code default.
+        .filter(|flag| flag.state == FlagState::Enabled)
         .map(|flag| {
             let outcome = flag.evaluate(&context, now);
             if span.is_some() {
@@ -356,6 +361,7 @@ impl Serialize for Metadata<'_> {
                 map.serialize_entry("rule", name)?;
                 map.serialize_entry("ruleIndex", &index)?;
             }
+            Matched::Flagd => map.serialize_entry("matched", "flagd")?,
         }
         map.end()
     }
@@ -401,6 +407,8 @@ fn error_code(error: &EvaluationError) -> &'static str {
     match error {
         EvaluationError::TargetingKeyMissing { .. } => "TARGETING_KEY_MISSING",
         EvaluationError::InvalidBucketingValue { .. } => "INVALID_CONTEXT",
+        EvaluationError::UnknownVariant { .. } => "GENERAL",
+        EvaluationError::InvalidDefinition { .. } => "PARSE_ERROR",
     }
 }
 

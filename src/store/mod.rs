@@ -6,8 +6,10 @@
 //! reconcile code runs on both.
 
 mod file;
+mod flagd_file;
 
 pub use file::{FileStore, write_atomically};
+pub use flagd_file::{FlagdFile, Reload};
 
 use std::fmt;
 use std::future::Future;
