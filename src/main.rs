@@ -12,7 +12,7 @@ use spangate::cli::get::{OutputFormat, render};
 use spangate::demo::{DemoOptions, Scenario};
 use spangate::flags::PrivateAttributes;
 use spangate::ingest::IngestLimits;
-use spangate::serve::OfrepConfig;
+use spangate::serve::{Access, OfrepConfig};
 use spangate::standalone::{Standalone, StandaloneConfig};
 use spangate::store::FileStore;
 use spangate::telemetry::{self, LogFormat};
@@ -68,47 +68,12 @@ enum Command {
     /// Run the controller on a folder of FeatureRollout files (no cluster).
     ///
     /// Every `*.yaml`, `*.yml` and `*.json` file in the folder may hold FeatureRollout
-    /// documents; the folder is re-read on every tick, so edits take effect within a
-    /// tick. Status is kept in the state folder (default DIR/.spangate) and survives
-    /// restarts. Applications ask for flags over OFREP and send spans over OTLP.
-    Standalone {
-        /// Folder of rollout (and segment) files.
-        #[arg(long, env = "SPANGATE_DIR", required_unless_present = "flags")]
-        dir: Option<PathBuf>,
-        /// A flagd flag-definition file to serve over OFREP as well, with flagd's
-        /// semantics; re-read when it changes. A rollout of the same flag key wins.
-        #[arg(long, env = "SPANGATE_FLAGS")]
-        flags: Option<PathBuf>,
-        /// Folder for status and events [default: DIR/.spangate].
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// OTLP gRPC receiver.
-        #[arg(long, default_value = "127.0.0.1:4317")]
-        otlp_grpc_addr: SocketAddr,
-        /// OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON).
-        #[arg(long, default_value = "127.0.0.1:4318")]
-        otlp_http_addr: SocketAddr,
-        /// OFREP (POST /ofrep/v1/evaluate/flags/{key}).
-        #[arg(long, default_value = "127.0.0.1:8016")]
-        ofrep_addr: SocketAddr,
-        /// Probes: GET /healthz and /readyz.
-        #[arg(long, default_value = "127.0.0.1:8014")]
-        probe_addr: SocketAddr,
-        /// Longest time between two reconcile passes.
-        #[arg(long, default_value = "1s", value_parser = parse_duration)]
-        tick: Duration,
-        /// Largest OTLP request body accepted, in bytes.
-        #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
-        max_body_bytes: usize,
-        /// Once listening, write the bound addresses here as JSON (for scripts).
-        #[arg(long)]
-        ready_file: Option<PathBuf>,
-        /// Context attributes used for targeting that must never be shown: not in
-        /// logs, traces, status or events (comma-separated names or a.b paths), on
-        /// top of each rollout's spec.privateAttributes.
-        #[arg(long, env = "SPANGATE_PRIVATE_ATTRIBUTES", value_delimiter = ',')]
-        private_attributes: Vec<String>,
-    },
+    /// and Segment documents; the folder is re-read on every tick, so edits take
+    /// effect within a tick. Status is kept in the state folder (default
+    /// DIR/.spangate) and survives restarts. Applications ask for flags over OFREP
+    /// and send spans over OTLP. `--flags FILE` serves a flagd flag-definition file
+    /// too (with or without a folder).
+    Standalone(Box<StandaloneArgs>),
     /// Print rollouts and their status, like `kubectl get`.
     Get {
         /// Folder of rollout files.
@@ -135,6 +100,63 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (FeatureRollout, Segment) as YAML.
     Crd,
+}
+
+/// What `spangate standalone` is told (boxed in [`Command`]: it is by far the
+/// largest variant).
+#[derive(clap::Args)]
+struct StandaloneArgs {
+    /// Folder of rollout (and segment) files.
+    #[arg(long, env = "SPANGATE_DIR", required_unless_present = "flags")]
+    dir: Option<PathBuf>,
+    /// A flagd flag-definition file to serve over OFREP as well, with flagd's
+    /// semantics; re-read when it changes. A rollout of the same flag key wins.
+    #[arg(long, env = "SPANGATE_FLAGS")]
+    flags: Option<PathBuf>,
+    /// Folder for status and events [default: DIR/.spangate].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// OTLP gRPC receiver.
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON).
+    #[arg(long, default_value = "127.0.0.1:4318")]
+    otlp_http_addr: SocketAddr,
+    /// OFREP (POST /ofrep/v1/evaluate/flags/{key}).
+    #[arg(long, default_value = "127.0.0.1:8016")]
+    ofrep_addr: SocketAddr,
+    /// Probes: GET /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:8014")]
+    probe_addr: SocketAddr,
+    /// Longest time between two reconcile passes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    tick: Duration,
+    /// Largest OTLP request body accepted, in bytes.
+    #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Once listening, write the bound addresses here as JSON (for scripts).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Context attributes used for targeting that must never be shown: not in
+    /// logs, traces, status or events (comma-separated names or a.b paths), on
+    /// top of each rollout's spec.privateAttributes.
+    #[arg(long, env = "SPANGATE_PRIVATE_ATTRIBUTES", value_delimiter = ',')]
+    private_attributes: Vec<String>,
+    /// Require OFREP clients to authenticate with one of the tokens in this file
+    /// (one a line; `#` comments), sent as `Authorization: Bearer <token>` or
+    /// `X-API-Key: <token>`. Without it, anyone who reaches the port may ask.
+    #[arg(long, env = "SPANGATE_OFREP_TOKENS_FILE")]
+    ofrep_tokens_file: Option<PathBuf>,
+    /// Most OFREP requests a second (all clients together); beyond it clients
+    /// get 429 with Retry-After. Unlimited by default.
+    #[arg(long)]
+    ofrep_rate_limit: Option<u32>,
+    /// Largest OFREP request body, in bytes; larger ones get 400 INVALID_CONTEXT.
+    #[arg(long, default_value_t = spangate::serve::MAX_BODY_BYTES)]
+    ofrep_max_body_bytes: usize,
+    /// Deepest nesting of an OFREP context; deeper ones get 400 INVALID_CONTEXT.
+    #[arg(long, default_value_t = spangate::serve::MAX_CONTEXT_DEPTH)]
+    ofrep_max_context_depth: usize,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -235,19 +257,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }),
-        Command::Standalone {
-            dir,
-            flags,
-            state_dir,
-            otlp_grpc_addr,
-            otlp_http_addr,
-            ofrep_addr,
-            probe_addr,
-            tick,
-            max_body_bytes,
-            ready_file,
-            private_attributes,
-        } => runtime()?.block_on(async {
+        Command::Standalone(args) => runtime()?.block_on(async {
+            let StandaloneArgs {
+                dir,
+                flags,
+                state_dir,
+                otlp_grpc_addr,
+                otlp_http_addr,
+                ofrep_addr,
+                probe_addr,
+                tick,
+                max_body_bytes,
+                ready_file,
+                private_attributes,
+                ofrep_tokens_file,
+                ofrep_rate_limit,
+                ofrep_max_body_bytes,
+                ofrep_max_context_depth,
+            } = *args;
+            let tokens = match &ofrep_tokens_file {
+                None => Vec::new(),
+                Some(path) => read_tokens(path)?,
+            };
             // Without a rollout folder (only --flags), an empty one stands in.
             let empty_dir = match &dir {
                 Some(_) => None,
@@ -270,7 +301,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 probe_addr,
                 tick,
                 ingest_limits: IngestLimits { max_body_bytes },
-                ofrep: OfrepConfig { private_attributes },
+                ofrep: OfrepConfig {
+                    private_attributes,
+                    access: Access {
+                        tokens,
+                        requests_per_second: ofrep_rate_limit,
+                    },
+                    max_body_bytes: ofrep_max_body_bytes,
+                    max_context_depth: ofrep_max_context_depth,
+                },
                 flags_file: flags,
             };
             let mut standalone = Standalone::start(config.clone(), |_| {}).await?;
@@ -299,6 +338,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+/// The OFREP tokens of a file: one a line, blank lines and `#` comments skipped.
+fn read_tokens(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the OFREP tokens file {}", path.display()))?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if tokens.is_empty() {
+        anyhow::bail!("the OFREP tokens file {} holds no token", path.display());
+    }
+    Ok(tokens)
 }
 
 /// Writes command output; a closed pipe (`spangate get | head`) is not an error.

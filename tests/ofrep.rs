@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 use spangate::flags::{
     Attribute, Flag, FlagSet, FlagState, PercentageRollout, Variant, WEIGHT_SCALE,
 };
-use spangate::serve::{self, MAX_BODY_BYTES, OfrepConfig, PublishedFlags, Readiness};
+use spangate::serve::{
+    self, Access, MAX_BODY_BYTES, MAX_CONTEXT_DEPTH, OfrepConfig, PublishedFlags, Readiness,
+};
 use tokio::sync::oneshot;
 
 const CHECKOUT: &str = "new-checkout";
@@ -27,12 +29,16 @@ struct Server {
 
 impl Server {
     async fn start(flags: FlagSet) -> Self {
+        Self::start_with(flags, OfrepConfig::default()).await
+    }
+
+    async fn start_with(flags: FlagSet, config: OfrepConfig) -> Self {
         let flags: PublishedFlags = Arc::new(ArcSwap::from_pointee(flags));
         let readiness = Readiness::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = serve::router(flags.clone(), OfrepConfig::default(), readiness.clone());
+        let router = serve::router(flags.clone(), config, readiness.clone());
         let task = tokio::spawn(serve::serve(listener, router, async {
             let _ = stopped.await;
         }));
@@ -278,19 +284,19 @@ async fn a_bucketing_value_that_is_not_a_string_or_number_is_400_invalid_context
 async fn malformed_bodies_are_400_parse_error_and_the_server_keeps_answering() {
     let server = Server::start(FlagSet::new([checkout(0, None)], 1)).await;
     let path = format!("/ofrep/v1/evaluate/flags/{CHECKOUT}");
-    for body in [
-        "{\"context\": ",
-        "",
-        "[1, 2]",
-        "\"context\"",
-        "{\"context\": 5}",
-        "{\"context\": [\"targetingKey\"]}",
+    for (body, code) in [
+        ("{\"context\": ", "PARSE_ERROR"),
+        ("", "PARSE_ERROR"),
+        ("[1, 2]", "PARSE_ERROR"),
+        ("\"context\"", "PARSE_ERROR"),
+        ("{\"context\": 5}", "INVALID_CONTEXT"),
+        ("{\"context\": [\"targetingKey\"]}", "INVALID_CONTEXT"),
     ] {
         let response = server.post_raw(&path, body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "body {body:?}");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["key"], CHECKOUT, "body {body:?}");
-        assert_eq!(answer["errorCode"], "PARSE_ERROR", "body {body:?}");
+        assert_eq!(answer["errorCode"], code, "body {body:?}");
         assert!(answer["errorDetails"].is_string());
     }
 
@@ -327,16 +333,41 @@ async fn a_missing_or_null_context_is_an_empty_one() {
 }
 
 #[tokio::test]
-async fn an_oversized_body_is_413_and_the_server_keeps_answering() {
+async fn an_oversized_body_or_a_deep_context_is_400_invalid_context() {
     let server = Server::start(FlagSet::new([checkout(0, None)], 1)).await;
     let padding = "x".repeat(MAX_BODY_BYTES);
     let body = json!({"context": {"targetingKey": "user-1", "padding": padding}}).to_string();
-    let response = server
-        .post_raw(&format!("/ofrep/v1/evaluate/flags/{CHECKOUT}"), body)
-        .await;
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let answer: Value = response.json().await.unwrap();
-    assert!(answer["errorDetails"].is_string());
+    for path in [
+        format!("/ofrep/v1/evaluate/flags/{CHECKOUT}"),
+        "/ofrep/v1/evaluate/flags".into(),
+    ] {
+        let response = server.post_raw(&path, body.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["errorCode"], "INVALID_CONTEXT", "{path}");
+        assert_eq!(
+            answer["errorDetails"],
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+        );
+    }
+
+    let mut deep = json!("leaf");
+    for _ in 0..=MAX_CONTEXT_DEPTH {
+        deep = json!({ "nested": deep });
+    }
+    let (status, answer) = server.evaluate(CHECKOUT, deep.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["errorCode"], "INVALID_CONTEXT");
+    assert_eq!(
+        answer["errorDetails"],
+        format!("the context nests 11 levels deep; at most {MAX_CONTEXT_DEPTH} are accepted")
+    );
+    let (status, _) = server.evaluate(CHECKOUT, deep["nested"].clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{MAX_CONTEXT_DEPTH} levels are fine"
+    );
 
     let (status, _) = server
         .evaluate(CHECKOUT, json!({"targetingKey": "user-1"}))
@@ -486,4 +517,143 @@ async fn serve_returns_once_shutdown_completes() {
     drop(response);
     server.stop.send(()).unwrap();
     server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn with_tokens_configured_requests_must_authenticate() {
+    let config = OfrepConfig {
+        access: Access {
+            tokens: vec!["t0k3n".into()],
+            requests_per_second: None,
+        },
+        ..OfrepConfig::default()
+    };
+    let server = Server::start_with(FlagSet::new([checkout(0, None)], 1), config).await;
+    let single = format!("{}/ofrep/v1/evaluate/flags/{CHECKOUT}", server.base);
+    let bulk = format!("{}/ofrep/v1/evaluate/flags", server.base);
+    for url in [&single, &bulk] {
+        let send = |header: Option<(&'static str, &'static str)>| {
+            let mut request = server
+                .client
+                .post(url.as_str())
+                .json(&json!({"context": {}}));
+            if let Some((name, value)) = header {
+                request = request.header(name, value);
+            }
+            request.send()
+        };
+        let missing = send(None).await.unwrap();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED, "{url}");
+        assert_eq!(
+            missing.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"spangate\""
+        );
+        let answer: Value = missing.json().await.unwrap();
+        assert!(
+            answer["errorDetails"]
+                .as_str()
+                .unwrap()
+                .contains("X-API-Key")
+        );
+        let wrong = send(Some(("authorization", "Bearer nope"))).await.unwrap();
+        assert_eq!(wrong.status(), StatusCode::FORBIDDEN, "{url}");
+        let bearer = send(Some(("authorization", "Bearer t0k3n"))).await.unwrap();
+        assert_eq!(bearer.status(), StatusCode::OK, "{url}");
+        let api_key = send(Some(("x-api-key", "t0k3n"))).await.unwrap();
+        assert_eq!(api_key.status(), StatusCode::OK, "{url}");
+    }
+    // Probes are for the orchestrator, not for OFREP clients: never authenticated.
+    let health = server
+        .client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn beyond_the_rate_limit_requests_get_429_with_retry_after() {
+    let config = OfrepConfig {
+        access: Access {
+            tokens: Vec::new(),
+            requests_per_second: Some(3),
+        },
+        ..OfrepConfig::default()
+    };
+    let server = Server::start_with(FlagSet::new([checkout(0, None)], 1), config).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    // Far more than a second's worth, sent back to back: some must be refused.
+    for _ in 0..20 {
+        let response = server
+            .client
+            .post(format!(
+                "{}/ofrep/v1/evaluate/flags/{CHECKOUT}",
+                server.base
+            ))
+            .json(&json!({"context": {}}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = Some(
+                response.headers()[header::RETRY_AFTER]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        statuses.push(response.status());
+    }
+    assert!(
+        statuses.iter().take(3).all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn the_provider_configuration_says_bulk_answers_may_be_polled() {
+    let server = Server::start(FlagSet::default()).await;
+    let response = server
+        .client
+        .get(format!("{}/ofrep/v1/configuration", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["name"], "spangate");
+    assert_eq!(
+        body["capabilities"]["cacheInvalidation"]["polling"]["enabled"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn targeting_errors_have_their_codes() {
+    let document = json!({"flags": {
+        "broken": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a",
+                   "targeting": {"nope": []}},
+        "typo": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a",
+                 "targeting": {"var": "email"}},
+    }});
+    let flags = spangate::flags::flagd::import(&document).unwrap();
+    let server = Server::start(FlagSet::new(flags, 1)).await;
+    let (status, body) = server.evaluate("broken", json!({})).await;
+    assert_eq!(
+        (status, &body["errorCode"]),
+        (StatusCode::BAD_REQUEST, &json!("PARSE_ERROR"))
+    );
+    let (status, body) = server.evaluate("typo", json!({"email": "x@y.z"})).await;
+    assert_eq!(
+        (status, &body["errorCode"]),
+        (StatusCode::BAD_REQUEST, &json!("GENERAL"))
+    );
+    assert!(!body.to_string().contains("x@y.z"));
 }

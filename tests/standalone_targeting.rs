@@ -372,3 +372,62 @@ fn standalone_serves_a_flag_file_without_a_rollout_folder() {
         .unwrap();
     assert_eq!(body["value"], 1);
 }
+
+fn bulk_etag(spangate: &Spangate, if_none_match: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::blocking::Client::new()
+        .post(format!(
+            "http://{}/ofrep/v1/evaluate/flags",
+            spangate.addrs.ofrep
+        ))
+        .json(&json!({"context": {"targetingKey": "u-early"}}));
+    if let Some(tag) = if_none_match {
+        request = request.header("if-none-match", tag);
+    }
+    let response = request.send().expect("OFREP answers");
+    let tag = response.headers()["etag"].to_str().unwrap().to_string();
+    (response.status().as_u16(), tag)
+}
+
+#[test]
+fn the_bulk_etag_changes_exactly_when_a_flag_does_and_survives_restarts() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("rollouts");
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir, "plans.yaml", PLANS);
+    write(&dir, "beta.yaml", &segment("u-early"));
+    let state = root.path().join("state");
+    let spangate = Spangate::start(&dir, &state);
+    spangate.wait_status("plans", "the flag to be served", LIMIT, |s| {
+        s["phase"] == "Serving"
+    });
+    let (code, first) = bulk_etag(&spangate, None);
+    assert_eq!(code, 200);
+    assert_eq!(bulk_etag(&spangate, Some(&first)), (304, first.clone()));
+
+    // A restarted process serves the same flags under the same tag.
+    spangate.kill();
+    let spangate = Spangate::start(&dir, &state);
+    wait_for("the restarted process to serve the same tag", LIMIT, || {
+        (bulk_etag(&spangate, Some(&first)).0 == 304).then_some(())
+    });
+
+    // A file that is no rollout or segment changes nothing.
+    write(
+        &dir,
+        "notes.yaml",
+        "kind: ConfigMap\nmetadata: {name: notes}\n",
+    );
+    // The segment a rule uses changes: so does the tag, even for a context whose
+    // answer stays the same.
+    write(&dir, "beta.yaml", &segment("u-early, u-late"));
+    let second = wait_for("a new tag", LIMIT, || {
+        let (code, tag) = bulk_etag(&spangate, Some(&first));
+        (code == 200).then_some(tag)
+    });
+    assert_ne!(second, first);
+    // Back as it was: the tag is a content hash, so the first one is valid again.
+    write(&dir, "beta.yaml", &segment("u-early"));
+    wait_for("the first tag again", LIMIT, || {
+        (bulk_etag(&spangate, Some(&first)).0 == 304).then_some(())
+    });
+}

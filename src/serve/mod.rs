@@ -7,6 +7,7 @@
 //! loopback, may mount both on the OFREP port (127.0.0.1:8016) with [`router`].
 //! [`serve`] runs any of them on a listener until shutdown.
 
+mod access;
 mod health;
 mod ofrep;
 
@@ -21,8 +22,9 @@ use tokio::net::TcpListener;
 
 use crate::flags::FlagSet;
 
+pub use access::Access;
 pub use health::{Readiness, health_router};
-pub use ofrep::{MAX_BODY_BYTES, OfrepConfig, ofrep_router};
+pub use ofrep::{MAX_BODY_BYTES, MAX_CONTEXT_DEPTH, OfrepConfig, ofrep_router};
 
 /// The flag set currently served; the controller swaps in a new one on every change.
 pub type PublishedFlags = Arc<ArcSwap<FlagSet>>;

@@ -2,7 +2,9 @@
 //! providers, a context per call) and `POST /ofrep/v1/evaluate/flags` for every flag
 //! (client providers, polling with `If-None-Match`).
 //!
-//! Request contexts may hold private attributes, so nothing here logs them.
+//! Request contexts may hold private attributes: they are shown only in debug
+//! spans, and only redacted. Authentication and a rate limit are optional
+//! ([`Access`]); bodies and contexts are bounded ([`OfrepConfig`]).
 
 use std::hash::{DefaultHasher, Hasher};
 use std::sync::Arc;
@@ -11,34 +13,57 @@ use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::PublishedFlags;
+use super::access::{Access, Admission, RateLimiter};
 use crate::flags::attribute::TARGETING_KEY;
 use crate::flags::{
     EvaluationError, Flag, FlagSet, FlagState, Matched, PrivateAttributes, Resolution,
 };
 
-/// Largest request body read, in bytes; larger ones get 413. A context is a handful
-/// of attributes, so this leaves ample room and caps what one request can cost.
+/// Largest request body read by default, in bytes. A context is a handful of
+/// attributes, so this leaves ample room and caps what one request can cost.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Deepest nesting of a context's attributes by default: `{"a": 1}` is 1 level,
+/// `{"a": {"b": 1}}` 2.
+pub const MAX_CONTEXT_DEPTH: usize = 10;
 
 /// How OFREP is served.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OfrepConfig {
     /// Attributes never shown (in debug logs and spans of evaluations), on top of
     /// each flag's own private attributes.
     pub private_attributes: PrivateAttributes,
+    /// Who may ask; see [`Access`].
+    pub access: Access,
+    /// Largest request body, in bytes; larger ones get 400 INVALID_CONTEXT.
+    pub max_body_bytes: usize,
+    /// Deepest nesting of a context; deeper ones get 400 INVALID_CONTEXT.
+    pub max_context_depth: usize,
+}
+
+impl Default for OfrepConfig {
+    fn default() -> Self {
+        Self {
+            private_attributes: PrivateAttributes::default(),
+            access: Access::default(),
+            max_body_bytes: MAX_BODY_BYTES,
+            max_context_depth: MAX_CONTEXT_DEPTH,
+        }
+    }
 }
 
 struct Ofrep {
     flags: PublishedFlags,
     config: OfrepConfig,
+    limiter: Option<RateLimiter>,
 }
 
 impl Ofrep {
@@ -51,15 +76,85 @@ impl Ofrep {
     }
 }
 
-/// The OFREP evaluation endpoints over the flags the controller publishes.
+/// The OFREP evaluation endpoints over the flags the controller publishes, and the
+/// provider configuration (`GET /ofrep/v1/configuration`).
 pub fn ofrep_router(flags: PublishedFlags, config: OfrepConfig) -> Router {
+    let limiter = config.access.requests_per_second.map(RateLimiter::new);
+    let body_limit = config.max_body_bytes;
+    let state = Arc::new(Ofrep {
+        flags,
+        config,
+        limiter,
+    });
     Router::new()
         .route("/ofrep/v1/evaluate/flags", post(evaluate_all))
         // flagd accepts the bulk path with a trailing slash too, and so do we.
         .route("/ofrep/v1/evaluate/flags/", post(evaluate_all))
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_one))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Arc::new(Ofrep { flags, config }))
+        .route("/ofrep/v1/configuration", get(configuration))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), admit))
+        .with_state(state)
+}
+
+/// Authentication, then the rate limit, before anything is read.
+async fn admit(State(ofrep): State<Arc<Ofrep>>, request: Request, next: Next) -> Response {
+    match ofrep.config.access.check(request.headers()) {
+        Admission::Allowed => {}
+        Admission::Missing => {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                Json(Failure::general(
+                    "credentials required: send Authorization: Bearer <token> or X-API-Key: <token>"
+                        .to_string(),
+                )),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"spangate\""),
+            );
+            return response;
+        }
+        Admission::Refused => {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(Failure::general(
+                    "these credentials are not accepted".to_string(),
+                )),
+            )
+                .into_response();
+        }
+    }
+    if let Some(limiter) = &ofrep.limiter
+        && let Err(retry_after) = limiter.admit(std::time::Instant::now())
+    {
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(Failure::general(format!(
+                "more than {} requests a second; retry after {retry_after}s",
+                limiter.per_second
+            ))),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        return response;
+    }
+    next.run(request).await
+}
+
+/// OFREP's provider configuration: bulk answers may be polled (with `If-None-Match`)
+/// as often as once a second, and every flag type is served.
+async fn configuration() -> Json<Value> {
+    Json(serde_json::json!({
+        "name": "spangate",
+        "capabilities": {
+            "cacheInvalidation": {"polling": {"enabled": true, "minPollingIntervalMs": 1000}},
+            "flagEvaluation": {"supportedTypes": ["boolean", "string", "int", "float", "object"]},
+        },
+    }))
 }
 
 async fn evaluate_one(
@@ -204,46 +299,72 @@ fn selects(headers: &HeaderMap, etag: &HeaderValue) -> bool {
 /// context is an empty one: flags that need no attribute still resolve.
 struct EvaluationContext(Map<String, Value>);
 
-impl<S: Send + Sync> FromRequest<S> for EvaluationContext {
+impl FromRequest<Arc<Ofrep>> for EvaluationContext {
     type Rejection = OfrepError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &Arc<Ofrep>) -> Result<Self, Self::Rejection> {
+        let limit = state.config.max_body_bytes;
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    OfrepError::BodyTooLarge
+                    OfrepError::invalid_context(format!(
+                        "the request body is larger than {limit} bytes"
+                    ))
                 } else {
                     OfrepError::parse(rejection.body_text())
                 }
             })?;
-        parse_context(&body)
-            .map(EvaluationContext)
-            .map_err(OfrepError::parse)
+        let context = parse_context(&body)?;
+        let depth = depth(&context);
+        let max = state.config.max_context_depth;
+        if depth > max {
+            return Err(OfrepError::invalid_context(format!(
+                "the context nests {depth} levels deep; at most {max} are accepted"
+            )));
+        }
+        Ok(EvaluationContext(context))
     }
 }
 
 /// The content type is not checked: the body is JSON or it is refused, whatever a
 /// client (or `curl -d`) labelled it.
-fn parse_context(body: &[u8]) -> Result<Map<String, Value>, String> {
-    let request: Value =
-        serde_json::from_slice(body).map_err(|error| format!("the body is not JSON: {error}"))?;
+fn parse_context(body: &[u8]) -> Result<Map<String, Value>, OfrepError> {
+    let request: Value = serde_json::from_slice(body)
+        .map_err(|error| OfrepError::parse(format!("the body is not JSON: {error}")))?;
     let Value::Object(mut request) = request else {
-        return Err("the body must be a JSON object: {\"context\": {...}}".to_string());
+        return Err(OfrepError::parse(
+            "the body must be a JSON object: {\"context\": {...}}".to_string(),
+        ));
     };
     match request.remove("context") {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(context)) => Ok(context),
-        Some(_) => Err("\"context\" must be a JSON object".to_string()),
+        Some(_) => Err(OfrepError::invalid_context(
+            "\"context\" must be a JSON object of attributes".to_string(),
+        )),
     }
+}
+
+/// How many levels a context's attributes nest.
+fn depth(context: &Map<String, Value>) -> usize {
+    fn of(value: &Value) -> usize {
+        match value {
+            Value::Object(map) => 1 + map.values().map(of).max().unwrap_or(0),
+            Value::Array(items) => 1 + items.iter().map(of).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    1 + context.values().map(of).max().unwrap_or(0)
 }
 
 /// An OFREP error answer; each case knows its status and error code.
 enum OfrepError {
-    BodyTooLarge,
-    /// `key` is the flag on the single-flag endpoint, whose errors name it.
-    Parse {
+    /// A request that cannot be evaluated (`PARSE_ERROR`, `INVALID_CONTEXT`). `key`
+    /// is the flag on the single-flag endpoint, whose errors name it.
+    Request {
         key: Option<String>,
+        code: &'static str,
         details: String,
     },
     FlagNotFound {
@@ -258,14 +379,31 @@ enum OfrepError {
 
 impl OfrepError {
     fn parse(details: String) -> Self {
-        OfrepError::Parse { key: None, details }
+        OfrepError::Request {
+            key: None,
+            code: "PARSE_ERROR",
+            details,
+        }
+    }
+
+    fn invalid_context(details: String) -> Self {
+        OfrepError::Request {
+            key: None,
+            code: "INVALID_CONTEXT",
+            details,
+        }
     }
 
     /// The error as the single-flag endpoint answers it: naming its flag.
     fn naming(self, flag_key: &str) -> Self {
         match self {
-            OfrepError::Parse { key: None, details } => OfrepError::Parse {
+            OfrepError::Request {
+                key: None,
+                code,
+                details,
+            } => OfrepError::Request {
                 key: Some(flag_key.to_string()),
+                code,
                 details,
             },
             other => other,
@@ -276,15 +414,11 @@ impl OfrepError {
 impl IntoResponse for OfrepError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
-            OfrepError::BodyTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Failure::general(format!("the body is larger than {MAX_BODY_BYTES} bytes")),
-            ),
-            OfrepError::Parse { key, details } => (
+            OfrepError::Request { key, code, details } => (
                 StatusCode::BAD_REQUEST,
                 Failure {
                     key: key.as_deref(),
-                    error_code: Some("PARSE_ERROR"),
+                    error_code: Some(code),
                     error_details: details.clone(),
                     metadata: None,
                 },
