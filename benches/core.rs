@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use spangate::analysis::{Arm, LatencySketch, Window, judge};
 use spangate::api::{AnalysisSpec, LatencyQuantiles};
-use spangate::flags::{Attribute, Flag, PercentageRollout, Variant, bucket};
+use spangate::flags::{Attribute, Context, Flag, PercentageRollout, Variant, bucket};
 
 const MS: u64 = 1_000_000;
 
@@ -59,10 +59,12 @@ fn bench_flags(c: &mut Criterion) {
 
     let flag = split_flag();
     let now = Timestamp::now();
-    let context: Map<String, Value> = json!({"targetingKey": "user-42", "accountId": "acct-12345"})
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    let attributes: Map<String, Value> =
+        json!({"targetingKey": "user-42", "accountId": "acct-12345"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+    let context = Context::new(&attributes);
     c.bench_function("flag_evaluate_split", |b| {
         b.iter(|| {
             black_box(&flag)

@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 use spangate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, SegmentSpec};
 use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
-use spangate::flags::{EvaluationError, Flag, flagd};
+use spangate::flags::{Context, EvaluationError, Flag, flagd};
 use spangate::store::{RolloutKey, StoredSegment};
 
 const VARIANTS: [&str; 3] = ["v0", "v1", "v2"];
@@ -317,7 +317,7 @@ fn generate(seed: u64, flags: usize, contexts: usize) -> Case {
 /// spangate's variant; a context without the attribute a split buckets by gets the
 /// default variant from flagd (its guard gives null), and an error from spangate.
 fn expected(flag: &Flag, context: &Value) -> String {
-    match flag.evaluate(context.as_object().unwrap(), now()) {
+    match flag.evaluate(&Context::new(context.as_object().unwrap()), now()) {
         Ok(r) => r.variant.unwrap_or("null").to_string(),
         Err(EvaluationError::TargetingKeyMissing { .. }) => "v0".to_string(),
         Err(other) => panic!("{}: unexpected error {other}", flag.key),
@@ -341,7 +341,7 @@ fn the_export_read_back_by_spangates_jsonlogic_gives_the_same_variants() {
         for flag in &case.flags {
             let twin = imported.iter().find(|f| f.key == flag.key).unwrap();
             for context in &case.contexts {
-                let what = match flag.evaluate(context.as_object().unwrap(), now()) {
+                let what = match flag.evaluate(&Context::new(context.as_object().unwrap()), now()) {
                     Ok(r) => format!("{:?} {:?}", r.reason, r.matched)
                         .replace(|c: char| c.is_ascii_digit(), ""),
                     Err(_) => "error".to_string(),
@@ -350,7 +350,7 @@ fn the_export_read_back_by_spangates_jsonlogic_gives_the_same_variants() {
                     .entry(what.split(" {").next().unwrap().to_string())
                     .or_default() += 1;
                 let theirs = twin
-                    .evaluate(context.as_object().unwrap(), now())
+                    .evaluate(&Context::new(context.as_object().unwrap()), now())
                     .unwrap()
                     .variant
                     .unwrap_or("null")

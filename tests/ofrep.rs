@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use reqwest::{Client, StatusCode, header};
 use serde_json::{Map, Value, json};
 use spangate::flags::{
-    Attribute, Flag, FlagSet, FlagState, PercentageRollout, Variant, WEIGHT_SCALE,
+    Attribute, Context, Flag, FlagSet, FlagState, PercentageRollout, Variant, WEIGHT_SCALE,
 };
 use spangate::serve::{
     self, Access, MAX_BODY_BYTES, MAX_CONTEXT_DEPTH, OfrepConfig, PublishedFlags, Readiness,
@@ -160,7 +160,7 @@ async fn a_split_is_sticky_per_targeting_key_and_agrees_with_the_core() {
     for user in 0..40 {
         let context = json!({"targetingKey": format!("user-{user}")});
         let expected = flag
-            .evaluate(&object(context.clone()), Timestamp::now())
+            .evaluate(&Context::new(&object(context.clone())), Timestamp::now())
             .unwrap();
         let (status, first) = server.evaluate(CHECKOUT, context.clone()).await;
         let (_, again) = server.evaluate(CHECKOUT, context).await;
@@ -183,7 +183,10 @@ async fn a_split_by_account_gives_every_user_of_an_account_one_variant() {
     for account in 0..12 {
         let account = format!("acct-{account}");
         let expected = flag
-            .evaluate(&object(json!({"accountId": account})), Timestamp::now())
+            .evaluate(
+                &Context::new(&object(json!({"accountId": account}))),
+                Timestamp::now(),
+            )
             .unwrap()
             .variant;
         for user in 0..4 {

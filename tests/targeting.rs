@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use spangate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, SegmentSpec};
 use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
-use spangate::flags::{Flag, Matched, Reason};
+use spangate::flags::{Context, Flag, Matched, Reason};
 use spangate::store::{RolloutKey, StoredSegment};
 
 /// A rollout of `new-checkout` (off → on, bucketed by accountId) with `targeting`.
@@ -86,7 +86,7 @@ fn ctx(value: Value) -> Map<String, Value> {
 
 /// (variant, reason, matched) for `context`.
 fn eval(flag: &Flag, context: Value) -> (String, Reason, String) {
-    let r = flag.evaluate(&ctx(context), now()).unwrap();
+    let r = flag.evaluate(&Context::new(&ctx(context)), now()).unwrap();
     let matched = match r.matched {
         Matched::Nothing => "-".to_string(),
         Matched::Target => "target".to_string(),
@@ -231,7 +231,10 @@ rules:
     assert_eq!(a, b);
     // The split needs its bucketing attribute.
     let err = f
-        .evaluate(&ctx(json!({"beta": true, "accountId": "a"})), now())
+        .evaluate(
+            &Context::new(&ctx(json!({"beta": true, "accountId": "a"}))),
+            now(),
+        )
         .unwrap_err();
     assert!(err.to_string().contains("orgId"), "{err}");
 }
@@ -559,12 +562,16 @@ targeting:
         &compiled,
     )
     .unwrap();
-    let r = f.evaluate(&ctx(json!({"plan": "elite"})), now()).unwrap();
+    let r = f
+        .evaluate(&Context::new(&ctx(json!({"plan": "elite"}))), now())
+        .unwrap();
     assert_eq!(
         (r.variant, r.value),
         (Some("elite"), Some(&json!({"seats": 500})))
     );
-    let r = f.evaluate(&ctx(json!({"plan": "free"})), now()).unwrap();
+    let r = f
+        .evaluate(&Context::new(&ctx(json!({"plan": "free"}))), now())
+        .unwrap();
     assert_eq!((r.variant, r.reason), (Some("basic"), Reason::Default));
     assert!(f.metadata.get("weight").is_none());
 }

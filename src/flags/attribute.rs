@@ -3,22 +3,41 @@
 //! `$flagd.timestamp` are what flagd puts there: the flag's key and the evaluation
 //! time in epoch seconds, whatever the context says.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use super::context::{Context, name_hash};
 
 /// What an evaluation reads: the request's context, the flag, and the time.
 #[derive(Debug, Clone, Copy)]
 pub struct Env<'c> {
-    pub context: &'c Map<String, Value>,
+    pub context: &'c Context<'c>,
     pub flag_key: &'c str,
     /// Evaluation time, epoch seconds.
     pub now_seconds: i64,
 }
 
+impl<'c> Env<'c> {
+    pub fn new(context: &'c Context<'c>, flag_key: &'c str, now_seconds: i64) -> Self {
+        Self {
+            context,
+            flag_key,
+            now_seconds,
+        }
+    }
+
+    /// A context attribute by name.
+    #[inline]
+    pub fn get(&self, name: &str) -> Option<&'c Value> {
+        self.context.get_named(name)
+    }
+}
+
 /// A compiled attribute reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attribute {
-    /// A path into the context: one name, or several for nested objects.
-    Context(Box<[Box<str>]>),
+    /// A path into the context: one name, or several for nested objects, with the
+    /// hash of the first (see [`Context::get`]).
+    Context(Box<[Box<str>]>, u64),
     /// `$flagd.flagKey`.
     FlagKey,
     /// `$flagd.timestamp`, epoch seconds.
@@ -83,18 +102,22 @@ impl Attribute {
         if parts.iter().any(|p| p.is_empty()) {
             return Err(AttributeError::EmptyPart(text.to_string()));
         }
-        Ok(Attribute::Context(parts.into_boxed_slice()))
+        let hash = name_hash(&parts[0]);
+        Ok(Attribute::Context(parts.into_boxed_slice(), hash))
     }
 
     /// `targetingKey`.
     pub fn targeting_key() -> Self {
-        Attribute::Context(Box::new([Box::from(TARGETING_KEY)]))
+        Attribute::Context(
+            Box::new([Box::from(TARGETING_KEY)]),
+            name_hash(TARGETING_KEY),
+        )
     }
 
     /// The attribute as written.
     pub fn text(&self) -> String {
         match self {
-            Attribute::Context(parts) => parts.join("."),
+            Attribute::Context(parts, _) => parts.join("."),
             Attribute::FlagKey => "$flagd.flagKey".into(),
             Attribute::Timestamp => "$flagd.timestamp".into(),
             Attribute::Nothing => "$flagd".into(),
@@ -105,9 +128,9 @@ impl Attribute {
     #[inline]
     pub fn find<'a>(&self, env: &Env<'a>) -> Option<Found<'a>> {
         match self {
-            Attribute::Context(parts) => {
+            Attribute::Context(parts, hash) => {
                 let (first, rest) = parts.split_first()?;
-                let mut value = env.context.get(&**first)?;
+                let mut value = env.context.get(first, *hash)?;
                 for part in rest {
                     value = match value {
                         Value::Object(map) => map.get(&**part)?,
@@ -133,12 +156,9 @@ mod tests {
     use serde_json::json;
 
     fn find(path: &str, context: Value) -> Option<Value> {
-        let context = context.as_object().unwrap().clone();
-        let env = Env {
-            context: &context,
-            flag_key: "f",
-            now_seconds: 7,
-        };
+        let map = context.as_object().unwrap().clone();
+        let context = Context::new(&map);
+        let env = Env::new(&context, "f", 7);
         Attribute::parse(path).unwrap().find(&env).map(|f| match f {
             Found::Value(v) => v.clone(),
             Found::Str(s) => json!(s),

@@ -57,8 +57,20 @@ pub fn murmur3_32(parts: &[&[u8]], seed: u32) -> u32 {
 }
 
 /// The bucket in `0..total_weight` that `flag_key` + `bucketing_value` falls in.
+#[inline]
 pub fn bucket(flag_key: &str, bucketing_value: &str, total_weight: u64) -> u64 {
-    let hash = murmur3_32(&[flag_key.as_bytes(), bucketing_value.as_bytes()], 0);
+    let (key, value) = (flag_key.as_bytes(), bucketing_value.as_bytes());
+    let len = key.len() + value.len();
+    // Hashing one contiguous run is faster than stitching blocks across parts;
+    // short concatenations (nearly all) are made on the stack.
+    let hash = if len <= 128 {
+        let mut joined = [0u8; 128];
+        joined[..key.len()].copy_from_slice(key);
+        joined[key.len()..len].copy_from_slice(value);
+        murmur3_32(&[&joined[..len]], 0)
+    } else {
+        murmur3_32(&[key, value], 0)
+    };
     (hash as u64 * total_weight) >> 32
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::attribute::{Attribute, Env, Found};
-use super::keys::KeySet;
+use super::keys::{self, KeySet};
 use super::segment::Segment;
 use super::semver::SemVer;
 
@@ -130,10 +130,10 @@ impl Test {
             Test::In(members) => members.contain(found),
             Test::StartsWith(values) => found
                 .as_str()
-                .is_some_and(|s| values.iter().any(|v| s.starts_with(&**v))),
+                .is_some_and(|s| values.iter().any(|v| keys::starts_with(s, v))),
             Test::EndsWith(values) => found
                 .as_str()
-                .is_some_and(|s| values.iter().any(|v| s.ends_with(&**v))),
+                .is_some_and(|s| values.iter().any(|v| keys::ends_with(s, v))),
             Test::Contains(values) => found
                 .as_str()
                 .is_some_and(|s| values.iter().any(|v| s.contains(&**v))),

@@ -2,6 +2,7 @@
 //! form evaluation walks. Every problem is reported, each with the path of the field
 //! at fault, in words a user can act on.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use regex::RegexBuilder;
@@ -11,7 +12,7 @@ use super::attribute::Attribute;
 use super::clause::{Clause, Comparison, Members, SemVerComparison, SemVerTest, Test, parse_time};
 use super::flag::{WEIGHT_SCALE, percent_to_weight};
 use super::jsonlogic::Logic;
-use super::keys::{KeyMap, KeySet};
+use super::keys::KeySet;
 use super::segment::Segment;
 use super::semver::SemVer;
 use super::targeting::{Exclusions, Rule, Serve, Split, Targeting, Targets};
@@ -60,7 +61,8 @@ pub fn targeting(
         found
     };
 
-    let mut targets: Vec<Targets> = Vec::new();
+    // Attribute → value → variant, checked for conflicts, then compiled.
+    let mut targeted: Vec<(Attribute, HashMap<&str, usize>)> = Vec::new();
     for (i, target) in spec.targets.iter().enumerate() {
         let at = format!("{field}.targets[{i}]");
         let index = variant(&target.variant, &format!("{at}.variant"), &mut problems);
@@ -71,18 +73,15 @@ pub fn targeting(
         let (Some(index), Some(attribute)) = (index, attribute) else {
             continue;
         };
-        let group = match targets.iter_mut().position(|t| t.attribute == attribute) {
-            Some(g) => &mut targets[g],
+        let group = match targeted.iter_mut().position(|(a, _)| *a == attribute) {
+            Some(g) => &mut targeted[g].1,
             None => {
-                targets.push(Targets {
-                    attribute,
-                    variants: KeyMap::default(),
-                });
-                targets.last_mut().expect("just pushed")
+                targeted.push((attribute, HashMap::new()));
+                &mut targeted.last_mut().expect("just pushed").1
             }
         };
         for value in &target.values {
-            if let Some(&other) = group.variants.get(value.as_str())
+            if let Some(&other) = group.get(value.as_str())
                 && other != index
             {
                 problems.push(format!(
@@ -90,7 +89,7 @@ pub fn targeting(
                     shape.variants[other]
                 ));
             }
-            group.variants.insert(value.as_str().into(), index);
+            group.insert(value.as_str(), index);
         }
     }
 
@@ -109,9 +108,9 @@ pub fn targeting(
         if exclusion.values.is_empty() {
             problems.push(format!("{at}.values is empty; name at least one value"));
         }
-        if let Some(group) = targets.iter().find(|t| t.attribute == attribute) {
+        if let Some((_, group)) = targeted.iter().find(|(a, _)| *a == attribute) {
             for value in &exclusion.values {
-                if group.variants.contains_key(value.as_str()) {
+                if group.contains_key(value.as_str()) {
                     problems.push(format!(
                         "{at}: {value:?} is both a target and excluded; keep one"
                     ));
@@ -245,6 +244,13 @@ pub fn targeting(
         shape.has_steps,
         segment_prints,
     ]);
+    let targets = targeted
+        .into_iter()
+        .map(|(attribute, variants)| Targets {
+            attribute,
+            variants: variants.into_iter().collect(),
+        })
+        .collect();
     Ok(Targeting {
         targets,
         exclusions,
@@ -275,10 +281,15 @@ pub fn segment(name: &str, spec: &SegmentSpec) -> Result<Segment, Vec<String>> {
         return Err(problems);
     }
     let source = serde_json::json!([name, spec]);
+    let members = spec
+        .included
+        .iter()
+        .map(|k| (k, true))
+        .chain(spec.excluded.iter().map(|k| (k, false)))
+        .collect();
     Ok(Segment {
         name: name.to_string(),
-        included: spec.included.iter().collect(),
-        excluded: spec.excluded.iter().collect(),
+        members,
         rules,
         fingerprint: crate::fingerprint::fnv1a(source.to_string().as_bytes()),
     })

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::attribute::{Attribute, Env};
 use super::bucket;
+use super::context::Context;
 use super::jsonlogic::value::to_js_string;
 use super::private::PrivateAttributes;
 use super::targeting::{NumberText, RuleMatch, Targeting, bucketing_value};
@@ -175,7 +176,7 @@ impl Flag {
     /// targets, then exclusions (below 100%), then rules, then the percentage.
     pub fn evaluate(
         &self,
-        context: &Map<String, Value>,
+        context: &Context<'_>,
         now: Timestamp,
     ) -> Result<Resolution<'_>, EvaluationError> {
         // As flagd: a disabled flag defers to the application's code default.
@@ -188,12 +189,8 @@ impl Flag {
                 details: details.clone(),
             });
         }
-        let env = Env {
-            context,
-            flag_key: &self.key,
-            now_seconds: now.as_second(),
-        };
         let targeting = &*self.targeting;
+        let env = Env::new(context, &self.key, now.as_second());
         if let Some(variant) = targeting.target(&env) {
             return Ok(self.resolve(Some(variant), Reason::TargetingMatch, Matched::Target));
         }
@@ -336,23 +333,23 @@ mod tests {
     fn weight_zero_serves_default_and_full_weight_serves_rollout() {
         let c = ctx(json!({}));
         let (none, all) = (flag(0, None), flag(WEIGHT_SCALE, None));
-        let r = none.evaluate(&c, now()).unwrap();
+        let r = none.evaluate(&Context::new(&c), now()).unwrap();
         assert_eq!((r.variant, r.reason), (Some("off"), Reason::Default));
-        let r = all.evaluate(&c, now()).unwrap();
+        let r = all.evaluate(&Context::new(&c), now()).unwrap();
         assert_eq!((r.variant, r.reason), (Some("on"), Reason::Static));
     }
 
     #[test]
     fn a_split_needs_the_bucketing_attribute() {
         let err = flag(500, Some("accountId"))
-            .evaluate(&ctx(json!({"targetingKey": "u1"})), now())
+            .evaluate(&Context::new(&ctx(json!({"targetingKey": "u1"}))), now())
             .unwrap_err();
         assert!(
             matches!(err, EvaluationError::TargetingKeyMissing { ref attribute, .. } if attribute == "accountId")
         );
         assert!(
             flag(500, None)
-                .evaluate(&ctx(json!({"accountId": "a"})), now())
+                .evaluate(&Context::new(&ctx(json!({"accountId": "a"}))), now())
                 .is_err()
         );
     }
@@ -364,7 +361,11 @@ mod tests {
             let c = ctx(json!({"targetingKey": format!("user-{i}")}));
             let mut was_on = false;
             for &w in &steps {
-                let on = flag(w, None).evaluate(&c, now()).unwrap().variant == Some("on");
+                let on = flag(w, None)
+                    .evaluate(&Context::new(&c), now())
+                    .unwrap()
+                    .variant
+                    == Some("on");
                 assert!(on || !was_on, "user-{i} lost the rollout variant at {w}");
                 was_on = on;
             }
@@ -378,7 +379,7 @@ mod tests {
             let on = (0..100_000)
                 .filter(|i| {
                     let c = ctx(json!({"accountId": format!("acct-{i}")}));
-                    f.evaluate(&c, now()).unwrap().variant == Some("on")
+                    f.evaluate(&Context::new(&c), now()).unwrap().variant == Some("on")
                 })
                 .count();
             let share = on as f64 / 1000.0;
@@ -392,7 +393,9 @@ mod tests {
         for account in 0..200 {
             let first = f
                 .evaluate(
-                    &ctx(json!({"targetingKey": "u0", "accountId": format!("a{account}")})),
+                    &Context::new(&ctx(
+                        json!({"targetingKey": "u0", "accountId": format!("a{account}")}),
+                    )),
                     now(),
                 )
                 .unwrap()
@@ -401,7 +404,7 @@ mod tests {
                 let c = ctx(
                     json!({"targetingKey": format!("u{user}"), "accountId": format!("a{account}")}),
                 );
-                assert_eq!(f.evaluate(&c, now()).unwrap().variant, first);
+                assert_eq!(f.evaluate(&Context::new(&c), now()).unwrap().variant, first);
             }
         }
     }

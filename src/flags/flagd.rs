@@ -108,7 +108,7 @@ pub fn flag_definition(flag: &Flag, evaluators: &mut Map<String, Value>) -> Resu
     let mut chain: Vec<Value> = Vec::new();
     for group in &targeting.targets {
         let mut by_variant: Vec<(usize, Vec<&str>)> = Vec::new();
-        for (key, &variant) in &group.variants {
+        for (key, &variant) in group.variants.iter() {
             match by_variant.iter_mut().find(|(v, _)| *v == variant) {
                 Some((_, keys)) => keys.push(key),
                 None => by_variant.push((variant, vec![key])),
@@ -312,12 +312,13 @@ fn segment_expression(
 ) -> Result<Value, String> {
     let key = var(&Attribute::targeting_key());
     let mut chain = Vec::new();
-    if !segment.excluded.is_empty() {
-        chain.push(json!({"in": [key, segment.excluded.sorted()]}));
+    let (included, excluded) = (segment.listed(true), segment.listed(false));
+    if !excluded.is_empty() {
+        chain.push(json!({"in": [key, excluded]}));
         chain.push(Value::Bool(false));
     }
-    if !segment.included.is_empty() {
-        chain.push(json!({"in": [key, segment.included.sorted()]}));
+    if !included.is_empty() {
+        chain.push(json!({"in": [key, included]}));
         chain.push(Value::Bool(true));
     }
     let rules = segment
@@ -447,7 +448,7 @@ fn import_flag(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flags::{Attribute, PercentageRollout};
+    use crate::flags::{Attribute, Context, PercentageRollout};
 
     fn flag(weight: u64) -> Flag {
         let variants = vec![
@@ -528,7 +529,7 @@ mod tests {
         }}))
         .unwrap();
         let error = flags[0]
-            .evaluate(&Map::new(), jiff::Timestamp::UNIX_EPOCH)
+            .evaluate(&Context::new(&Map::new()), jiff::Timestamp::UNIX_EPOCH)
             .unwrap_err();
         assert!(
             error.to_string().contains("unknown operation \"regex\""),

@@ -11,6 +11,7 @@ pub mod attribute;
 pub mod bucket;
 pub mod clause;
 pub mod compile;
+mod context;
 mod flag;
 pub mod flagd;
 pub mod jsonlogic;
@@ -21,6 +22,7 @@ pub mod semver;
 pub mod targeting;
 
 pub use attribute::{Attribute, Env};
+pub use context::Context;
 pub use flag::{
     EvaluationError, Flag, FlagState, Matched, PercentageRollout, Reason, Resolution, Variant,
     WEIGHT_SCALE, percent_to_weight,

@@ -4,15 +4,15 @@
 
 use super::attribute::{Attribute, Env, Found};
 use super::clause::Clause;
-use super::keys::KeySet;
+use super::keys::KeyMap;
 
 /// A segment ready to match.
 #[derive(Debug, Clone)]
 pub struct Segment {
     /// `namespace/name`.
     pub name: String,
-    pub included: KeySet,
-    pub excluded: KeySet,
+    /// Targeting key → included (true) or excluded (false): one lookup for both.
+    pub members: KeyMap<bool>,
     /// Each rule's clauses, ANDed.
     pub rules: Vec<Vec<Clause>>,
     /// Hash of the segment's source, so flags using it change version with it.
@@ -23,20 +23,27 @@ impl Segment {
     /// Whether the context is in the segment.
     #[inline]
     pub fn contains(&self, env: &Env<'_>) -> bool {
-        if !self.included.is_empty() || !self.excluded.is_empty() {
-            let key = Attribute::targeting_key_in(env).and_then(Found::as_str);
-            if let Some(key) = key {
-                if self.excluded.contains(key) {
-                    return false;
-                }
-                if self.included.contains(key) {
-                    return true;
-                }
-            }
+        if !self.members.is_empty()
+            && let Some(key) = Attribute::targeting_key_in(env).and_then(Found::as_str)
+            && let Some(&included) = self.members.get(key)
+        {
+            return included;
         }
         self.rules
             .iter()
             .any(|clauses| clauses.iter().all(|c| c.matches(env)))
+    }
+
+    /// The included (`true`) or excluded (`false`) targeting keys, sorted.
+    pub fn listed(&self, included: bool) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|(_, i)| **i == included)
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 }
 
@@ -44,8 +51,7 @@ impl Attribute {
     /// The context's `targetingKey`, read without a compiled path.
     #[inline]
     pub fn targeting_key_in<'a>(env: &Env<'a>) -> Option<Found<'a>> {
-        env.context
-            .get(super::attribute::TARGETING_KEY)
+        env.get(super::attribute::TARGETING_KEY)
             .filter(|v| !v.is_null())
             .map(Found::Value)
     }

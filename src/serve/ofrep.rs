@@ -25,7 +25,7 @@ use super::PublishedFlags;
 use super::access::{Access, Admission, RateLimiter};
 use crate::flags::attribute::TARGETING_KEY;
 use crate::flags::{
-    EvaluationError, Flag, FlagSet, FlagState, Matched, PrivateAttributes, Resolution,
+    Context, EvaluationError, Flag, FlagSet, FlagState, Matched, PrivateAttributes, Resolution,
 };
 
 /// Largest request body read by default, in bytes. A context is a handful of
@@ -171,7 +171,7 @@ async fn evaluate_one(
         .get(&key)
         .cloned()
         .ok_or(OfrepError::FlagNotFound { key })?;
-    let outcome = flag.evaluate(&context, Timestamp::now());
+    let outcome = flag.evaluate(&Context::new(&context), Timestamp::now());
     if tracing::enabled!(tracing::Level::DEBUG) {
         let private = ofrep.private_attributes(&ofrep.flags.load());
         let _span = evaluation_span(false, &context, &private).entered();
@@ -192,13 +192,15 @@ async fn evaluate_all(
     let span = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| evaluation_span(true, &context, &ofrep.private_attributes(&published)));
     let _entered = span.as_ref().map(|s| s.enter());
+    // Indexed once for every flag.
+    let indexed = Context::new(&context);
     let entries: Vec<BulkEntry> = published
         .iter()
         // As flagd's bulk evaluation: a disabled flag is as if it did not exist, so
         // a client falls back to its code default.
         .filter(|flag| flag.state == FlagState::Enabled)
         .map(|flag| {
-            let outcome = flag.evaluate(&context, now);
+            let outcome = flag.evaluate(&indexed, now);
             if span.is_some() {
                 trace_outcome(flag, &outcome);
             }

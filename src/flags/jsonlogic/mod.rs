@@ -445,7 +445,7 @@ fn lookup<'a>(key: &Value, data: Data<'a>, env: &Env<'a>) -> Option<Cow<'a, Valu
         return Some(match data {
             Data::Item(v) => Cow::Borrowed(v),
             Data::Root => {
-                let mut whole = env.context.clone();
+                let mut whole = env.context.attributes().clone();
                 whole.insert("$flagd".into(), flagd_properties(env));
                 Cow::Owned(Value::Object(whole))
             }
@@ -456,7 +456,7 @@ fn lookup<'a>(key: &Value, data: Data<'a>, env: &Env<'a>) -> Option<Cow<'a, Valu
     let mut value: Cow<'a, Value> = match data {
         Data::Item(v) => Cow::Borrowed(step(v, first)?),
         Data::Root if first == "$flagd" => Cow::Owned(flagd_properties(env)),
-        Data::Root => Cow::Borrowed(env.context.get(first)?),
+        Data::Root => Cow::Borrowed(env.get(first)?),
     };
     for part in parts {
         value = match value {

@@ -24,7 +24,7 @@ pub fn fractional(args: &[Cow<'_, Value>], env: &Env<'_>) -> Value {
         None => return Value::Null,
         Some(Value::String(s)) => (Cow::Borrowed(s.as_str()), &args[1..]),
         Some(_) => {
-            let key = env.context.get(TARGETING_KEY).filter(|k| js_truthy(k));
+            let key = env.get(TARGETING_KEY).filter(|k| js_truthy(k));
             let Some(key) = key else {
                 return Value::Null;
             };

@@ -5,11 +5,8 @@ use super::*;
 fn run(expression: Value, context: Value) -> Value {
     let logic = Logic::parse(&expression, &Map::new()).unwrap();
     let context = context.as_object().cloned().unwrap_or_default();
-    let env = Env {
-        context: &context,
-        flag_key: "my-flag",
-        now_seconds: 1_700_000_000,
-    };
+    let context = crate::flags::Context::new(&context);
+    let env = Env::new(&context, "my-flag", 1_700_000_000);
     logic.evaluate(&env).into_owned()
 }
 
@@ -198,11 +195,8 @@ fn refs_are_replaced_and_unknown_operations_refused() {
     )
     .unwrap();
     let context = json!({"email": "a@b.c"}).as_object().cloned().unwrap();
-    let env = Env {
-        context: &context,
-        flag_key: "f",
-        now_seconds: 0,
-    };
+    let context = crate::flags::Context::new(&context);
+    let env = Env::new(&context, "f", 0);
     assert_eq!(*logic.evaluate(&env), json!("on"));
     assert_eq!(
         Logic::parse(&json!({"$ref": "nope"}), &Map::new()),
