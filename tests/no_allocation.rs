@@ -1,0 +1,155 @@
+//! Evaluating compiled targeting allocates nothing: an allocator that counts this
+//! thread's allocations watches thousands of evaluations through every path
+//! (targets, exclusions, each operator, segments, rule splits, the percentage).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+use spangate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, SegmentSpec};
+use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
+use spangate::flags::Context;
+use spangate::store::{RolloutKey, StoredSegment};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; counting touches
+// only a const-initialised thread-local, which allocates nothing.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above, that is from the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        // SAFETY: as for `alloc` and `dealloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn evaluating_targeting_allocates_nothing() {
+    let spec: FeatureRolloutSpec = serde_norway::from_str(
+        r#"
+flag: {key: new-search, variants: {"old": false, "new": true}, defaultVariant: "old", rolloutVariant: "new"}
+bucketBy: accountId
+service: search
+steps: [25, 100]
+targeting:
+  targets:
+  - {variant: "new", values: [qa-1, qa-2]}
+  - {variant: "new", attribute: accountId, values: [acct-internal]}
+  exclude:
+  - {values: [vip]}
+  rules:
+  - name: gmail
+    clauses: [{attribute: email, op: endsWith, values: ["@gmail.com"]}]
+    variant: "new"
+  - name: coasts
+    clauses:
+    - {attribute: address.state, op: in, values: [CA, NY]}
+    - {attribute: plan, op: in, values: [free], negate: true}
+    split: [{variant: "new", percent: 50}, {variant: "old", percent: 50}]
+  - name: numbers-and-times
+    clauses:
+    - {attribute: age, op: greaterThanOrEqual, values: [18]}
+    - {attribute: createdAt, op: before, values: ["2026-01-01T00:00:00Z"]}
+    - {attribute: app, op: semVerLessThan, values: ["2.0.0"]}
+    - {attribute: email, op: contains, values: [corp]}
+    - {attribute: email, op: matches, values: ["^[a-z]+@"]}
+    - {attribute: $flagd.timestamp, op: after, values: [0]}
+    variant: "new"
+  - name: beta
+    clauses: [{op: segmentMatch, values: [beta]}]
+    variant: "new"
+"#,
+    )
+    .unwrap();
+    let segment: SegmentSpec = serde_norway::from_str(
+        "included: [b-1]\nexcluded: [b-2]\nrules:\n- clauses: [{attribute: plan, op: in, values: [elite]}]\n",
+    )
+    .unwrap();
+    let mut catalog = SegmentCatalog::default();
+    catalog.update(&[StoredSegment {
+        key: RolloutKey::new("default", "beta"),
+        spec: Ok(segment),
+        source: "beta.yaml".into(),
+    }]);
+    let compiled = compile_spec(&spec, "default", &catalog).unwrap();
+    let status = FeatureRolloutStatus {
+        phase: Phase::Progressing,
+        current_step: Some(0),
+        weight: 25.0,
+        ..Default::default()
+    };
+    let flag = compile_flag(&RolloutKey::new("default", "s"), &spec, &status, &compiled).unwrap();
+
+    let people: Vec<Map<String, Value>> = [
+        json!({"targetingKey": "qa-1"}),
+        json!({"targetingKey": "u", "accountId": "acct-internal"}),
+        json!({"targetingKey": "vip", "accountId": "a1"}),
+        json!({"targetingKey": "u", "accountId": "a2", "email": "ann@gmail.com"}),
+        json!({"targetingKey": "u", "accountId": "a3", "address": {"state": "CA"}, "plan": "pro"}),
+        json!({"targetingKey": "u", "accountId": "a4", "age": 30, "createdAt": "2025-05-01T00:00:00Z",
+               "app": "1.9.0", "email": "bo@corp.example"}),
+        json!({"targetingKey": "b-1", "accountId": "a5"}),
+        json!({"targetingKey": "b-2", "accountId": "a6", "plan": "elite"}),
+        json!({"targetingKey": "u", "accountId": "a7", "plan": "elite"}),
+        json!({"targetingKey": "u", "accountId": 12345}),
+        json!({"targetingKey": "u", "accountId": "a8", "email": "x@example.org", "age": 12}),
+    ]
+    .into_iter()
+    .map(|v| v.as_object().unwrap().clone())
+    .collect();
+    let contexts: Vec<Context<'_>> = people.iter().map(Context::new).collect();
+    let now = Timestamp::now();
+    let mut decided = Vec::new();
+    for context in &contexts {
+        decided.push(format!(
+            "{:?}",
+            flag.evaluate(context, now).unwrap().matched
+        ));
+    }
+    // Every path is taken by some context.
+    for path in [
+        "Target",
+        "Exclusion",
+        "gmail",
+        "coasts",
+        "numbers-and-times",
+        "beta",
+        "Nothing",
+    ] {
+        assert!(
+            decided.iter().any(|d| d.contains(path)),
+            "{path} not taken: {decided:?}"
+        );
+    }
+
+    let before = allocations();
+    for _ in 0..1_000 {
+        for context in &contexts {
+            std::hint::black_box(flag.evaluate(std::hint::black_box(context), now).unwrap());
+        }
+    }
+    assert_eq!(allocations() - before, 0, "evaluations allocated");
+}
