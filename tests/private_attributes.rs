@@ -166,6 +166,15 @@ fn search_every_output(endpoint: &str, received: &Received) {
         Duration::from_secs(30),
         |s| s["phase"] == "Progressing",
     );
+    // The status is written during a pass, the flags published at its end.
+    wait_for("the flags to be published", Duration::from_secs(30), || {
+        let answer = post(
+            &spangate,
+            "/ofrep/v1/evaluate/flags/banner",
+            json!({"context": {"targetingKey": "visible-user-1"}}),
+        );
+        answer.contains("\"value\"").then_some(())
+    });
 
     let context = json!({
         "targetingKey": "visible-user-1",

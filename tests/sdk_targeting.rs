@@ -54,6 +54,20 @@ fn start(root: &Path) -> Spangate {
     spangate.wait_status("new-search", "the rollout to start", LIMIT, |s| {
         s["phase"] == "Progressing"
     });
+    // The status is written during a pass, the flags published at its end.
+    wait_for("the flags to be published", LIMIT, || {
+        let code = reqwest::blocking::Client::new()
+            .post(format!(
+                "http://{}/ofrep/v1/evaluate/flags/plan-features",
+                spangate.addrs.ofrep
+            ))
+            .bearer_auth(TOKEN)
+            .json(&json!({"context": {}}))
+            .send()
+            .ok()?
+            .status();
+        (code == 200).then_some(())
+    });
     spangate
 }
 

@@ -49,6 +49,21 @@ fn evaluate(spangate: &Spangate, context: Value) -> (u16, Value) {
     post(spangate, "/ofrep/v1/evaluate/flags/plan-features", context)
 }
 
+/// Evaluates `context` until `check` holds, and returns that answer. A pass writes
+/// each rollout's status as it goes and publishes the flags at its end, so a status
+/// can be seen a moment before the flags it describes are served.
+fn evaluate_until(
+    spangate: &Spangate,
+    context: Value,
+    what: &str,
+    check: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    wait_for(what, LIMIT, || {
+        let (code, body) = evaluate(spangate, context.clone());
+        check(code, &body).then_some(body)
+    })
+}
+
 fn write(dir: &Path, name: &str, text: &str) {
     spangate::store::write_atomically(&dir.join(name), text.as_bytes()).unwrap();
 }
@@ -66,8 +81,12 @@ fn a_segment_edit_re_evaluates_the_flags_that_use_it() {
         s["phase"] == "Serving"
     });
     assert_eq!(status["conditions"][0]["reason"], "Serving", "{status:#}");
-    let (code, body) = evaluate(&spangate, json!({"targetingKey": "u-early"}));
-    assert_eq!(code, 200, "{body}");
+    let body = evaluate_until(
+        &spangate,
+        json!({"targetingKey": "u-early"}),
+        "the flag to be published",
+        |code, _| code == 200,
+    );
     assert_eq!(
         (&body["variant"], &body["reason"], &body["metadata"]["rule"]),
         (&json!("pro"), &json!("TARGETING_MATCH"), &json!("beta"))
@@ -102,17 +121,24 @@ fn a_segment_edit_re_evaluates_the_flags_that_use_it() {
         message.contains("spec.targeting.rules[0].clauses[0].values[0]: segment default/beta-users does not exist"),
         "{message}"
     );
-    let (code, body) = evaluate(&spangate, json!({"targetingKey": "u-late"}));
-    assert_eq!((code, &body["errorCode"]), (404, &json!("FLAG_NOT_FOUND")));
+    let body = evaluate_until(
+        &spangate,
+        json!({"targetingKey": "u-late"}),
+        "the invalid rollout's flag to be withdrawn",
+        |code, _| code == 404,
+    );
+    assert_eq!(body["errorCode"], "FLAG_NOT_FOUND");
 
     // Restoring it serves the flag again.
     write(&dir, "beta.yaml", &segment("u-late"));
     spangate.wait_status("plans", "the flag to be served again", LIMIT, |s| {
         s["phase"] == "Serving"
     });
-    assert_eq!(
-        evaluate(&spangate, json!({"targetingKey": "u-late"})).1["variant"],
-        "pro"
+    evaluate_until(
+        &spangate,
+        json!({"targetingKey": "u-late"}),
+        "the flag to be published again",
+        |_, body| body["variant"] == "pro",
     );
 }
 
@@ -400,6 +426,12 @@ fn the_bulk_etag_changes_exactly_when_a_flag_does_and_survives_restarts() {
     spangate.wait_status("plans", "the flag to be served", LIMIT, |s| {
         s["phase"] == "Serving"
     });
+    evaluate_until(
+        &spangate,
+        json!({"targetingKey": "u-early"}),
+        "the flag to be published",
+        |code, _| code == 200,
+    );
     let (code, first) = bulk_etag(&spangate, None);
     assert_eq!(code, 200);
     assert_eq!(bulk_etag(&spangate, Some(&first)), (304, first.clone()));
