@@ -9,9 +9,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use spangate::cli::get::{OutputFormat, render};
+use spangate::cluster::{LeaseSettings, RunConfig};
 use spangate::demo::{DemoOptions, Scenario};
 use spangate::ingest::IngestLimits;
-use spangate::standalone::{Standalone, StandaloneConfig};
+use spangate::standalone::{ListenAddrs, Standalone, StandaloneConfig};
 use spangate::store::FileStore;
 use spangate::telemetry::{self, LogFormat};
 
@@ -94,6 +95,65 @@ enum Command {
         /// Largest OTLP request body accepted, in bytes.
         #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
         max_body_bytes: usize,
+        /// Once listening, write the bound addresses here as JSON (for scripts).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Run the operator against a Kubernetes API server (what the Helm chart runs).
+    ///
+    /// Uses the in-cluster service account, or KUBECONFIG (or ~/.kube/config)
+    /// outside a cluster. Watches FeatureRollouts and Segments in every namespace,
+    /// writes their status and events, and publishes every flag in flagd's format to
+    /// a ConfigMap. Serves OTLP, OFREP and the probes like `standalone`, plus
+    /// `/metrics` beside the probes. With several replicas, the one holding the
+    /// lease reconciles; the others serve flags and take over when it goes away.
+    Run {
+        /// OTLP gRPC receiver (0.0.0.0:4317 in a pod).
+        #[arg(
+            long,
+            default_value = "127.0.0.1:4317",
+            env = "SPANGATE_OTLP_GRPC_ADDR"
+        )]
+        otlp_grpc_addr: SocketAddr,
+        /// OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON).
+        #[arg(
+            long,
+            default_value = "127.0.0.1:4318",
+            env = "SPANGATE_OTLP_HTTP_ADDR"
+        )]
+        otlp_http_addr: SocketAddr,
+        /// OFREP (POST /ofrep/v1/evaluate/flags/{key}).
+        #[arg(long, default_value = "127.0.0.1:8016", env = "SPANGATE_OFREP_ADDR")]
+        ofrep_addr: SocketAddr,
+        /// Probes (GET /healthz, /readyz) and Prometheus metrics (GET /metrics).
+        #[arg(long, default_value = "127.0.0.1:8014", env = "SPANGATE_PROBE_ADDR")]
+        probe_addr: SocketAddr,
+        /// Longest time before a progressing rollout is judged again.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        tick: Duration,
+        /// Largest OTLP request body accepted, in bytes.
+        #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
+        max_body_bytes: usize,
+        /// Namespace of the lease and the flag-set ConfigMap [default: the pod's, or
+        /// the kubeconfig context's].
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: Option<String>,
+        /// ConfigMap the flag set is published to, in flagd's flag-definition format
+        /// (key flags.flagd.json).
+        #[arg(long, default_value = "spangate-flags")]
+        flags_configmap: String,
+        /// Reconcile without a lease: only for a single replica.
+        #[arg(long)]
+        no_leader_election: bool,
+        /// The coordination.k8s.io Lease replicas compete for.
+        #[arg(long, default_value = "spangate-leader")]
+        lease_name: String,
+        /// How long the lease holds unrenewed: a new leader takes over within it.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        lease_duration: Duration,
+        /// This replica's name in the lease and its events [default: the host name].
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
         /// Once listening, write the bound addresses here as JSON (for scripts).
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -205,6 +265,58 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }),
+        Command::Run {
+            otlp_grpc_addr,
+            otlp_http_addr,
+            ofrep_addr,
+            probe_addr,
+            tick,
+            max_body_bytes,
+            namespace,
+            flags_configmap,
+            no_leader_election,
+            lease_name,
+            lease_duration,
+            identity,
+            ready_file,
+        } => runtime()?.block_on(async {
+            let telemetry = telemetry::init(cli.log_format, "info")?;
+            let config = RunConfig {
+                listen: ListenAddrs {
+                    otlp_grpc: otlp_grpc_addr,
+                    otlp_http: otlp_http_addr,
+                    ofrep: ofrep_addr,
+                    probes: probe_addr,
+                },
+                ingest_limits: IngestLimits { max_body_bytes },
+                tick,
+                namespace,
+                flags_configmap,
+                lease: (!no_leader_election).then_some(LeaseSettings {
+                    name: lease_name,
+                    duration: lease_duration,
+                }),
+                identity,
+            };
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                stop.cancel();
+            });
+            let result = spangate::cluster::run(config, cancel, |addrs| {
+                if let Some(path) = &ready_file {
+                    spangate::store::write_atomically(path, &serde_json::to_vec(&addrs)?)
+                        .with_context(|| format!("writing the ready file {}", path.display()))?;
+                }
+                Ok(())
+            })
+            .await;
+            tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+            result?;
+            Ok(ExitCode::SUCCESS)
         }),
         Command::Standalone {
             dir,

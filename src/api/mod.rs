@@ -17,6 +17,13 @@ pub const GROUP: &str = "spangate.dev";
 /// API version served for every spangate resource.
 pub const VERSION: &str = "v1alpha1";
 
+/// Annotation that asks the controller to promote a rollout now (`kubectl spangate
+/// promote`); the controller removes it once it acted.
+pub const PROMOTE_ANNOTATION: &str = "spangate.dev/promote";
+/// Annotation that asks the controller to roll a rollout back now (`kubectl spangate
+/// abort`); the controller removes it once it acted.
+pub const ABORT_ANNOTATION: &str = "spangate.dev/abort";
+
 /// Each CRD as (file name under `crds/`, YAML).
 pub fn crd_files() -> Vec<(String, String)> {
     use kube::CustomResourceExt;

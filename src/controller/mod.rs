@@ -5,11 +5,17 @@
 //! decide, saves the status, records events, and publishes the flag set and the
 //! span routes the rest of the process serves from. No decision is made here.
 
+pub mod flagset;
+pub mod kube;
+pub mod lease;
+mod metrics;
 mod publish;
+mod published;
 
+pub use metrics::Metrics;
 pub use publish::{compile_flag, epoch_of, served_flag};
+pub use published::{Entry, Publisher};
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +24,7 @@ use tracing::{Instrument, info_span};
 
 use crate::analysis::{Route, Routes, Window, judge};
 use crate::api::{FeatureRolloutStatus, Phase};
-use crate::flags::FlagSet;
-use crate::rollout::{Action, EventType, Input, decide, reject};
+use crate::rollout::{Action, EventType, Input, Request, decide, reject};
 use crate::serve::PublishedFlags;
 use crate::store::{RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
 
@@ -49,23 +54,31 @@ pub struct PassReport {
     pub wake_at: Option<Timestamp>,
 }
 
-/// The reconcile loop's state between passes.
-pub struct Controller<S> {
-    store: S,
-    windows: Arc<dyn SpanWindows>,
-    flags: PublishedFlags,
-    published_version: Option<u64>,
-    published_routes: Vec<Route>,
+/// What reconciling one rollout left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconciled {
+    pub status: FeatureRolloutStatus,
+    /// When the rollout's current step may end (its dwell), while it progresses.
+    pub wake_at: Option<Timestamp>,
 }
 
-impl<S: RolloutStore> Controller<S> {
+/// The per-rollout reconcile, shared by standalone mode (a loop over a folder) and
+/// the cluster (kube-rs's controller over the API): judge, decide, save, tell,
+/// publish.
+pub struct Reconciler<S> {
+    store: S,
+    windows: Arc<dyn SpanWindows>,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: RolloutStore> Reconciler<S> {
     pub fn new(store: S, windows: Arc<dyn SpanWindows>, flags: PublishedFlags) -> Self {
         Self {
+            publisher: Publisher::new(flags, windows.clone()),
             store,
             windows,
-            flags,
-            published_version: None,
-            published_routes: Vec::new(),
+            metrics: Arc::default(),
         }
     }
 
@@ -73,65 +86,73 @@ impl<S: RolloutStore> Controller<S> {
         &self.store
     }
 
-    /// Reconciles every rollout once.
-    pub async fn pass(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
-        let rollouts = self.store.list().await?;
-        let owners = flag_owners(&rollouts);
-        let mut report = PassReport::default();
-        let mut flags = Vec::new();
-        let mut routes = Vec::new();
-        for rollout in &rollouts {
-            let conflict = match &rollout.spec {
-                Ok(spec) => owners
-                    .get(spec.flag.key.as_str())
-                    .filter(|owner| **owner != &rollout.key)
-                    .map(|owner| {
-                        format!(
-                            "flag {:?} is already rolled out by {owner}; one rollout per flag key",
-                            spec.flag.key
-                        )
-                    }),
-                Err(_) => None,
-            };
-            let span = info_span!(
-                "reconcile",
-                rollout = %rollout.key,
-                generation = rollout.generation,
-                "feature_flag.key" = tracing::field::Empty,
-                "feature_flag.result.variant" = tracing::field::Empty,
-                "vcs.ref.head.revision" = tracing::field::Empty,
-                phase = tracing::field::Empty,
-                step = tracing::field::Empty,
-                weight = tracing::field::Empty,
-                verdict = tracing::field::Empty,
-            );
-            let status = self
-                .reconcile(rollout, conflict, now)
-                .instrument(span)
-                .await?;
-            flags.extend(served_flag(rollout, &status));
-            if let Ok(spec) = &rollout.spec
-                && status.phase == Phase::Progressing
-            {
-                routes.push(Route::from_spec(
-                    rollout.key.to_string(),
-                    spec,
-                    epoch_of(&status),
-                ));
-            }
-            if let Some(wake) = status_wake(rollout, &status) {
-                report.wake_at = Some(report.wake_at.map_or(wake, |w: Timestamp| w.min(wake)));
-            }
-            report.rollouts.push((rollout.key.clone(), status));
-        }
-        self.publish(flags, routes);
-        Ok(report)
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 
-    async fn reconcile(
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Reconciles one rollout: `conflict` says why it may not serve its flag (another
+    /// rollout does), `request` is a person's promote or abort.
+    pub async fn reconcile(
         &self,
         rollout: &StoredRollout,
         conflict: Option<String>,
+        request: Option<Request>,
+        now: Timestamp,
+    ) -> anyhow::Result<Reconciled> {
+        let span = info_span!(
+            "reconcile",
+            rollout = %rollout.key,
+            generation = rollout.generation,
+            "feature_flag.key" = tracing::field::Empty,
+            "feature_flag.result.variant" = tracing::field::Empty,
+            "vcs.ref.head.revision" = tracing::field::Empty,
+            phase = tracing::field::Empty,
+            step = tracing::field::Empty,
+            weight = tracing::field::Empty,
+            verdict = tracing::field::Empty,
+        );
+        self.metrics.reconciled();
+        let status = self
+            .decide_and_save(rollout, conflict, request, now)
+            .instrument(span)
+            .await
+            .inspect_err(|_| self.metrics.reconcile_failed())?;
+        let route = match &rollout.spec {
+            Ok(spec) if status.phase == Phase::Progressing => Some(Route::from_spec(
+                rollout.key.to_string(),
+                spec,
+                epoch_of(&status),
+            )),
+            _ => None,
+        };
+        self.publisher.set(
+            &rollout.key,
+            Entry {
+                phase: status.phase,
+                flag: served_flag(rollout, &status),
+                route,
+            },
+        );
+        Ok(Reconciled {
+            wake_at: status_wake(rollout, &status),
+            status,
+        })
+    }
+
+    /// Stops serving a rollout that is gone.
+    pub fn forget(&self, key: &RolloutKey) {
+        self.publisher.remove(key);
+    }
+
+    async fn decide_and_save(
+        &self,
+        rollout: &StoredRollout,
+        conflict: Option<String>,
+        request: Option<Request>,
         now: Timestamp,
     ) -> anyhow::Result<FeatureRolloutStatus> {
         let span = tracing::Span::current();
@@ -160,12 +181,16 @@ impl<S: RolloutStore> Controller<S> {
                             &spec.flag.rollout_variant,
                         )
                     });
+                if let Some(verdict) = &verdict {
+                    self.metrics.verdict(verdict.outcome);
+                }
                 decide(Input {
                     spec,
                     generation: rollout.generation,
                     status: &rollout.status,
                     verdict: verdict.as_ref(),
                     now,
+                    request,
                 })
             }
         };
@@ -178,6 +203,11 @@ impl<S: RolloutStore> Controller<S> {
         if let Some(verdict) = status.verdict {
             span.record("verdict", verdict.to_string());
         }
+        // Saved before the events are told: an event must never announce a state a
+        // restart would not find.
+        if status != rollout.status {
+            self.store.write_status(&rollout.key, &status).await?;
+        }
         for action in &decision.actions {
             if let Action::Event {
                 type_,
@@ -187,9 +217,6 @@ impl<S: RolloutStore> Controller<S> {
             {
                 self.emit(rollout, &status, *type_, reason, note).await;
             }
-        }
-        if status != rollout.status {
-            self.store.write_status(&rollout.key, &status).await?;
         }
         Ok(status)
     }
@@ -233,17 +260,48 @@ impl<S: RolloutStore> Controller<S> {
         .instrument(span)
         .await
     }
+}
 
-    fn publish(&mut self, flags: Vec<crate::flags::Flag>, routes: Vec<Route>) {
-        let version = publish::content_version(&flags);
-        if self.published_version != Some(version) {
-            self.flags.store(Arc::new(FlagSet::new(flags, version)));
-            self.published_version = Some(version);
+/// Standalone mode's loop state: every pass reconciles every rollout of the store.
+pub struct Controller<S> {
+    reconciler: Reconciler<S>,
+}
+
+impl<S: RolloutStore> Controller<S> {
+    pub fn new(store: S, windows: Arc<dyn SpanWindows>, flags: PublishedFlags) -> Self {
+        Self {
+            reconciler: Reconciler::new(store, windows, flags),
         }
-        if routes != self.published_routes {
-            self.windows.set_routes(routes.clone());
-            self.published_routes = routes;
+    }
+
+    pub fn store(&self) -> &S {
+        self.reconciler.store()
+    }
+
+    pub fn reconciler(&self) -> &Reconciler<S> {
+        &self.reconciler
+    }
+
+    /// Reconciles every rollout once, and stops serving the ones that are gone.
+    pub async fn pass(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
+        let rollouts = self.reconciler.store().list().await?;
+        let mut report = PassReport::default();
+        for rollout in &rollouts {
+            let conflict = flag_conflict(rollout, &rollouts);
+            let reconciled = self
+                .reconciler
+                .reconcile(rollout, conflict, None, now)
+                .await?;
+            if let Some(wake) = reconciled.wake_at {
+                report.wake_at = Some(report.wake_at.map_or(wake, |w: Timestamp| w.min(wake)));
+            }
+            report
+                .rollouts
+                .push((rollout.key.clone(), reconciled.status));
         }
+        let keys: Vec<RolloutKey> = rollouts.iter().map(|r| r.key.clone()).collect();
+        self.reconciler.publisher().retain(&keys);
+        Ok(report)
     }
 }
 
@@ -278,16 +336,17 @@ pub async fn run<S: RolloutStore>(
     }
 }
 
-/// For each flag key, the rollout that serves it: the first by key among those with
-/// a readable spec.
-fn flag_owners(rollouts: &[StoredRollout]) -> HashMap<&str, &RolloutKey> {
-    let mut owners: BTreeMap<&str, &RolloutKey> = BTreeMap::new();
-    for rollout in rollouts {
-        if let Ok(spec) = &rollout.spec {
-            owners.entry(spec.flag.key.as_str()).or_insert(&rollout.key);
-        }
-    }
-    owners.into_iter().collect()
+/// Why `rollout` may not serve its flag: another rollout of the same flag key comes
+/// first in key order (among those with a readable spec). `rollouts` holds them all.
+pub fn flag_conflict(rollout: &StoredRollout, rollouts: &[StoredRollout]) -> Option<String> {
+    let key = &rollout.spec.as_ref().ok()?.flag.key;
+    let owner = rollouts
+        .iter()
+        .filter(|r| matches!(&r.spec, Ok(spec) if spec.flag.key == *key))
+        .map(|r| &r.key)
+        .min()?;
+    (*owner != rollout.key)
+        .then(|| format!("flag {key:?} is already rolled out by {owner}; one rollout per flag key"))
 }
 
 fn status_wake(rollout: &StoredRollout, status: &FeatureRolloutStatus) -> Option<Timestamp> {

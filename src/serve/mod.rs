@@ -1,4 +1,4 @@
-//! Serve (shell): flag values over OFREP, health and readiness probes.
+//! Serve (shell): flag values over OFREP, health and readiness probes, metrics.
 //!
 //! [`ofrep_router`] answers OFREP v0.3 evaluations from the flag set the controller
 //! publishes; [`health_router`] answers `/healthz` and `/readyz`. They are separate
@@ -8,6 +8,7 @@
 //! [`serve`] runs any of them on a listener until shutdown.
 
 mod health;
+mod metrics;
 mod ofrep;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use crate::flags::FlagSet;
 
 pub use health::{Readiness, health_router};
+pub use metrics::{RenderMetrics, metrics_router};
 pub use ofrep::{MAX_BODY_BYTES, ofrep_router};
 
 /// The flag set currently served; the controller swaps in a new one on every change.

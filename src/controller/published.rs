@@ -1,0 +1,131 @@
+//! What the process serves from the rollouts: the flag set (OFREP, the flagd export)
+//! and the span routes (ingest), kept per rollout so that one rollout can be
+//! reconciled — or forgotten — without looking at the others.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+use super::SpanWindows;
+use super::publish::content_version;
+use crate::analysis::Route;
+use crate::api::Phase;
+use crate::flags::{Flag, FlagSet};
+use crate::serve::PublishedFlags;
+use crate::store::RolloutKey;
+
+/// What one rollout contributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub phase: Phase,
+    pub flag: Option<Flag>,
+    pub route: Option<Route>,
+}
+
+#[derive(Default)]
+struct State {
+    entries: BTreeMap<RolloutKey, Entry>,
+    version: Option<u64>,
+    routes: Vec<Route>,
+}
+
+/// The per-rollout entries and where they are published. Clones share everything.
+#[derive(Clone)]
+pub struct Publisher {
+    state: Arc<Mutex<State>>,
+    flags: PublishedFlags,
+    windows: Arc<dyn SpanWindows>,
+    /// The current flag set's version, for whoever writes it elsewhere (the ConfigMap).
+    changes: watch::Sender<u64>,
+}
+
+impl Publisher {
+    pub fn new(flags: PublishedFlags, windows: Arc<dyn SpanWindows>) -> Self {
+        let version = flags.load().version();
+        Self {
+            state: Arc::default(),
+            flags,
+            windows,
+            changes: watch::channel(version).0,
+        }
+    }
+
+    /// The flag set served right now.
+    pub fn flags(&self) -> &PublishedFlags {
+        &self.flags
+    }
+
+    /// Notified whenever the served flag set changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Sets what `key` contributes.
+    pub fn set(&self, key: &RolloutKey, entry: Entry) {
+        self.update(|entries| {
+            entries.insert(key.clone(), entry);
+        });
+    }
+
+    /// Forgets `key` (its rollout was deleted).
+    pub fn remove(&self, key: &RolloutKey) {
+        self.update(|entries| {
+            entries.remove(key);
+        });
+    }
+
+    /// Forgets every rollout but `keys`.
+    pub fn retain(&self, keys: &[RolloutKey]) {
+        self.update(|entries| entries.retain(|key, _| keys.binary_search(key).is_ok()));
+    }
+
+    /// How many rollouts are in each phase (every phase listed), for `/metrics`.
+    pub fn phases(&self) -> Vec<(Phase, usize)> {
+        let state = self.lock();
+        [
+            Phase::Pending,
+            Phase::Progressing,
+            Phase::Paused,
+            Phase::Promoted,
+            Phase::RolledBack,
+            Phase::Invalid,
+        ]
+        .into_iter()
+        .map(|phase| {
+            let count = state.entries.values().filter(|e| e.phase == phase).count();
+            (phase, count)
+        })
+        .collect()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut BTreeMap<RolloutKey, Entry>)) {
+        let mut state = self.lock();
+        change(&mut state.entries);
+        let flags: Vec<Flag> = state
+            .entries
+            .values()
+            .filter_map(|e| e.flag.clone())
+            .collect();
+        let routes: Vec<Route> = state
+            .entries
+            .values()
+            .filter_map(|e| e.route.clone())
+            .collect();
+        let version = content_version(&flags);
+        if state.version != Some(version) {
+            self.flags.store(Arc::new(FlagSet::new(flags, version)));
+            state.version = Some(version);
+            self.changes.send_replace(version);
+        }
+        if routes != state.routes {
+            self.windows.set_routes(routes.clone());
+            state.routes = routes;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update leaves the state whole before it can panic (publishing reads it).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
