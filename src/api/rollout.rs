@@ -25,6 +25,12 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.steps.all(s, self.steps.exists_one(t, t == s)) && self.steps.isSorted()",
+        "message": "spec.steps must be strictly increasing percentages, e.g. [1, 5, 25, 100]",
+    },
+]))]
 pub struct FeatureRolloutSpec {
     /// The flag this rollout serves.
     pub flag: FlagSpec,
@@ -41,7 +47,7 @@ pub struct FeatureRolloutSpec {
     pub revision: Option<String>,
     /// Percent of users that get the rollout variant at each step, increasing.
     /// When the last step is below 100 the rollout holds there, still judged.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 100), inner(range(min = 0.01, max = 100)))]
     pub steps: Vec<f64>,
     /// Minimum time at each step before it may advance (Go duration: `30s`, `5m`).
     #[serde(default = "default_step_duration")]
@@ -66,8 +72,23 @@ fn is_false(b: &bool) -> bool {
 /// hand out.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.defaultVariant in self.variants",
+        "message": "spec.flag.defaultVariant must be one of the names in spec.flag.variants",
+    },
+    {
+        "rule": "self.rolloutVariant in self.variants",
+        "message": "spec.flag.rolloutVariant must be one of the names in spec.flag.variants",
+    },
+    {
+        "rule": "self.rolloutVariant != self.defaultVariant",
+        "message": "spec.flag.rolloutVariant must differ from spec.flag.defaultVariant, or nothing would change",
+    },
+]))]
 pub struct FlagSpec {
     /// Flag key, as applications ask for it over OFREP.
+    #[schemars(length(min = 1, max = 256))]
     pub key: String,
     /// Variant name → value (bool, string, number or object).
     #[schemars(schema_with = "variants_schema")]
@@ -93,18 +114,22 @@ fn variants_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct AnalysisSpec {
     /// Spans needed per variant in the current step before any verdict.
     #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 1))]
     pub min_samples: u64,
     /// Highest error rate (0–1) allowed for the rollout variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
     pub max_error_rate: Option<f64>,
     /// Highest allowed error rate of the rollout variant minus the default variant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
     pub max_error_rate_increase: Option<f64>,
     /// Highest allowed latency quantiles of the rollout variant, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_latency_ms: Option<LatencyQuantiles>,
     /// Highest allowed relative p99 increase over the default variant (0.25 = 25%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub max_latency_increase: Option<f64>,
 }
 
@@ -197,6 +222,7 @@ pub struct FeatureRolloutStatus {
     pub current_step: Option<u32>,
     /// Percent of users handed the rollout variant right now.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
     pub weight: f64,
     /// When the current step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
