@@ -178,6 +178,7 @@ async fn mirror_status(
     let api: Api<FeatureRollout> = Api::all(client);
     let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     tokio::pin!(stream);
+    let mut listed = false;
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => return,
@@ -189,10 +190,12 @@ async fn mirror_status(
                 tracing::warn!(%error, "watching FeatureRollouts failed; retrying");
                 continue;
             }
+            Some(Ok(watcher::Event::InitDone)) => listed = true,
             Some(Ok(_)) => {}
         }
-        if cache.wait_until_ready().await.is_err() {
-            return;
+        // Until the first list is whole, a missing rollout may just not be listed yet.
+        if !listed {
+            continue;
         }
         let mut keys = Vec::new();
         for rollout in cache.state() {
