@@ -90,6 +90,7 @@ pub async fn reconcile(rollout: Arc<FeatureRollout>, ctx: Arc<Context>) -> Resul
             FinalizerEvent::Cleanup(rollout) => {
                 let key = RolloutKey::new(namespace.clone(), rollout.name_any());
                 ctx.reconciler.forget(&key);
+                ctx.reconciler.store().forget(&key);
                 tracing::info!(rollout = %key, "rollout deleted; its flag is no longer served");
                 Ok(Action::await_change())
             }

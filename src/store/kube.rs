@@ -79,6 +79,14 @@ impl KubeStore {
         }
     }
 
+    /// Forgets what it wrote about a rollout that is gone.
+    pub fn forget(&self, key: &RolloutKey) {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
     /// Removes the promote and abort annotations once they were acted on.
     pub async fn clear_requests(&self, key: &RolloutKey) -> anyhow::Result<()> {
         let api: Api<FeatureRollout> = Api::namespaced(self.client.clone(), &key.namespace);
