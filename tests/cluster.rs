@@ -139,7 +139,8 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
         ("Progressing", Some(50.0))
     );
 
-    // The plugin pauses and resumes through spec.paused.
+    // The plugin pauses and resumes through spec.paused; `get -w` shows it happen.
+    let watching = cluster.plugin_in_background(&["get", "checkout", "-w"], "get-w");
     let (code, out) = cluster.plugin(&["pause", "checkout"]);
     assert_eq!(code, 0, "{out}");
     wait_status(
@@ -150,6 +151,13 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
         || {},
         |s| phase(s) == "Paused",
     );
+    wait_for("get -w to print the pause", LIMIT, || {
+        let text = std::fs::read_to_string(&watching.log).unwrap_or_default();
+        text.lines()
+            .any(|l| l.contains("Paused") && l.contains("2/3"))
+            .then_some(())
+    });
+    drop(watching);
     let (code, out) = cluster.plugin(&["get", "checkout"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Paused") && out.contains("2/3"), "{out}");
@@ -224,6 +232,7 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
         || {},
         |s| phase(s) == "Progressing",
     );
+    let mut live = cluster.plugin_in_background(&["status", "promoted"], "status-live");
     let (code, out) = cluster.plugin(&["promote", "promoted"]);
     assert_eq!(code, 0, "{out}");
     let s = wait_status(
@@ -233,6 +242,14 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
         "promoted",
         || {},
         |s| phase(s) == "Promoted",
+    );
+    // The live view ends by itself once the rollout has ended, with exit code 0.
+    let exit = wait_for("the live status view to end", LIMIT, || live.exited());
+    let shown = std::fs::read_to_string(&live.log).unwrap();
+    assert_eq!(exit.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("Progressing  step 1/3") && shown.contains("Promoted  step 3/3"),
+        "{shown}"
     );
     assert_eq!(s["weight"], 100.0);
     let annotations =
@@ -272,6 +289,38 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
             "{expected} not in\n{metrics}"
         );
     }
+
+    // A second rollout of a served flag waits as Invalid, and takes the flag over
+    // as soon as the first is deleted.
+    cluster
+        .apply(&rollout("second", "new-checkout", "[10, 100]", ""))
+        .unwrap();
+    let s = wait_status(
+        &cluster,
+        &operator,
+        "second",
+        "the conflict",
+        || {},
+        |s| phase(s) == "Invalid",
+    );
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("already rolled out by default/checkout"),
+        "{s:#}"
+    );
+    cluster.kubectl(&["delete", "fr", "checkout", "-n", "default", "--timeout=60s"]);
+    wait_status(
+        &cluster,
+        &operator,
+        "second",
+        "the takeover",
+        || {},
+        |s| phase(s) == "Progressing",
+    );
+    let (_, answer) = operator.evaluate("new-checkout", "user-1");
+    assert_eq!(answer["metadata"]["rollout"], "default/second", "{answer}");
 
     // Deleting a rollout runs the finalizer: its flag is no longer served.
     cluster.kubectl(&["delete", "fr", "promoted", "-n", "default", "--timeout=60s"]);

@@ -32,6 +32,10 @@ impl SpanWindows for FixedWindows {
     }
 
     fn set_routes(&self, _routes: Vec<Route>) {}
+
+    fn samples_recorded(&self) -> u64 {
+        0
+    }
 }
 
 fn rollout(status: Option<Value>, finalizers: &[&str]) -> FeatureRollout {

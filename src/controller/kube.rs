@@ -2,27 +2,30 @@
 //! Segments, which trigger the rollouts of their namespace), running the same
 //! per-rollout [`Reconciler`] as standalone mode through the [`KubeStore`].
 //!
-//! A rollout is requeued at the end of its dwell and every `tick` while it
-//! progresses (new spans may have arrived); failures back off exponentially per
-//! rollout, so a broken API never turns into a hot loop.
+//! A progressing rollout is reconciled again exactly when its dwell ends, and when
+//! new spans were recorded (looked at every `tick`); a rollout whose phase changed
+//! triggers the other rollouts of its flag key (one of them may now serve it).
+//! Failures back off exponentially per rollout, so a broken API never turns into a
+//! hot loop.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt, stream};
 use jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
+use tokio::sync::mpsc;
 
 use super::{Reconciler, flag_conflict};
 use crate::api::{ABORT_ANNOTATION, FeatureRollout, PROMOTE_ANNOTATION, Phase, Segment};
 use crate::rollout::Request;
-use crate::store::{KubeStore, RolloutKey, RolloutStore};
+use crate::store::{KubeStore, RolloutKey, RolloutStore, StoredRollout};
 
 /// Finalizer that keeps a deleted rollout until its flag is no longer served.
 pub const FINALIZER: &str = "spangate.dev/published-flag";
@@ -46,17 +49,34 @@ pub enum Error {
 /// What every reconcile shares.
 pub struct Context {
     pub reconciler: Reconciler<KubeStore>,
-    /// Longest time before a progressing rollout is judged again.
+    /// How often the span windows are looked at for new data.
     pub tick: Duration,
     failures: Mutex<HashMap<ObjectRef<FeatureRollout>, u32>>,
+    /// Rollouts to reconcile because another one changed.
+    triggers: mpsc::UnboundedSender<ObjectRef<FeatureRollout>>,
+    triggered: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<FeatureRollout>>>>,
 }
 
 impl Context {
     pub fn new(reconciler: Reconciler<KubeStore>, tick: Duration) -> Self {
+        let (triggers, triggered) = mpsc::unbounded_channel();
         Self {
             reconciler,
             tick,
             failures: Mutex::default(),
+            triggers,
+            triggered: Mutex::new(Some(triggered)),
+        }
+    }
+
+    /// Asks for a reconcile of every other rollout of `flag_key` than `key`.
+    fn trigger_flag(&self, rollouts: &[StoredRollout], flag_key: &str, key: &RolloutKey) {
+        for other in rollouts {
+            if other.key != *key && matches!(&other.spec, Ok(spec) if spec.flag.key == flag_key) {
+                let reference = ObjectRef::new(&other.key.name).within(&other.key.namespace);
+                // Only fails once the controller is gone; nothing is left to trigger then.
+                let _ = self.triggers.send(reference);
+            }
         }
     }
 
@@ -91,6 +111,13 @@ pub async fn reconcile(rollout: Arc<FeatureRollout>, ctx: Arc<Context>) -> Resul
                 let key = RolloutKey::new(namespace.clone(), rollout.name_any());
                 ctx.reconciler.forget(&key);
                 ctx.reconciler.store().forget(&key);
+                let all = ctx
+                    .reconciler
+                    .store()
+                    .list()
+                    .await
+                    .map_err(Error::Reconcile)?;
+                ctx.trigger_flag(&all, &rollout.spec.flag.key, &key);
                 tracing::info!(rollout = %key, "rollout deleted; its flag is no longer served");
                 Ok(Action::await_change())
             }
@@ -120,24 +147,45 @@ async fn apply(rollout: &FeatureRollout, ctx: &Context) -> Result<Action, Error>
             .await
             .map_err(Error::Reconcile)?;
     }
-    Ok(requeue(
-        reconciled.status.phase,
-        reconciled.wake_at,
-        now,
-        ctx.tick,
-    ))
+    if reconciled.status.phase != stored.status.phase {
+        ctx.trigger_flag(&all, &rollout.spec.flag.key, &stored.key);
+    }
+    Ok(requeue(reconciled.status.phase, reconciled.wake_at, now))
 }
 
-/// When to look at a rollout again: at the end of its dwell, and within `tick`
-/// while it progresses, so new spans are judged.
-fn requeue(phase: Phase, wake_at: Option<Timestamp>, now: Timestamp, tick: Duration) -> Action {
-    if phase != Phase::Progressing {
-        return Action::requeue(RESYNC);
-    }
+/// When to look at a rollout again: when the dwell of its step ends. New spans
+/// trigger a reconcile on their own ([`new_analysis_data`]).
+fn requeue(phase: Phase, wake_at: Option<Timestamp>, now: Timestamp) -> Action {
     let until_wake = wake_at
+        .filter(|_| phase == Phase::Progressing)
         .and_then(|wake| Duration::try_from(wake.duration_since(now)).ok())
         .filter(|d| !d.is_zero());
-    Action::requeue(until_wake.map_or(tick, |d| d.min(tick)))
+    Action::requeue(until_wake.map_or(RESYNC, |d| d.min(RESYNC)))
+}
+
+/// Every `tick`, the rollouts being judged when spans were recorded since the
+/// last look.
+fn new_analysis_data(ctx: Arc<Context>) -> impl Stream<Item = ObjectRef<FeatureRollout>> {
+    let mut interval = tokio::time::interval(ctx.tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    stream::unfold(
+        (interval, 0_u64, ctx),
+        |(mut interval, seen, ctx)| async move {
+            interval.tick().await;
+            let recorded = ctx.reconciler.windows().samples_recorded();
+            let keys = if recorded == seen {
+                Vec::new()
+            } else {
+                ctx.reconciler.publisher().routed()
+            };
+            let references: Vec<_> = keys
+                .into_iter()
+                .map(|key| ObjectRef::new(&key.name).within(&key.namespace))
+                .collect();
+            Some((stream::iter(references), (interval, recorded, ctx)))
+        },
+    )
+    .flatten()
 }
 
 /// Backs off exponentially per rollout: 0.5 s, 1 s, 2 s ... up to 5 minutes.
@@ -182,7 +230,18 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let triggered = ctx
+        .triggered
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .map(tokio_stream::wrappers::UnboundedReceiverStream::new);
+    let triggers = stream::select(
+        stream::iter(triggered).flatten(),
+        new_analysis_data(ctx.clone()),
+    );
     controller
+        .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -209,26 +268,22 @@ mod tests {
     }
 
     #[test]
-    fn progressing_rollouts_are_looked_at_within_a_tick_or_at_the_dwell_end() {
+    fn progressing_rollouts_are_looked_at_when_the_dwell_ends() {
         let now: Timestamp = "2026-11-26T10:00:00Z".parse().unwrap();
-        let tick = Duration::from_secs(1);
         let soon = now + jiff::SignedDuration::from_millis(300);
-        let later = now + jiff::SignedDuration::from_secs(30);
+        let much_later = now + jiff::SignedDuration::from_secs(3600);
         assert_eq!(
-            requeue(Phase::Progressing, Some(soon), now, tick),
+            requeue(Phase::Progressing, Some(soon), now),
             Action::requeue(Duration::from_millis(300))
         );
         assert_eq!(
-            requeue(Phase::Progressing, Some(later), now, tick),
-            Action::requeue(tick)
-        );
-        assert_eq!(
-            requeue(Phase::Progressing, Some(now), now, tick),
-            Action::requeue(tick)
-        );
-        assert_eq!(
-            requeue(Phase::Promoted, None, now, tick),
+            requeue(Phase::Progressing, Some(much_later), now),
             Action::requeue(RESYNC)
         );
+        assert_eq!(
+            requeue(Phase::Progressing, Some(now), now),
+            Action::requeue(RESYNC)
+        );
+        assert_eq!(requeue(Phase::Promoted, None, now), Action::requeue(RESYNC));
     }
 }

@@ -34,6 +34,9 @@ pub trait SpanWindows: Send + Sync + 'static {
     fn window(&self, rollout: &str, epoch: u64) -> Window;
     /// Replaces the routes ingest uses.
     fn set_routes(&self, routes: Vec<Route>);
+    /// Samples recorded into any window so far: grows exactly when there is new
+    /// analysis data.
+    fn samples_recorded(&self) -> u64;
 }
 
 impl SpanWindows for crate::ingest::Ingestor {
@@ -43,6 +46,10 @@ impl SpanWindows for crate::ingest::Ingestor {
 
     fn set_routes(&self, routes: Vec<Route>) {
         crate::ingest::Ingestor::set_routes(self, Routes::new(routes));
+    }
+
+    fn samples_recorded(&self) -> u64 {
+        self.stats().samples_routed
     }
 }
 
@@ -92,6 +99,10 @@ impl<S: RolloutStore> Reconciler<S> {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn windows(&self) -> &Arc<dyn SpanWindows> {
+        &self.windows
     }
 
     /// Reconciles one rollout: `conflict` says why it may not serve its flag (another

@@ -80,6 +80,17 @@ impl Publisher {
         self.update(|entries| entries.retain(|key, _| keys.binary_search(key).is_ok()));
     }
 
+    /// The rollouts whose spans are being judged.
+    pub fn routed(&self) -> Vec<RolloutKey> {
+        let state = self.lock();
+        state
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.route.is_some())
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// How many rollouts are in each phase (every phase listed), for `/metrics`.
     pub fn phases(&self) -> Vec<(Phase, usize)> {
         let state = self.lock();

@@ -247,6 +247,16 @@ impl Cluster {
         )
     }
 
+    /// Starts the kubectl plugin as the admin, its output going to `<dir>/<log>.log`;
+    /// killed when dropped.
+    pub fn plugin_in_background(&self, args: &[&str], log: &str) -> ChildGuard {
+        let mut command = Command::new(PLUGIN);
+        scrub_env(&mut command)
+            .env("KUBECONFIG", &self.admin_kubeconfig)
+            .args(args);
+        ChildGuard::spawn(&mut command, &self.dir.path().join(format!("{log}.log")))
+    }
+
     /// Reasons of the events about `name`, oldest first.
     pub fn event_reasons(&self, name: &str) -> Vec<String> {
         let events = self.get(&["events.v1.events.k8s.io", "-n", "default"]);
