@@ -33,7 +33,7 @@ use crate::store::KubeStore;
 pub struct RunConfig {
     pub listen: ListenAddrs,
     pub ingest_limits: IngestLimits,
-    /// Longest time before a progressing rollout is judged again.
+    /// How often the span windows are looked at for new data.
     pub tick: Duration,
     /// Namespace of the lease and the flag-set ConfigMap [default: the client's].
     pub namespace: Option<String>,
@@ -102,11 +102,13 @@ pub async fn run(
 
     // Serve flags from status at once, leader or not.
     let following = cancel.child_token();
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
     let mirror = tokio::spawn(mirror_status(
         client.clone(),
         publisher.clone(),
-        readiness.clone(),
+        readiness,
         following.clone(),
+        listed_tx,
     ));
 
     let elector = config.lease.as_ref().map(|lease| {
@@ -126,10 +128,14 @@ pub async fn run(
             _ = elector.acquire() => {}
         }
     }
+    // Flags are served from status until the controller has reconciled them.
+    tokio::select! {
+        _ = cancel.cancelled() => return finish(tasks, elector.as_ref()).await,
+        _ = listed_rx => {}
+    }
     following.cancel();
     let _ = mirror.await;
     metrics.set_leader(true);
-
     let ctx = Arc::new(Context::new(reconciler, config.tick));
     let stop = cancel.clone();
     tasks.spawn(async move {
@@ -166,14 +172,16 @@ pub async fn run(
     }
 }
 
-/// Serves the flags of every rollout as its status says, until `stop`; ready once
-/// the first list of rollouts is in.
+/// Serves the flags of every rollout as its status says, until `stop`; ready (and
+/// `listed` told) once the first list of rollouts is in.
 async fn mirror_status(
     client: Client,
     publisher: Publisher,
     readiness: Readiness,
     stop: CancellationToken,
+    listed: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut tell = Some(listed);
     let (cache, writer) = reflector::store::<FeatureRollout>();
     let api: Api<FeatureRollout> = Api::all(client);
     let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
@@ -213,6 +221,10 @@ async fn mirror_status(
         keys.sort();
         publisher.retain(&keys);
         readiness.set_ready();
+        if let Some(tell) = tell.take() {
+            // The receiver is gone only when the process is stopping.
+            let _ = tell.send(());
+        }
     }
 }
 

@@ -128,7 +128,8 @@ enum Command {
         /// Probes (GET /healthz, /readyz) and Prometheus metrics (GET /metrics).
         #[arg(long, default_value = "127.0.0.1:8014", env = "SPANGATE_PROBE_ADDR")]
         probe_addr: SocketAddr,
-        /// Longest time before a progressing rollout is judged again.
+        /// How often new spans are looked for: a progressing rollout is judged again
+        /// when its spans changed, and when its step's dwell ends.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         tick: Duration,
         /// Largest OTLP request body accepted, in bytes.

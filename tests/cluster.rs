@@ -65,12 +65,8 @@ fn published_flags(cluster: &Cluster) -> Value {
 fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
     let cluster = Cluster::start(Authorization::AlwaysAllow);
     cluster.apply_crds();
-    let operator = Operator::start(
-        &cluster,
-        &cluster.admin_kubeconfig,
-        "spangate-a",
-        "spangate-leader",
-    );
+    // A single replica, without leader election.
+    let operator = Operator::start(&cluster, &cluster.admin_kubeconfig, "spangate-a", None);
 
     // Admission: the schema refuses a weight over 100, with the field named.
     let refused = cluster
@@ -96,6 +92,7 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
     assert_eq!(condition(&s, "Ready")["status"], "True");
     assert_eq!(condition(&s, "Ready")["observedGeneration"], 1);
     assert_eq!(condition(&s, "Healthy")["status"], "Unknown");
+    assert_eq!(operator.probe("/readyz").0, 200);
 
     // The printer columns, as kubectl shows them.
     let table = cluster.kubectl(&["get", "fr", "-n", "default"]);
@@ -342,7 +339,7 @@ fn a_second_replica_takes_over_and_resumes_from_status() {
         &cluster,
         &cluster.admin_kubeconfig,
         "replica-1",
-        "spangate-leader",
+        Some("spangate-leader"),
     );
     wait_for("replica-1 to lead", LIMIT, || {
         let lease = cluster.get(&["lease", "spangate-leader", "-n", "spangate"]);
@@ -352,7 +349,7 @@ fn a_second_replica_takes_over_and_resumes_from_status() {
         &cluster,
         &cluster.admin_kubeconfig,
         "replica-2",
-        "spangate-leader",
+        Some("spangate-leader"),
     );
     cluster
         .apply(&rollout(
@@ -448,7 +445,7 @@ fn the_charts_rbac_is_enough() {
         &cluster,
         &cluster.operator_kubeconfig,
         "spangate-rbac",
-        "spangate-leader",
+        Some("spangate-leader"),
     );
     cluster
         .apply(&rollout("checkout", "new-checkout", "[50, 100]", ""))

@@ -281,9 +281,14 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `spangate run` against `kubeconfig` as `identity`, and waits until it
-    /// listens.
-    pub fn start(cluster: &Cluster, kubeconfig: &Path, identity: &str, lease: &str) -> Self {
+    /// Starts `spangate run` against `kubeconfig` as `identity`, competing for
+    /// `lease` (none: without leader election), and waits until it listens.
+    pub fn start(
+        cluster: &Cluster,
+        kubeconfig: &Path,
+        identity: &str,
+        lease: Option<&str>,
+    ) -> Self {
         let ready = cluster.dir.path().join(format!("{identity}.ready.json"));
         let mut command = Command::new(super::BIN);
         command
@@ -293,7 +298,10 @@ impl Operator {
             .args(["--ofrep-addr", "127.0.0.1:0"])
             .args(["--probe-addr", "127.0.0.1:0"])
             .args(["--namespace", "spangate", "--identity", identity])
-            .args(["--lease-name", lease, "--lease-duration", "3s"])
+            .args(match lease {
+                Some(lease) => vec!["--lease-name", lease, "--lease-duration", "3s"],
+                None => vec!["--no-leader-election"],
+            })
             .args(["--tick", "200ms", "--ready-file"])
             .arg(&ready);
         scrub_env(&mut command)
