@@ -188,10 +188,18 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
         ["Started", "StepAdvanced", "Paused", "Resumed", "RolledBack"]
     );
     let described = cluster.kubectl(&["describe", "fr", "checkout", "-n", "default"]);
-    assert!(
-        described.contains("Conditions:") && described.contains("RolledBack"),
-        "{described}"
-    );
+    for expected in [
+        "Conditions:",
+        "AnalysisFail",
+        "Events:",
+        "StepAdvanced",
+        "spangate.dev/controller",
+    ] {
+        assert!(
+            described.contains(expected),
+            "{expected} not in\n{described}"
+        );
+    }
 
     // A spec the schema lets through but the controller cannot carry out.
     cluster
