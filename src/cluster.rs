@@ -122,16 +122,17 @@ pub async fn run(
             },
         )
     });
+    // Ready, serving flags from status, before competing for the lease: once it
+    // holds the lease, nothing may delay renewing it.
+    tokio::select! {
+        _ = cancel.cancelled() => return finish(tasks, None).await,
+        _ = listed_rx => {}
+    }
     if let Some(elector) = &elector {
         tokio::select! {
             _ = cancel.cancelled() => return finish(tasks, None).await,
             _ = elector.acquire() => {}
         }
-    }
-    // Flags are served from status until the controller has reconciled them.
-    tokio::select! {
-        _ = cancel.cancelled() => return finish(tasks, elector.as_ref()).await,
-        _ = listed_rx => {}
     }
     following.cancel();
     let _ = mirror.await;
