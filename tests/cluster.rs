@@ -120,7 +120,11 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
         "{table}"
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(&row[..4], ["checkout", "Progressing", "0", "20"], "{table}");
+    assert_eq!(
+        &row[..4],
+        ["checkout", "Progressing", "1/3", "20"],
+        "{table}"
+    );
 
     // Served over OFREP and published for flagd.
     let (code, answer) = operator.evaluate("new-checkout", "user-1");

@@ -102,6 +102,7 @@ fn first_visit_starts_at_the_first_step_with_conditions() {
     let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
     assert_eq!(d.status.phase, Phase::Progressing);
     assert_eq!(d.status.current_step, Some(0));
+    assert_eq!(d.status.step.as_deref(), Some("1/4"));
     assert_eq!(d.status.weight, 1.0);
     assert_eq!(d.status.observed_generation, Some(1));
     assert_eq!(reasons(&d), ["Started"]);
@@ -456,6 +457,7 @@ fn promote_skips_the_remaining_steps_once() {
         (Phase::Promoted, Some(3), 100.0)
     );
     assert_eq!(reasons(&d), ["Promoted"]);
+    assert_eq!(d.status.step.as_deref(), Some("4/4"));
     assert!(d.actions.contains(&Action::RestartWindow));
     assert_eq!(
         d.status.message.as_deref(),
@@ -517,6 +519,7 @@ fn requests_leave_an_invalid_spec_alone() {
     for request in [Request::Promote, Request::Abort] {
         let d = requested(&spec, &FeatureRolloutStatus::default(), request, at(1));
         assert_eq!(d.status.phase, Phase::Invalid);
+        assert_eq!(d.status.step, None);
         assert_eq!(reasons(&d), ["InvalidSpec"]);
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "FeatureRolloutStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.currentStep"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.step"}"#,
     printcolumn = r#"{"name":"Weight","type":"number","jsonPath":".status.weight"}"#,
     printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -220,6 +220,9 @@ pub struct FeatureRolloutStatus {
     /// Index into `spec.steps` of the current step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step: Option<u32>,
+    /// The current step counted from 1, out of how many (`2/5`), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// Percent of users handed the rollout variant right now.
     #[serde(default)]
     #[schemars(range(min = 0, max = 100))]

@@ -89,6 +89,9 @@ pub fn decide(input: Input<'_>) -> Decision {
     if let Some(request) = input.request {
         carry_out(&mut next, &mut actions, &plan, input.now, request);
     }
+    next.step = next
+        .current_step
+        .map(|index| format!("{}/{}", index + 1, plan.steps.len()));
     set_conditions(&mut next, input.generation, input.now);
     let wake_at = (next.phase == Phase::Progressing)
         .then(|| dwell_end(&next, &plan))
@@ -128,6 +131,7 @@ pub fn reject(
     next.message = Some(message.to_string());
     next.target = None;
     next.step_started_at = None;
+    next.step = None;
     set_conditions(&mut next, generation, now);
     Decision {
         status: next,
