@@ -130,8 +130,7 @@ impl<S: RolloutStore> Reconciler<S> {
         let status = self
             .decide_and_save(rollout, conflict, request, now)
             .instrument(span)
-            .await
-            .inspect_err(|_| self.metrics.reconcile_failed())?;
+            .await?;
         let route = match &rollout.spec {
             Ok(spec) if status.phase == Phase::Progressing => Some(Route::from_spec(
                 rollout.key.to_string(),
@@ -338,7 +337,10 @@ pub async fn run<S: RolloutStore>(
                 }
                 on_pass(&report);
             }
-            Err(e) => tracing::error!(error = format!("{e:#}"), "reconcile pass failed; retrying"),
+            Err(e) => {
+                controller.reconciler.metrics().reconcile_failed();
+                tracing::error!(error = format!("{e:#}"), "reconcile pass failed; retrying");
+            }
         }
         tokio::select! {
             _ = &mut shutdown => return,
