@@ -86,7 +86,7 @@ enum Command {
         /// OFREP (POST /ofrep/v1/evaluate/flags/{key}).
         #[arg(long, default_value = "127.0.0.1:8016")]
         ofrep_addr: SocketAddr,
-        /// Probes: GET /healthz and /readyz.
+        /// Probes (GET /healthz, /readyz) and Prometheus metrics (GET /metrics).
         #[arg(long, default_value = "127.0.0.1:8014")]
         probe_addr: SocketAddr,
         /// Longest time between two reconcile passes.
