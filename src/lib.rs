@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod controller;
 pub mod demo;
 pub mod fingerprint;

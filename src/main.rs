@@ -9,11 +9,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use spangate::cli::get::{OutputFormat, render};
+use spangate::cluster::{LeaseSettings, RunConfig};
 use spangate::demo::{DemoOptions, Scenario};
 use spangate::flags::PrivateAttributes;
 use spangate::ingest::IngestLimits;
 use spangate::serve::{Access, OfrepConfig};
-use spangate::standalone::{Standalone, StandaloneConfig};
+use spangate::standalone::{ListenAddrs, Standalone, StandaloneConfig};
 use spangate::store::FileStore;
 use spangate::telemetry::{self, LogFormat};
 
@@ -73,7 +74,103 @@ enum Command {
     /// DIR/.spangate) and survives restarts. Applications ask for flags over OFREP
     /// and send spans over OTLP. `--flags FILE` serves a flagd flag-definition file
     /// too (with or without a folder).
-    Standalone(Box<StandaloneArgs>),
+    Standalone {
+        /// Folder of rollout (and segment) files.
+        #[arg(long, env = "SPANGATE_DIR", required_unless_present = "flags")]
+        dir: Option<PathBuf>,
+        /// A flagd flag-definition file to serve over OFREP as well, with flagd's
+        /// semantics; re-read when it changes. A rollout of the same flag key wins.
+        #[arg(long, env = "SPANGATE_FLAGS")]
+        flags: Option<PathBuf>,
+        /// Folder for status and events [default: DIR/.spangate].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// OTLP gRPC receiver.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        otlp_grpc_addr: SocketAddr,
+        /// OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON).
+        #[arg(long, default_value = "127.0.0.1:4318")]
+        otlp_http_addr: SocketAddr,
+        /// OFREP (POST /ofrep/v1/evaluate/flags/{key}).
+        #[arg(long, default_value = "127.0.0.1:8016")]
+        ofrep_addr: SocketAddr,
+        /// Probes (GET /healthz, /readyz) and Prometheus metrics (GET /metrics).
+        #[arg(long, default_value = "127.0.0.1:8014")]
+        probe_addr: SocketAddr,
+        /// Longest time between two reconcile passes.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        tick: Duration,
+        /// Largest OTLP request body accepted, in bytes.
+        #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
+        max_body_bytes: usize,
+        /// Once listening, write the bound addresses here as JSON (for scripts).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        #[command(flatten)]
+        ofrep: OfrepArgs,
+    },
+    /// Run the operator against a Kubernetes API server (what the Helm chart runs).
+    ///
+    /// Uses the in-cluster service account, or KUBECONFIG (or ~/.kube/config)
+    /// outside a cluster. Watches FeatureRollouts and Segments in every namespace,
+    /// writes their status and events, and publishes every flag in flagd's format to
+    /// a ConfigMap. Serves OTLP, OFREP and the probes like `standalone`, plus
+    /// `/metrics` beside the probes. With several replicas, the one holding the
+    /// lease reconciles; the others serve flags and take over when it goes away.
+    Run {
+        /// OTLP gRPC receiver (0.0.0.0:4317 in a pod).
+        #[arg(
+            long,
+            default_value = "127.0.0.1:4317",
+            env = "SPANGATE_OTLP_GRPC_ADDR"
+        )]
+        otlp_grpc_addr: SocketAddr,
+        /// OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON).
+        #[arg(
+            long,
+            default_value = "127.0.0.1:4318",
+            env = "SPANGATE_OTLP_HTTP_ADDR"
+        )]
+        otlp_http_addr: SocketAddr,
+        /// OFREP (POST /ofrep/v1/evaluate/flags/{key}).
+        #[arg(long, default_value = "127.0.0.1:8016", env = "SPANGATE_OFREP_ADDR")]
+        ofrep_addr: SocketAddr,
+        /// Probes (GET /healthz, /readyz) and Prometheus metrics (GET /metrics).
+        #[arg(long, default_value = "127.0.0.1:8014", env = "SPANGATE_PROBE_ADDR")]
+        probe_addr: SocketAddr,
+        /// How often new spans are looked for: a progressing rollout is judged again
+        /// when its spans changed, and when its step's dwell ends.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        tick: Duration,
+        /// Largest OTLP request body accepted, in bytes.
+        #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
+        max_body_bytes: usize,
+        /// Namespace of the lease and the flag-set ConfigMap [default: the pod's, or
+        /// the kubeconfig context's].
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: Option<String>,
+        /// ConfigMap the flag set is published to, in flagd's flag-definition format
+        /// (key flags.flagd.json).
+        #[arg(long, default_value = "spangate-flags")]
+        flags_configmap: String,
+        /// Reconcile without a lease: only for a single replica.
+        #[arg(long)]
+        no_leader_election: bool,
+        /// The coordination.k8s.io Lease replicas compete for.
+        #[arg(long, default_value = "spangate-leader")]
+        lease_name: String,
+        /// How long the lease holds unrenewed: a new leader takes over within it.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        lease_duration: Duration,
+        /// This replica's name in the lease and its events [default: the host name].
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Once listening, write the bound addresses here as JSON (for scripts).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        #[command(flatten)]
+        ofrep: OfrepArgs,
+    },
     /// Print rollouts and their status, like `kubectl get`.
     Get {
         /// Folder of rollout files.
@@ -102,44 +199,12 @@ enum Command {
     Crd,
 }
 
-/// What `spangate standalone` is told (boxed in [`Command`]: it is by far the
-/// largest variant).
+/// How OFREP is served, in `standalone` and `run`.
 #[derive(clap::Args)]
-struct StandaloneArgs {
-    /// Folder of rollout (and segment) files.
-    #[arg(long, env = "SPANGATE_DIR", required_unless_present = "flags")]
-    dir: Option<PathBuf>,
-    /// A flagd flag-definition file to serve over OFREP as well, with flagd's
-    /// semantics; re-read when it changes. A rollout of the same flag key wins.
-    #[arg(long, env = "SPANGATE_FLAGS")]
-    flags: Option<PathBuf>,
-    /// Folder for status and events [default: DIR/.spangate].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// OTLP gRPC receiver.
-    #[arg(long, default_value = "127.0.0.1:4317")]
-    otlp_grpc_addr: SocketAddr,
-    /// OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON).
-    #[arg(long, default_value = "127.0.0.1:4318")]
-    otlp_http_addr: SocketAddr,
-    /// OFREP (POST /ofrep/v1/evaluate/flags/{key}).
-    #[arg(long, default_value = "127.0.0.1:8016")]
-    ofrep_addr: SocketAddr,
-    /// Probes: GET /healthz and /readyz.
-    #[arg(long, default_value = "127.0.0.1:8014")]
-    probe_addr: SocketAddr,
-    /// Longest time between two reconcile passes.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    tick: Duration,
-    /// Largest OTLP request body accepted, in bytes.
-    #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
-    max_body_bytes: usize,
-    /// Once listening, write the bound addresses here as JSON (for scripts).
-    #[arg(long)]
-    ready_file: Option<PathBuf>,
+struct OfrepArgs {
     /// Context attributes used for targeting that must never be shown: not in
-    /// logs, traces, status or events (comma-separated names or a.b paths), on
-    /// top of each rollout's spec.privateAttributes.
+    /// logs, traces, status or events (comma-separated names or a.b paths), on top
+    /// of each rollout's spec.privateAttributes.
     #[arg(long, env = "SPANGATE_PRIVATE_ATTRIBUTES", value_delimiter = ',')]
     private_attributes: Vec<String>,
     /// Require OFREP clients to authenticate with one of the tokens in this file
@@ -147,9 +212,9 @@ struct StandaloneArgs {
     /// `X-API-Key: <token>`. Without it, anyone who reaches the port may ask.
     #[arg(long, env = "SPANGATE_OFREP_TOKENS_FILE")]
     ofrep_tokens_file: Option<PathBuf>,
-    /// Most OFREP requests a second (all clients together); beyond it clients
-    /// get 429 with Retry-After. Unlimited by default.
-    #[arg(long)]
+    /// Most OFREP requests a second (all clients together); beyond it clients get
+    /// 429 with Retry-After. Unlimited by default.
+    #[arg(long, env = "SPANGATE_OFREP_RATE_LIMIT")]
     ofrep_rate_limit: Option<u32>,
     /// Largest OFREP request body, in bytes; larger ones get 400 INVALID_CONTEXT.
     #[arg(long, default_value_t = spangate::serve::MAX_BODY_BYTES)]
@@ -157,6 +222,42 @@ struct StandaloneArgs {
     /// Deepest nesting of an OFREP context; deeper ones get 400 INVALID_CONTEXT.
     #[arg(long, default_value_t = spangate::serve::MAX_CONTEXT_DEPTH)]
     ofrep_max_context_depth: usize,
+}
+
+impl OfrepArgs {
+    fn config(self) -> anyhow::Result<OfrepConfig> {
+        let private_attributes = PrivateAttributes::parse(&self.private_attributes)
+            .map_err(|problems| anyhow::anyhow!("--private-attributes: {}", problems.join("; ")))?;
+        let tokens = match &self.ofrep_tokens_file {
+            None => Vec::new(),
+            Some(path) => read_tokens(path)?,
+        };
+        Ok(OfrepConfig {
+            private_attributes,
+            access: Access {
+                tokens,
+                requests_per_second: self.ofrep_rate_limit,
+            },
+            max_body_bytes: self.ofrep_max_body_bytes,
+            max_context_depth: self.ofrep_max_context_depth,
+        })
+    }
+}
+
+/// The OFREP tokens of a file: one a line, blank lines and `#` comments skipped.
+fn read_tokens(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the OFREP tokens file {}", path.display()))?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if tokens.is_empty() {
+        anyhow::bail!("the OFREP tokens file {} holds no token", path.display());
+    }
+    Ok(tokens)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -257,28 +358,75 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }),
-        Command::Standalone(args) => runtime()?.block_on(async {
-            let StandaloneArgs {
-                dir,
-                flags,
-                state_dir,
-                otlp_grpc_addr,
-                otlp_http_addr,
-                ofrep_addr,
-                probe_addr,
+        Command::Run {
+            otlp_grpc_addr,
+            otlp_http_addr,
+            ofrep_addr,
+            probe_addr,
+            tick,
+            max_body_bytes,
+            namespace,
+            flags_configmap,
+            no_leader_election,
+            lease_name,
+            lease_duration,
+            identity,
+            ready_file,
+            ofrep,
+        } => runtime()?.block_on(async {
+            let ofrep = ofrep.config()?;
+            let telemetry = telemetry::init(cli.log_format, "info")?;
+            let config = RunConfig {
+                ofrep,
+                listen: ListenAddrs {
+                    otlp_grpc: otlp_grpc_addr,
+                    otlp_http: otlp_http_addr,
+                    ofrep: ofrep_addr,
+                    probes: probe_addr,
+                },
+                ingest_limits: IngestLimits { max_body_bytes },
                 tick,
-                max_body_bytes,
-                ready_file,
-                private_attributes,
-                ofrep_tokens_file,
-                ofrep_rate_limit,
-                ofrep_max_body_bytes,
-                ofrep_max_context_depth,
-            } = *args;
-            let tokens = match &ofrep_tokens_file {
-                None => Vec::new(),
-                Some(path) => read_tokens(path)?,
+                namespace,
+                flags_configmap,
+                lease: (!no_leader_election).then_some(LeaseSettings {
+                    name: lease_name,
+                    duration: lease_duration,
+                }),
+                identity,
             };
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                stop.cancel();
+            });
+            let result = spangate::cluster::run(config, cancel, |addrs| {
+                if let Some(path) = &ready_file {
+                    spangate::store::write_atomically(path, &serde_json::to_vec(&addrs)?)
+                        .with_context(|| format!("writing the ready file {}", path.display()))?;
+                }
+                Ok(())
+            })
+            .await;
+            tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Standalone {
+            dir,
+            flags,
+            state_dir,
+            otlp_grpc_addr,
+            otlp_http_addr,
+            ofrep_addr,
+            probe_addr,
+            tick,
+            max_body_bytes,
+            ready_file,
+            ofrep,
+        } => runtime()?.block_on(async {
+            let ofrep = ofrep.config()?;
             // Without a rollout folder (only --flags), an empty one stands in.
             let empty_dir = match &dir {
                 Some(_) => None,
@@ -287,10 +435,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = dir
                 .or_else(|| empty_dir.as_ref().map(|d| d.path().to_path_buf()))
                 .context("give --dir, --flags or both")?;
-            let private_attributes =
-                PrivateAttributes::parse(&private_attributes).map_err(|problems| {
-                    anyhow::anyhow!("--private-attributes: {}", problems.join("; "))
-                })?;
             let telemetry = telemetry::init(cli.log_format, "info")?;
             let config = StandaloneConfig {
                 dir,
@@ -301,15 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 probe_addr,
                 tick,
                 ingest_limits: IngestLimits { max_body_bytes },
-                ofrep: OfrepConfig {
-                    private_attributes,
-                    access: Access {
-                        tokens,
-                        requests_per_second: ofrep_rate_limit,
-                    },
-                    max_body_bytes: ofrep_max_body_bytes,
-                    max_context_depth: ofrep_max_context_depth,
-                },
+                ofrep,
                 flags_file: flags,
             };
             let mut standalone = Standalone::start(config.clone(), |_| {}).await?;
@@ -338,22 +474,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
     }
-}
-
-/// The OFREP tokens of a file: one a line, blank lines and `#` comments skipped.
-fn read_tokens(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the OFREP tokens file {}", path.display()))?;
-    let tokens: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    if tokens.is_empty() {
-        anyhow::bail!("the OFREP tokens file {} holds no token", path.display());
-    }
-    Ok(tokens)
 }
 
 /// Writes command output; a closed pipe (`spangate get | head`) is not an error.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::{self, Controller, PassReport};
 use crate::flags::FlagSet;
 use crate::ingest::{self, IngestLimits, Ingestor};
-use crate::serve::{self, OfrepConfig, PublishedFlags, Readiness};
+use crate::serve::{self, OfrepConfig, PublishedFlags, Readiness, RenderMetrics};
 use crate::store::{FileStore, FlagdFile};
 
 /// Where standalone listens and what it reads.
@@ -64,6 +64,113 @@ async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpLis
     })
 }
 
+/// Where the servers listen, as asked.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenAddrs {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub ofrep: SocketAddr,
+    pub probes: SocketAddr,
+}
+
+/// Every listener, bound.
+pub struct Listeners {
+    grpc: TcpListener,
+    http: TcpListener,
+    ofrep: TcpListener,
+    probes: TcpListener,
+    pub addrs: BoundAddrs,
+}
+
+impl Listeners {
+    /// Binds them all before anything starts, so a taken port fails at once.
+    pub async fn bind(addrs: ListenAddrs) -> anyhow::Result<Self> {
+        let grpc = bind(addrs.otlp_grpc, "OTLP gRPC", "--otlp-grpc-addr").await?;
+        let http = bind(addrs.otlp_http, "OTLP/HTTP", "--otlp-http-addr").await?;
+        let ofrep = bind(addrs.ofrep, "OFREP", "--ofrep-addr").await?;
+        let probes = bind(addrs.probes, "probes and metrics", "--probe-addr").await?;
+        let addrs = BoundAddrs {
+            otlp_grpc: grpc.local_addr()?,
+            otlp_http: http.local_addr()?,
+            ofrep: ofrep.local_addr()?,
+            probes: probes.local_addr()?,
+        };
+        Ok(Self {
+            grpc,
+            http,
+            ofrep,
+            probes,
+            addrs,
+        })
+    }
+
+    /// Serves OTLP into the ingestor, OFREP from the flags, and the probes with
+    /// `/metrics` on their own port, until `cancel`.
+    pub fn serve(
+        self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        cancel: &CancellationToken,
+        what: Served,
+    ) {
+        let Served {
+            ingestor,
+            limits,
+            flags,
+            ofrep,
+            readiness,
+            metrics,
+        } = what;
+        let stop = cancel.clone();
+        tasks.spawn(ingest::serve_grpc(
+            self.grpc,
+            ingestor.clone(),
+            limits,
+            async move { stop.cancelled().await },
+        ));
+        let stop = cancel.clone();
+        tasks.spawn(ingest::serve_http(
+            self.http,
+            ingestor,
+            limits,
+            async move { stop.cancelled().await },
+        ));
+        let stop = cancel.clone();
+        tasks.spawn(serve::serve(
+            self.ofrep,
+            serve::ofrep_router(flags, ofrep),
+            async move { stop.cancelled().await },
+        ));
+        let stop = cancel.clone();
+        tasks.spawn(serve::serve(
+            self.probes,
+            serve::health_router(readiness).merge(serve::metrics_router(metrics)),
+            async move { stop.cancelled().await },
+        ));
+    }
+}
+
+/// What the listeners serve.
+pub struct Served {
+    pub ingestor: Arc<Ingestor>,
+    pub limits: IngestLimits,
+    pub flags: PublishedFlags,
+    /// How OFREP is served (private attributes, access, limits).
+    pub ofrep: OfrepConfig,
+    pub readiness: Readiness,
+    pub metrics: RenderMetrics,
+}
+
+/// The `/metrics` exposition of a reconciler and an ingestor.
+pub fn render_metrics<S: crate::store::RolloutStore>(
+    reconciler: &controller::Reconciler<S>,
+    ingestor: &Arc<Ingestor>,
+) -> RenderMetrics {
+    let metrics = reconciler.metrics().clone();
+    let publisher = reconciler.publisher().clone();
+    let ingestor = ingestor.clone();
+    Arc::new(move || metrics.render(&publisher.phases(), &ingestor.stats()))
+}
+
 impl Standalone {
     /// Binds every listener, then starts serving and reconciling. `on_pass` sees
     /// every controller pass.
@@ -77,16 +184,14 @@ impl Standalone {
                 config.dir.display()
             );
         }
-        let grpc = bind(config.otlp_grpc_addr, "OTLP gRPC", "--otlp-grpc-addr").await?;
-        let http = bind(config.otlp_http_addr, "OTLP/HTTP", "--otlp-http-addr").await?;
-        let ofrep = bind(config.ofrep_addr, "OFREP", "--ofrep-addr").await?;
-        let probes = bind(config.probe_addr, "probes", "--probe-addr").await?;
-        let addrs = BoundAddrs {
-            otlp_grpc: grpc.local_addr()?,
-            otlp_http: http.local_addr()?,
-            ofrep: ofrep.local_addr()?,
-            probes: probes.local_addr()?,
-        };
+        let listeners = Listeners::bind(ListenAddrs {
+            otlp_grpc: config.otlp_grpc_addr,
+            otlp_http: config.otlp_http_addr,
+            ofrep: config.ofrep_addr,
+            probes: config.probe_addr,
+        })
+        .await?;
+        let addrs = listeners.addrs;
 
         let ingestor = Arc::new(Ingestor::default());
         let flags: PublishedFlags = Arc::new(ArcSwap::from_pointee(FlagSet::default()));
@@ -95,37 +200,23 @@ impl Standalone {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let stop = cancel.clone();
-        tasks.spawn(ingest::serve_grpc(
-            grpc,
-            ingestor.clone(),
-            config.ingest_limits,
-            async move { stop.cancelled().await },
-        ));
-        let stop = cancel.clone();
-        tasks.spawn(ingest::serve_http(
-            http,
-            ingestor.clone(),
-            config.ingest_limits,
-            async move { stop.cancelled().await },
-        ));
-        let stop = cancel.clone();
-        tasks.spawn(serve::serve(
-            ofrep,
-            serve::ofrep_router(flags.clone(), config.ofrep.clone()),
-            async move { stop.cancelled().await },
-        ));
-        let stop = cancel.clone();
-        tasks.spawn(serve::serve(
-            probes,
-            serve::health_router(readiness.clone()),
-            async move { stop.cancelled().await },
-        ));
-
         let mut controller = Controller::new(store.clone(), ingestor.clone(), flags.clone());
         if let Some(path) = &config.flags_file {
             controller = controller.with_flags_file(FlagdFile::open(path)?);
         }
+        controller.reconciler().metrics().set_leader(true);
+        listeners.serve(
+            &mut tasks,
+            &cancel,
+            Served {
+                ingestor: ingestor.clone(),
+                limits: config.ingest_limits,
+                flags: flags.clone(),
+                ofrep: config.ofrep.clone(),
+                readiness: readiness.clone(),
+                metrics: render_metrics(controller.reconciler(), &ingestor),
+            },
+        );
         let stop = cancel.clone();
         tasks.spawn(async move {
             controller::run(

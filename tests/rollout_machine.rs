@@ -4,7 +4,7 @@ use jiff::{SignedDuration, Timestamp};
 use spangate::api::{
     FeatureRolloutSpec, FeatureRolloutStatus, Phase, VariantEvidence, Verdict, VerdictOutcome,
 };
-use spangate::rollout::{Action, Decision, EventType, HISTORY_LIMIT, Input, decide};
+use spangate::rollout::{Action, Decision, EventType, HISTORY_LIMIT, Input, Request, decide};
 
 fn spec() -> FeatureRolloutSpec {
     serde_norway::from_str(
@@ -67,6 +67,7 @@ fn step(
         status,
         verdict,
         now,
+        request: None,
     })
 }
 
@@ -101,6 +102,7 @@ fn first_visit_starts_at_the_first_step_with_conditions() {
     let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
     assert_eq!(d.status.phase, Phase::Progressing);
     assert_eq!(d.status.current_step, Some(0));
+    assert_eq!(d.status.step.as_deref(), Some("1/4"));
     assert_eq!(d.status.weight, 1.0);
     assert_eq!(d.status.observed_generation, Some(1));
     assert_eq!(reasons(&d), ["Started"]);
@@ -282,6 +284,7 @@ fn a_changed_flag_or_revision_restarts_from_the_first_step() {
         status: &s,
         verdict: None,
         now: at(31),
+        request: None,
     });
     assert_eq!((d.status.current_step, d.status.weight), (Some(0), 1.0));
     assert_eq!(reasons(&d), ["Restarted"]);
@@ -313,6 +316,7 @@ fn other_spec_changes_keep_the_step() {
         status: &s,
         verdict: None,
         now: at(31),
+        request: None,
     });
     assert_eq!((d.status.current_step, d.status.weight), (Some(1), 10.0));
     assert!(d.actions.is_empty());
@@ -433,6 +437,99 @@ fn history_is_bounded() {
         s = step(&spec, &s, None, at(i)).status;
     }
     assert_eq!(s.history.len(), HISTORY_LIMIT);
+}
+
+fn requested(
+    spec: &FeatureRolloutSpec,
+    status: &FeatureRolloutStatus,
+    request: Request,
+    now: Timestamp,
+) -> Decision {
+    decide(Input {
+        spec,
+        generation: Some(1),
+        status,
+        verdict: None,
+        now,
+        request: Some(request),
+    })
+}
+
+#[test]
+fn promote_skips_the_remaining_steps_once() {
+    let spec = spec();
+    let s = started(&spec);
+    let d = requested(&spec, &s, Request::Promote, at(5));
+    assert_eq!(
+        (d.status.phase, d.status.current_step, d.status.weight),
+        (Phase::Promoted, Some(3), 100.0)
+    );
+    assert_eq!(reasons(&d), ["Promoted"]);
+    assert_eq!(d.status.step.as_deref(), Some("4/4"));
+    assert!(d.actions.contains(&Action::RestartWindow));
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some("promoted by request at step 1/4 (1%); every user gets the rollout variant")
+    );
+    assert_eq!(condition(&d.status, "Ready").reason, "Promoted");
+    assert_eq!(d.wake_at, None);
+
+    let again = requested(&spec, &d.status, Request::Promote, at(6));
+    assert_eq!(again.status, d.status, "a repeated request changes nothing");
+    assert!(again.actions.is_empty());
+}
+
+#[test]
+fn promote_also_ends_a_pause() {
+    let mut spec = spec();
+    spec.paused = true;
+    let paused = started(&spec);
+    assert_eq!(paused.phase, Phase::Paused);
+    let d = requested(&spec, &paused, Request::Promote, at(5));
+    assert_eq!((d.status.phase, d.status.weight), (Phase::Promoted, 100.0));
+    // Still paused in the spec, and still promoted on the next visit.
+    let next = step(&spec, &d.status, None, at(6));
+    assert_eq!(next.status.phase, Phase::Promoted);
+    assert!(next.actions.is_empty());
+}
+
+#[test]
+fn abort_rolls_back_now_with_a_warning() {
+    let spec = spec();
+    let s = started(&spec);
+    let d = requested(&spec, &s, Request::Abort, at(5));
+    assert_eq!(
+        (d.status.phase, d.status.current_step, d.status.weight),
+        (Phase::RolledBack, Some(0), 0.0)
+    );
+    assert!(matches!(
+        d.actions.as_slice(),
+        [Action::Event { type_: EventType::Warning, reason: "Aborted", note }]
+            if note == "aborted by request at step 1/4 (1%); every user gets the default variant again"
+    ));
+    assert_eq!(condition(&d.status, "Ready").status, "False");
+
+    let again = requested(&spec, &d.status, Request::Abort, at(6));
+    assert_eq!(again.status, d.status);
+    assert!(again.actions.is_empty());
+
+    // A promoted rollout can be rolled back too.
+    let promoted = requested(&spec, &s, Request::Promote, at(5)).status;
+    let d = requested(&spec, &promoted, Request::Abort, at(7));
+    assert_eq!((d.status.phase, d.status.weight), (Phase::RolledBack, 0.0));
+    assert_eq!(reasons(&d), ["Aborted"]);
+}
+
+#[test]
+fn requests_leave_an_invalid_spec_alone() {
+    let mut spec = spec();
+    spec.steps = vec![];
+    for request in [Request::Promote, Request::Abort] {
+        let d = requested(&spec, &FeatureRolloutStatus::default(), request, at(1));
+        assert_eq!(d.status.phase, Phase::Invalid);
+        assert_eq!(d.status.step, None);
+        assert_eq!(reasons(&d), ["InvalidSpec"]);
+    }
 }
 
 /// An entitlement flag: variants and targeting, no steps.

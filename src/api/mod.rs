@@ -19,6 +19,13 @@ pub const GROUP: &str = "spangate.dev";
 /// API version served for every spangate resource.
 pub const VERSION: &str = "v1alpha1";
 
+/// Annotation that asks the controller to promote a rollout now (`kubectl spangate
+/// promote`); the controller removes it once it acted.
+pub const PROMOTE_ANNOTATION: &str = "spangate.dev/promote";
+/// Annotation that asks the controller to roll a rollout back now (`kubectl spangate
+/// abort`); the controller removes it once it acted.
+pub const ABORT_ANNOTATION: &str = "spangate.dev/abort";
+
 /// Each CRD as (file name under `crds/`, YAML).
 pub fn crd_files() -> Vec<(String, String)> {
     use kube::CustomResourceExt;
@@ -26,10 +33,27 @@ pub fn crd_files() -> Vec<(String, String)> {
         .into_iter()
         .map(|crd| {
             let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());
-            let yaml = serde_norway::to_string(&crd).expect("a CRD always serializes");
+            let mut value = serde_json::to_value(&crd).expect("a CRD always serializes");
+            drop_null_from_enums(&mut value);
+            let yaml = serde_norway::to_string(&value).expect("a CRD always serializes");
             (name, yaml)
         })
         .collect()
+}
+
+/// An optional enum is generated as `enum: [..., null]` beside `nullable: true`;
+/// the `null` adds nothing, and kubectl's client-side validation of the CRD refuses it.
+fn drop_null_from_enums(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
+            map.values_mut().for_each(drop_null_from_enums);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_from_enums),
+        _ => {}
+    }
 }
 
 /// The CRDs as one multi-document YAML, what `spangate crd` prints.

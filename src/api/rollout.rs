@@ -21,12 +21,26 @@ use super::TargetingSpec;
     namespaced,
     status = "FeatureRolloutStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.currentStep"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.step"}"#,
     printcolumn = r#"{"name":"Weight","type":"number","jsonPath":".status.weight"}"#,
     printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.steps) || (self.steps.all(s, self.steps.exists_one(t, t == s)) && self.steps.isSorted())",
+        "message": "spec.steps must be strictly increasing percentages, e.g. [1, 5, 25, 100]",
+    },
+    {
+        "rule": "!has(self.steps) || size(self.steps) == 0 || (has(self.flag.rolloutVariant) && has(self.service))",
+        "message": "spec.steps need spec.flag.rolloutVariant (what they hand out) and spec.service (whose spans are judged)",
+    },
+    {
+        "rule": "!has(self.flag.rolloutVariant) || (has(self.steps) && size(self.steps) > 0)",
+        "message": "spec.flag.rolloutVariant needs spec.steps; without steps the flag is served as its targeting says",
+    },
+]))]
 pub struct FeatureRolloutSpec {
     /// The flag this rollout serves.
     pub flag: FlagSpec,
@@ -54,6 +68,7 @@ pub struct FeatureRolloutSpec {
     /// Without steps the flag is simply served: targeting decides, everyone else
     /// gets the default variant (an entitlement flag).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(range(min = 0.01, max = 100)))]
     pub steps: Vec<f64>,
     /// Minimum time at each step before it may advance (Go duration: `30s`, `5m`).
     #[serde(default = "default_step_duration")]
@@ -78,8 +93,23 @@ fn is_false(b: &bool) -> bool {
 /// hand out.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.defaultVariant in self.variants",
+        "message": "spec.flag.defaultVariant must be one of the names in spec.flag.variants",
+    },
+    {
+        "rule": "!has(self.rolloutVariant) || self.rolloutVariant in self.variants",
+        "message": "spec.flag.rolloutVariant must be one of the names in spec.flag.variants",
+    },
+    {
+        "rule": "!has(self.rolloutVariant) || self.rolloutVariant != self.defaultVariant",
+        "message": "spec.flag.rolloutVariant must differ from spec.flag.defaultVariant, or nothing would change",
+    },
+]))]
 pub struct FlagSpec {
     /// Flag key, as applications ask for it over OFREP.
+    #[schemars(length(min = 1, max = 256))]
     pub key: String,
     /// Variant name → value (bool, string, number or object).
     #[schemars(schema_with = "variants_schema")]
@@ -106,18 +136,22 @@ fn variants_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct AnalysisSpec {
     /// Spans needed per variant in the current step before any verdict.
     #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 1))]
     pub min_samples: u64,
     /// Highest error rate (0–1) allowed for the rollout variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
     pub max_error_rate: Option<f64>,
     /// Highest allowed error rate of the rollout variant minus the default variant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
     pub max_error_rate_increase: Option<f64>,
     /// Highest allowed latency quantiles of the rollout variant, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_latency_ms: Option<LatencyQuantiles>,
     /// Highest allowed relative p99 increase over the default variant (0.25 = 25%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub max_latency_increase: Option<f64>,
 }
 
@@ -213,8 +247,12 @@ pub struct FeatureRolloutStatus {
     /// Index into `spec.steps` of the current step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step: Option<u32>,
+    /// The current step counted from 1, out of how many (`2/5`), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// Percent of users handed the rollout variant right now.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
     pub weight: f64,
     /// When the current step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]

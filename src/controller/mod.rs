@@ -5,14 +5,20 @@
 //! decide, saves the status, records events, and publishes the flag set and the
 //! span routes the rest of the process serves from. No decision is made here.
 
+pub mod flagset;
+pub mod kube;
+pub mod lease;
+mod metrics;
 mod publish;
+mod published;
 mod targeting;
 
+pub use metrics::Metrics;
 pub use publish::{compile_flag, epoch_of, served_flag};
+pub use published::{Entry, Publisher};
 pub use targeting::{CompiledSpec, SegmentCatalog, SpecCache, compile_spec};
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -20,8 +26,7 @@ use tracing::{Instrument, info_span};
 
 use crate::analysis::{Route, Routes, Window, judge};
 use crate::api::{FeatureRolloutStatus, Phase};
-use crate::flags::FlagSet;
-use crate::rollout::{Action, EventType, Input, decide, reject};
+use crate::rollout::{Action, EventType, Input, Request, decide, reject};
 use crate::serve::PublishedFlags;
 use crate::store::{FlagdFile, Reload, RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
 
@@ -31,6 +36,9 @@ pub trait SpanWindows: Send + Sync + 'static {
     fn window(&self, rollout: &str, epoch: u64) -> Window;
     /// Replaces the routes ingest uses.
     fn set_routes(&self, routes: Vec<Route>);
+    /// Samples recorded into any window so far: grows exactly when there is new
+    /// analysis data.
+    fn samples_recorded(&self) -> u64;
 }
 
 impl SpanWindows for crate::ingest::Ingestor {
@@ -40,6 +48,10 @@ impl SpanWindows for crate::ingest::Ingestor {
 
     fn set_routes(&self, routes: Vec<Route>) {
         crate::ingest::Ingestor::set_routes(self, Routes::new(routes));
+    }
+
+    fn samples_recorded(&self) -> u64 {
+        self.stats().samples_routed
     }
 }
 
@@ -51,125 +63,154 @@ pub struct PassReport {
     pub wake_at: Option<Timestamp>,
 }
 
-/// The reconcile loop's state between passes.
-pub struct Controller<S> {
-    store: S,
-    windows: Arc<dyn SpanWindows>,
-    flags: PublishedFlags,
-    published_version: Option<u64>,
-    published_routes: Vec<Route>,
-    segments: SegmentCatalog,
-    specs: SpecCache,
-    flags_file: Option<FlagdFile>,
-    /// Flags of the flag file that a rollout of the same key hides, as last warned.
-    shadowed: Vec<String>,
+/// What reconciling one rollout left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconciled {
+    pub status: FeatureRolloutStatus,
+    /// When the rollout's current step may end (its dwell), while it progresses.
+    pub wake_at: Option<Timestamp>,
 }
 
-impl<S: RolloutStore> Controller<S> {
+/// The per-rollout reconcile, shared by standalone mode (a loop over a folder) and
+/// the cluster (kube-rs's controller over the API): judge, decide, save, tell,
+/// publish.
+pub struct Reconciler<S> {
+    store: S,
+    windows: Arc<dyn SpanWindows>,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+    targeting: Mutex<Compiled>,
+}
+
+/// Segments and rollouts' targeting, compiled once per source.
+#[derive(Default)]
+struct Compiled {
+    segments: SegmentCatalog,
+    specs: SpecCache,
+}
+
+impl<S: RolloutStore> Reconciler<S> {
     pub fn new(store: S, windows: Arc<dyn SpanWindows>, flags: PublishedFlags) -> Self {
         Self {
+            publisher: Publisher::new(flags, windows.clone()),
             store,
             windows,
-            flags,
-            published_version: None,
-            published_routes: Vec::new(),
-            segments: SegmentCatalog::default(),
-            specs: SpecCache::default(),
-            flags_file: None,
-            shadowed: Vec::new(),
+            metrics: Arc::default(),
+            targeting: Mutex::default(),
         }
-    }
-
-    /// Also serves the flags of a flagd flag-definition file, re-read on every
-    /// pass. A rollout of the same flag key wins over the file.
-    pub fn with_flags_file(mut self, file: FlagdFile) -> Self {
-        self.flags_file = Some(file);
-        self
     }
 
     pub fn store(&self) -> &S {
         &self.store
     }
 
-    /// Reconciles every rollout once.
-    pub async fn pass(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
-        let rollouts = self.store.list().await?;
-        self.segments.update(&self.store.segments().await?);
-        self.specs
-            .retain(&rollouts.iter().map(|r| &r.key).collect::<Vec<_>>());
-        let owners = flag_owners(&rollouts);
-        let mut report = PassReport::default();
-        let mut flags = Vec::new();
-        let mut routes = Vec::new();
-        for rollout in &rollouts {
-            let conflict = match &rollout.spec {
-                Ok(spec) => owners
-                    .get(spec.flag.key.as_str())
-                    .filter(|owner| **owner != &rollout.key)
-                    .map(|owner| {
-                        format!(
-                            "flag {:?} is already rolled out by {owner}; one rollout per flag key",
-                            spec.flag.key
-                        )
-                    }),
-                Err(_) => None,
-            };
-            // Targeting that does not compile (or names a missing segment) makes
-            // the rollout Invalid, like any other problem with its spec.
-            let compiled = match (&rollout.spec, &conflict) {
-                (Ok(spec), None) => Some(self.specs.get(&rollout.key, spec, &self.segments)),
-                _ => None,
-            };
-            let problem = conflict.or_else(|| match (&rollout.spec, &compiled) {
-                (Ok(spec), Some(Err(targeting))) => Some(invalid_targeting(spec, targeting)),
-                _ => None,
-            });
-            let span = info_span!(
-                "reconcile",
-                rollout = %rollout.key,
-                generation = rollout.generation,
-                "feature_flag.key" = tracing::field::Empty,
-                "feature_flag.result.variant" = tracing::field::Empty,
-                "vcs.ref.head.revision" = tracing::field::Empty,
-                phase = tracing::field::Empty,
-                step = tracing::field::Empty,
-                weight = tracing::field::Empty,
-                verdict = tracing::field::Empty,
-            );
-            let status = self
-                .reconcile(rollout, problem, now)
-                .instrument(span)
-                .await?;
-            if let Some(Ok(compiled)) = &compiled {
-                flags.extend(served_flag(rollout, &status, compiled));
-            }
-            if let Ok(spec) = &rollout.spec
-                && status.phase == Phase::Progressing
-            {
-                routes.push(Route::from_spec(
-                    rollout.key.to_string(),
-                    spec,
-                    epoch_of(&status),
-                ));
-            }
-            if let Some(wake) = status_wake(rollout, &status) {
-                report.wake_at = Some(report.wake_at.map_or(wake, |w: Timestamp| w.min(wake)));
-            }
-            report.rollouts.push((rollout.key.clone(), status));
-        }
-        self.add_file_flags(&mut flags);
-        self.publish(flags, routes);
-        Ok(report)
+    /// Reads the segments from the store again; rollouts reconciled next use them
+    /// (recompiling only the targeting whose segments changed).
+    pub async fn refresh_segments(&self) -> anyhow::Result<()> {
+        let segments = self.store.segments().await?;
+        self.compiled().segments.update(&segments);
+        Ok(())
     }
 
-    async fn reconcile(
+    fn compiled(&self) -> std::sync::MutexGuard<'_, Compiled> {
+        // Compiling leaves the caches whole before it can panic.
+        self.targeting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn windows(&self) -> &Arc<dyn SpanWindows> {
+        &self.windows
+    }
+
+    /// Reconciles one rollout: `conflict` says why it may not serve its flag (another
+    /// rollout does), `request` is a person's promote or abort. Its targeting is
+    /// compiled against the segments last read ([`Reconciler::refresh_segments`]);
+    /// targeting that cannot be served makes it Invalid, like any spec problem.
+    pub async fn reconcile(
         &self,
         rollout: &StoredRollout,
-        problem: Option<String>,
+        conflict: Option<String>,
+        request: Option<Request>,
+        now: Timestamp,
+    ) -> anyhow::Result<Reconciled> {
+        let compiled = match (&rollout.spec, &conflict) {
+            (Ok(spec), None) => {
+                let mut caches = self.compiled();
+                let Compiled { segments, specs } = &mut *caches;
+                Some(specs.get(&rollout.key, spec, segments))
+            }
+            _ => None,
+        };
+        let conflict = conflict.or_else(|| match (&rollout.spec, &compiled) {
+            (Ok(spec), Some(Err(targeting))) => Some(invalid_targeting(spec, targeting)),
+            _ => None,
+        });
+        let span = info_span!(
+            "reconcile",
+            rollout = %rollout.key,
+            generation = rollout.generation,
+            "feature_flag.key" = tracing::field::Empty,
+            "feature_flag.result.variant" = tracing::field::Empty,
+            "vcs.ref.head.revision" = tracing::field::Empty,
+            phase = tracing::field::Empty,
+            step = tracing::field::Empty,
+            weight = tracing::field::Empty,
+            verdict = tracing::field::Empty,
+        );
+        self.metrics.reconciled();
+        let status = self
+            .decide_and_save(rollout, conflict, request, now)
+            .instrument(span)
+            .await?;
+        let route = match &rollout.spec {
+            Ok(spec) if status.phase == Phase::Progressing => Some(Route::from_spec(
+                rollout.key.to_string(),
+                spec,
+                epoch_of(&status),
+            )),
+            _ => None,
+        };
+        self.publisher.set(
+            &rollout.key,
+            Entry {
+                phase: status.phase,
+                flag: match &compiled {
+                    Some(Ok(compiled)) => served_flag(rollout, &status, compiled),
+                    _ => None,
+                },
+                route,
+            },
+        );
+        Ok(Reconciled {
+            wake_at: status_wake(rollout, &status),
+            status,
+        })
+    }
+
+    /// Stops serving a rollout that is gone.
+    pub fn forget(&self, key: &RolloutKey) {
+        self.publisher.remove(key);
+        self.compiled().specs.retain(|k| k != key);
+    }
+
+    async fn decide_and_save(
+        &self,
+        rollout: &StoredRollout,
+        conflict: Option<String>,
+        request: Option<Request>,
         now: Timestamp,
     ) -> anyhow::Result<FeatureRolloutStatus> {
         let span = tracing::Span::current();
-        let decision = match (&rollout.spec, problem.as_ref()) {
+        let decision = match (&rollout.spec, conflict.as_ref()) {
             (Err(message), _) | (Ok(_), Some(message)) => {
                 reject(&rollout.status, rollout.generation, message, now)
             }
@@ -196,12 +237,16 @@ impl<S: RolloutStore> Controller<S> {
                             &spec.flag.rollout_variant,
                         )
                     });
+                if let Some(verdict) = &verdict {
+                    self.metrics.verdict(verdict.outcome);
+                }
                 decide(Input {
                     spec,
                     generation: rollout.generation,
                     status: &rollout.status,
                     verdict: verdict.as_ref(),
                     now,
+                    request,
                 })
             }
         };
@@ -214,6 +259,11 @@ impl<S: RolloutStore> Controller<S> {
         if let Some(verdict) = status.verdict {
             span.record("verdict", verdict.to_string());
         }
+        // Saved before the events are told: an event must never announce a state a
+        // restart would not find.
+        if status != rollout.status {
+            self.store.write_status(&rollout.key, &status).await?;
+        }
         for action in &decision.actions {
             if let Action::Event {
                 type_,
@@ -223,9 +273,6 @@ impl<S: RolloutStore> Controller<S> {
             {
                 self.emit(rollout, &status, *type_, reason, note).await;
             }
-        }
-        if status != rollout.status {
-            self.store.write_status(&rollout.key, &status).await?;
         }
         Ok(status)
     }
@@ -271,8 +318,69 @@ impl<S: RolloutStore> Controller<S> {
         .instrument(span)
         .await
     }
+}
 
-    fn add_file_flags(&mut self, flags: &mut Vec<crate::flags::Flag>) {
+/// Standalone mode's loop state: every pass reconciles every rollout of the store.
+pub struct Controller<S> {
+    reconciler: Reconciler<S>,
+    flags_file: Option<FlagdFile>,
+    /// Keys of the flag file that rollouts serve instead, as last warned about.
+    shadowed: Vec<String>,
+}
+
+impl<S: RolloutStore> Controller<S> {
+    pub fn new(store: S, windows: Arc<dyn SpanWindows>, flags: PublishedFlags) -> Self {
+        Self {
+            reconciler: Reconciler::new(store, windows, flags),
+            flags_file: None,
+            shadowed: Vec::new(),
+        }
+    }
+
+    /// Also serves the flags of a flagd flag-definition file, re-read on every
+    /// pass. A rollout of the same flag key wins over the file.
+    pub fn with_flags_file(mut self, file: FlagdFile) -> Self {
+        self.flags_file = Some(file);
+        self
+    }
+
+    pub fn store(&self) -> &S {
+        self.reconciler.store()
+    }
+
+    pub fn reconciler(&self) -> &Reconciler<S> {
+        &self.reconciler
+    }
+
+    /// Reconciles every rollout once, and stops serving the ones that are gone.
+    pub async fn pass(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
+        let rollouts = self.reconciler.store().list().await?;
+        self.reconciler.refresh_segments().await?;
+        let mut report = PassReport::default();
+        for rollout in &rollouts {
+            let conflict = flag_conflict(rollout, &rollouts);
+            let reconciled = self
+                .reconciler
+                .reconcile(rollout, conflict, None, now)
+                .await?;
+            if let Some(wake) = reconciled.wake_at {
+                report.wake_at = Some(report.wake_at.map_or(wake, |w: Timestamp| w.min(wake)));
+            }
+            report
+                .rollouts
+                .push((rollout.key.clone(), reconciled.status));
+        }
+        let keys: Vec<RolloutKey> = rollouts.iter().map(|r| r.key.clone()).collect();
+        self.reconciler.publisher().retain(&keys);
+        self.reconciler
+            .compiled()
+            .specs
+            .retain(|k| keys.contains(k));
+        self.serve_flags_file();
+        Ok(report)
+    }
+
+    fn serve_flags_file(&mut self) {
         let Some(file) = &mut self.flags_file else {
             return;
         };
@@ -288,31 +396,12 @@ impl<S: RolloutStore> Controller<S> {
                 );
             }
         }
-        let mut shadowed = Vec::new();
-        for flag in file.flags() {
-            if flags.iter().any(|f| f.key == flag.key) {
-                shadowed.push(flag.key.clone());
-            } else {
-                flags.push(flag.clone());
-            }
-        }
+        let shadowed = self.reconciler.publisher().set_extra(file.flags().to_vec());
         if shadowed != self.shadowed {
             if !shadowed.is_empty() {
                 tracing::warn!(flags = ?shadowed, "rollouts serve these keys of the flag file instead");
             }
             self.shadowed = shadowed;
-        }
-    }
-
-    fn publish(&mut self, flags: Vec<crate::flags::Flag>, routes: Vec<Route>) {
-        let version = publish::content_version(&flags);
-        if self.published_version != Some(version) {
-            self.flags.store(Arc::new(FlagSet::new(flags, version)));
-            self.published_version = Some(version);
-        }
-        if routes != self.published_routes {
-            self.windows.set_routes(routes.clone());
-            self.published_routes = routes;
         }
     }
 }
@@ -339,13 +428,29 @@ pub async fn run<S: RolloutStore>(
                 }
                 on_pass(&report);
             }
-            Err(e) => tracing::error!(error = format!("{e:#}"), "reconcile pass failed; retrying"),
+            Err(e) => {
+                controller.reconciler.metrics().reconcile_failed();
+                tracing::error!(error = format!("{e:#}"), "reconcile pass failed; retrying");
+            }
         }
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(sleep_for) => {}
         }
     }
+}
+
+/// Why `rollout` may not serve its flag: another rollout of the same flag key comes
+/// first in key order (among those with a readable spec). `rollouts` holds them all.
+pub fn flag_conflict(rollout: &StoredRollout, rollouts: &[StoredRollout]) -> Option<String> {
+    let key = &rollout.spec.as_ref().ok()?.flag.key;
+    let owner = rollouts
+        .iter()
+        .filter(|r| matches!(&r.spec, Ok(spec) if spec.flag.key == *key))
+        .map(|r| &r.key)
+        .min()?;
+    (*owner != rollout.key)
+        .then(|| format!("flag {key:?} is already rolled out by {owner}; one rollout per flag key"))
 }
 
 /// The Invalid message for a spec whose targeting does not compile: its other
@@ -355,18 +460,6 @@ fn invalid_targeting(spec: &crate::api::FeatureRolloutSpec, targeting: &str) -> 
         Ok(_) => format!("invalid spec: {targeting}"),
         Err(invalid) => format!("invalid spec: {invalid}; {targeting}"),
     }
-}
-
-/// For each flag key, the rollout that serves it: the first by key among those with
-/// a readable spec.
-fn flag_owners(rollouts: &[StoredRollout]) -> HashMap<&str, &RolloutKey> {
-    let mut owners: BTreeMap<&str, &RolloutKey> = BTreeMap::new();
-    for rollout in rollouts {
-        if let Ok(spec) = &rollout.spec {
-            owners.entry(spec.flag.key.as_str()).or_insert(&rollout.key);
-        }
-    }
-    owners.into_iter().collect()
 }
 
 fn status_wake(rollout: &StoredRollout, status: &FeatureRolloutStatus) -> Option<Timestamp> {

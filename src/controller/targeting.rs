@@ -203,8 +203,8 @@ impl SpecCache {
         result
     }
 
-    /// Forgets rollouts that are gone.
-    pub fn retain(&mut self, keys: &[&RolloutKey]) {
-        self.compiled.retain(|k, _| keys.contains(&k));
+    /// Keeps the rollouts `keep` says yes to (forgets the ones that are gone).
+    pub fn retain(&mut self, mut keep: impl FnMut(&RolloutKey) -> bool) {
+        self.compiled.retain(|k, _| keep(k));
     }
 }

@@ -23,6 +23,18 @@ pub struct Input<'a> {
     /// Verdict on the current step's window, when the rollout is progressing.
     pub verdict: Option<&'a Verdict>,
     pub now: Timestamp,
+    /// A person's request to end the rollout now, one way or the other.
+    pub request: Option<Request>,
+}
+
+/// What a person can ask of a rollout besides editing its spec (`kubectl spangate
+/// promote|abort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Skip the remaining steps: every user gets the rollout variant.
+    Promote,
+    /// Roll back now, whatever the analysis says.
+    Abort,
 }
 
 /// Kubernetes event type.
@@ -76,6 +88,12 @@ pub fn decide(input: Input<'_>) -> Decision {
     } else {
         follow(&mut next, &mut actions, &plan, input);
     }
+    if let Some(request) = input.request {
+        carry_out(&mut next, &mut actions, &plan, input.now, request);
+    }
+    next.step = next
+        .current_step
+        .map(|index| format!("{}/{}", index + 1, plan.steps.len()));
     set_conditions(&mut next, input.generation, input.now);
     let wake_at = (next.phase == Phase::Progressing)
         .then(|| dwell_end(&next, &plan))
@@ -115,6 +133,7 @@ pub fn reject(
     next.message = Some(message.to_string());
     next.target = None;
     next.step_started_at = None;
+    next.step = None;
     set_conditions(&mut next, generation, now);
     Decision {
         status: next,
@@ -389,6 +408,60 @@ fn follow(
                 ));
             }
         }
+    }
+}
+
+/// Promotes or aborts on request. An ended rollout is left as it is: promoting a
+/// promoted one or aborting a rolled-back one changes nothing, so a request read
+/// twice acts once.
+fn carry_out(
+    next: &mut FeatureRolloutStatus,
+    actions: &mut Vec<Action>,
+    plan: &Plan,
+    now: Timestamp,
+    request: Request,
+) {
+    let at = match next.current_step {
+        Some(index) => format!("step {}/{} ({}%)", index + 1, plan.steps.len(), next.weight),
+        None => "before the first step".to_string(),
+    };
+    match request {
+        Request::Promote if !matches!(next.phase, Phase::Promoted | Phase::Invalid) => {
+            let message =
+                format!("promoted by request at {at}; every user gets the rollout variant");
+            next.step_started_at = Some(Time(now));
+            actions.push(Action::RestartWindow);
+            transition(
+                next,
+                actions,
+                now,
+                Phase::Promoted,
+                Some(plan.last_step()),
+                100.0,
+                "Promoted",
+                message.clone(),
+                EventType::Normal,
+            );
+            next.message = Some(message);
+        }
+        Request::Abort if !matches!(next.phase, Phase::RolledBack | Phase::Invalid) => {
+            let message =
+                format!("aborted by request at {at}; every user gets the default variant again");
+            let step = next.current_step;
+            transition(
+                next,
+                actions,
+                now,
+                Phase::RolledBack,
+                step,
+                0.0,
+                "Aborted",
+                message.clone(),
+                EventType::Warning,
+            );
+            next.message = Some(message);
+        }
+        Request::Promote | Request::Abort => {}
     }
 }
 

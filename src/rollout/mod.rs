@@ -4,5 +4,5 @@
 mod machine;
 mod plan;
 
-pub use machine::{Action, Decision, EventType, HISTORY_LIMIT, Input, decide, reject};
+pub use machine::{Action, Decision, EventType, HISTORY_LIMIT, Input, Request, decide, reject};
 pub use plan::{InvalidSpec, Plan, plan};

@@ -1,4 +1,4 @@
-//! Serve (shell): flag values over OFREP, health and readiness probes.
+//! Serve (shell): flag values over OFREP, health and readiness probes, metrics.
 //!
 //! [`ofrep_router`] answers OFREP v0.3 evaluations from the flag set the controller
 //! publishes; [`health_router`] answers `/healthz` and `/readyz`. They are separate
@@ -9,6 +9,7 @@
 
 mod access;
 mod health;
+mod metrics;
 mod ofrep;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ use crate::flags::FlagSet;
 
 pub use access::Access;
 pub use health::{Readiness, health_router};
+pub use metrics::{RenderMetrics, metrics_router};
 pub use ofrep::{MAX_BODY_BYTES, MAX_CONTEXT_DEPTH, OfrepConfig, ofrep_router};
 
 /// The flag set currently served; the controller swaps in a new one on every change.

@@ -1,15 +1,17 @@
 //! Store (shell): the one seam between where rollouts live and the controller.
 //!
 //! The controller lists rollouts and writes their status through [`RolloutStore`];
-//! [`FileStore`] keeps them in a folder of YAML files (standalone mode), and a
-//! Kubernetes-backed store sits behind the same trait in a cluster. The same
+//! [`FileStore`] keeps them in a folder of YAML files (standalone mode), and
+//! [`KubeStore`] in a cluster's API server. The same
 //! reconcile code runs on both.
 
 mod file;
 mod flagd_file;
+mod kube;
 
 pub use file::{FileStore, write_atomically};
 pub use flagd_file::{FlagdFile, Reload};
+pub use kube::{FIELD_MANAGER, KubeStore, REPORTING_CONTROLLER, list_segments};
 
 use std::fmt;
 use std::future::Future;

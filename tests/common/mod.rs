@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this harness
 
+pub mod cluster;
+
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

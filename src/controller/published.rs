@@ -1,0 +1,174 @@
+//! What the process serves from the rollouts: the flag set (OFREP, the flagd export)
+//! and the span routes (ingest), kept per rollout so that one rollout can be
+//! reconciled — or forgotten — without looking at the others.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+use super::SpanWindows;
+use super::publish::content_version;
+use crate::analysis::Route;
+use crate::api::Phase;
+use crate::flags::{Flag, FlagSet};
+use crate::serve::PublishedFlags;
+use crate::store::RolloutKey;
+
+/// What one rollout contributes.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub phase: Phase,
+    pub flag: Option<Flag>,
+    pub route: Option<Route>,
+}
+
+#[derive(Default)]
+struct State {
+    entries: BTreeMap<RolloutKey, Entry>,
+    /// Flags served besides the rollouts' (a flagd file), where no rollout serves
+    /// the key.
+    extra: Vec<Flag>,
+    version: Option<u64>,
+    routes: Vec<Route>,
+}
+
+/// The per-rollout entries and where they are published. Clones share everything.
+#[derive(Clone)]
+pub struct Publisher {
+    state: Arc<Mutex<State>>,
+    flags: PublishedFlags,
+    windows: Arc<dyn SpanWindows>,
+    /// The current flag set's version, for whoever writes it elsewhere (the ConfigMap).
+    changes: watch::Sender<u64>,
+}
+
+impl Publisher {
+    pub fn new(flags: PublishedFlags, windows: Arc<dyn SpanWindows>) -> Self {
+        let version = flags.load().version();
+        Self {
+            state: Arc::default(),
+            flags,
+            windows,
+            changes: watch::channel(version).0,
+        }
+    }
+
+    /// The flag set served right now.
+    pub fn flags(&self) -> &PublishedFlags {
+        &self.flags
+    }
+
+    /// Notified whenever the served flag set changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Sets what `key` contributes.
+    pub fn set(&self, key: &RolloutKey, entry: Entry) {
+        self.update(|entries| {
+            entries.insert(key.clone(), entry);
+        });
+    }
+
+    /// Forgets `key` (its rollout was deleted).
+    pub fn remove(&self, key: &RolloutKey) {
+        self.update(|entries| {
+            entries.remove(key);
+        });
+    }
+
+    /// Serves `flags` besides the rollouts' flags; returns the keys a rollout
+    /// serves instead.
+    pub fn set_extra(&self, flags: Vec<Flag>) -> Vec<String> {
+        let mut state = self.lock();
+        state.extra = flags;
+        let shadowed = state
+            .extra
+            .iter()
+            .filter(|f| {
+                state
+                    .entries
+                    .values()
+                    .any(|e| e.flag.as_ref().is_some_and(|mine| mine.key == f.key))
+            })
+            .map(|f| f.key.clone())
+            .collect();
+        drop(state);
+        self.update(|_| {});
+        shadowed
+    }
+
+    /// Forgets every rollout but `keys`.
+    pub fn retain(&self, keys: &[RolloutKey]) {
+        self.update(|entries| entries.retain(|key, _| keys.binary_search(key).is_ok()));
+    }
+
+    /// The rollouts whose spans are being judged.
+    pub fn routed(&self) -> Vec<RolloutKey> {
+        let state = self.lock();
+        state
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.route.is_some())
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// How many rollouts are in each phase (every phase listed), for `/metrics`.
+    pub fn phases(&self) -> Vec<(Phase, usize)> {
+        let state = self.lock();
+        [
+            Phase::Pending,
+            Phase::Progressing,
+            Phase::Paused,
+            Phase::Promoted,
+            Phase::RolledBack,
+            Phase::Invalid,
+            Phase::Serving,
+        ]
+        .into_iter()
+        .map(|phase| {
+            let count = state.entries.values().filter(|e| e.phase == phase).count();
+            (phase, count)
+        })
+        .collect()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut BTreeMap<RolloutKey, Entry>)) {
+        let mut state = self.lock();
+        change(&mut state.entries);
+        let mut flags: Vec<Flag> = state
+            .entries
+            .values()
+            .filter_map(|e| e.flag.clone())
+            .collect();
+        let extra: Vec<Flag> = state
+            .extra
+            .iter()
+            .filter(|f| !flags.iter().any(|mine| mine.key == f.key))
+            .cloned()
+            .collect();
+        flags.extend(extra);
+        let routes: Vec<Route> = state
+            .entries
+            .values()
+            .filter_map(|e| e.route.clone())
+            .collect();
+        let version = content_version(&flags);
+        if state.version != Some(version) {
+            self.flags.store(Arc::new(FlagSet::new(flags, version)));
+            state.version = Some(version);
+            self.changes.send_replace(version);
+        }
+        if routes != state.routes {
+            self.windows.set_routes(routes.clone());
+            state.routes = routes;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update leaves the state whole before it can panic (publishing reads it).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
