@@ -112,3 +112,42 @@ fn weights_and_rates_have_openapi_bounds() {
         (Some(0.0), Some(100.0))
     );
 }
+
+#[test]
+fn a_flag_without_steps_needs_no_rollout_variant_nor_service() {
+    let entitlement = rollout(|s| {
+        s.as_object_mut().unwrap().remove("steps");
+        s.as_object_mut().unwrap().remove("service");
+        s["flag"].as_object_mut().unwrap().remove("rolloutVariant");
+        s["targeting"] = json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "variant": "on"}]});
+    });
+    assert_eq!(broken(&entitlement), Vec::<String>::new());
+}
+
+#[test]
+fn steps_and_the_rollout_variant_come_together() {
+    assert_eq!(
+        broken(&rollout(|s| {
+            s["flag"].as_object_mut().unwrap().remove("rolloutVariant");
+        })),
+        [
+            "spec.steps need spec.flag.rolloutVariant (what they hand out) and spec.service (whose spans are judged)"
+        ]
+    );
+    assert_eq!(
+        broken(&rollout(|s| {
+            s.as_object_mut().unwrap().remove("service");
+        })),
+        [
+            "spec.steps need spec.flag.rolloutVariant (what they hand out) and spec.service (whose spans are judged)"
+        ]
+    );
+    assert_eq!(
+        broken(&rollout(|s| {
+            s.as_object_mut().unwrap().remove("steps");
+        })),
+        [
+            "spec.flag.rolloutVariant needs spec.steps; without steps the flag is served as its targeting says"
+        ]
+    );
+}
