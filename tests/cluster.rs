@@ -499,3 +499,69 @@ fn the_charts_rbac_is_enough() {
         operator.process.log_tail()
     );
 }
+
+const PLANS: &str = r#"apiVersion: spangate.dev/v1alpha1
+kind: FeatureRollout
+metadata: {name: plans, namespace: default}
+spec:
+  flag:
+    key: plan-features
+    variants: {basic: {seats: 5}, pro: {seats: 50}}
+    defaultVariant: basic
+  targeting:
+    rules:
+    - name: beta
+      clauses: [{op: segmentMatch, values: [beta-users]}]
+      variant: pro
+"#;
+
+fn beta_users(member: &str) -> String {
+    format!(
+        "apiVersion: spangate.dev/v1alpha1\nkind: Segment\nmetadata: {{name: beta-users, namespace: default}}\nspec:\n  included: [{member}]\n"
+    )
+}
+
+#[test]
+#[ignore = "needs a kube-apiserver, etcd and kubectl: run ./scripts/test"]
+fn segments_in_the_cluster_target_and_an_edit_re_evaluates() {
+    let cluster = Cluster::start(Authorization::AlwaysAllow);
+    cluster.apply_crds();
+    cluster.apply(&beta_users("u-early")).unwrap();
+    cluster.apply(PLANS).unwrap();
+    let operator = Operator::start(&cluster, &cluster.admin_kubeconfig, "spangate-a", None);
+    let s = wait_status(
+        &cluster,
+        &operator,
+        "plans",
+        "the flag to be served",
+        || {},
+        |s| phase(s) == "Serving",
+    );
+    assert_eq!(condition(&s, "Ready")["status"], "True");
+    let variant = |user: &str| operator.evaluate("plan-features", user).1["variant"].clone();
+    wait_for("u-early to get pro", LIMIT, || {
+        (variant("u-early") == "pro").then_some(())
+    });
+    assert_eq!(variant("u-late"), "basic");
+
+    // The segment's watch re-evaluates the rollouts of its namespace.
+    cluster.apply(&beta_users("u-late")).unwrap();
+    wait_for("u-late to join the beta", LIMIT, || {
+        (variant("u-late") == "pro").then_some(())
+    });
+    assert_eq!(variant("u-early"), "basic");
+
+    // The published flag set carries the segment as a shared evaluator.
+    let published = wait_for("the published segment", LIMIT, || {
+        let flags = published_flags(&cluster);
+        flags["$evaluators"]["segment:default/beta-users"]
+            .to_string()
+            .contains("u-late")
+            .then_some(flags)
+    });
+    assert!(
+        published["flags"]["plan-features"]["targeting"]
+            .to_string()
+            .contains(r#"{"$ref":"segment:default/beta-users"}"#)
+    );
+}
