@@ -259,6 +259,12 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
         |s| phase(s) == "Progressing",
     );
     let mut live = cluster.plugin_in_background(&["status", "promoted"], "status-live");
+    // The view must have drawn the running rollout before the promotion ends it.
+    wait_for("the live status view to show the step", LIMIT, || {
+        std::fs::read_to_string(&live.log)
+            .ok()
+            .filter(|shown| shown.contains("Progressing  step 1/3"))
+    });
     let (code, out) = cluster.plugin(&["promote", "promoted"]);
     assert_eq!(code, 0, "{out}");
     let s = wait_status(
