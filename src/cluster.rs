@@ -25,9 +25,9 @@ use crate::controller::{
     Entry, Publisher, Reconciler, SegmentCatalog, compile_spec, flagset, served_flag,
 };
 use crate::flags::FlagSet;
-use crate::ingest::{IngestLimits, Ingestor};
+use crate::ingest::{ForwardConfig, IngestLimits};
 use crate::serve::{PublishedFlags, Readiness};
-use crate::standalone::{BoundAddrs, ListenAddrs, Listeners, Served, render_metrics};
+use crate::standalone::{BoundAddrs, ListenAddrs, Listeners, Served, ingestor, render_metrics};
 use crate::store::{KubeStore, list_segments};
 
 /// What `spangate run` is told.
@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub lease: Option<LeaseSettings>,
     /// This replica's name in the lease and in events [default: the host name].
     pub identity: Option<String>,
+    /// Where received spans go on to, if anywhere.
+    pub forward: Option<ForwardConfig>,
 }
 
 /// Which lease, and how long it holds.
@@ -73,8 +75,15 @@ pub async fn run(
     let listeners = Listeners::bind(config.listen).await?;
     let addrs = listeners.addrs;
 
-    let ingestor = Arc::new(Ingestor::default());
     let flags: PublishedFlags = Arc::new(ArcSwap::from_pointee(FlagSet::default()));
+    let mut tasks = JoinSet::new();
+    let ingestor = ingestor(
+        config.forward.clone(),
+        &config.ofrep,
+        &flags,
+        &mut tasks,
+        &cancel,
+    );
     let readiness = Readiness::default();
     let (controller, segments) = kube_controller::controller(client.clone());
     let store = KubeStore::new(client.clone(), controller.store(), identity.clone())
@@ -82,7 +91,6 @@ pub async fn run(
     let reconciler = Reconciler::new(store, ingestor.clone(), flags.clone());
     let publisher = reconciler.publisher().clone();
     let metrics = reconciler.metrics().clone();
-    let mut tasks = JoinSet::new();
     listeners.serve(
         &mut tasks,
         &cancel,

@@ -12,7 +12,7 @@ use spangate::cli::get::{OutputFormat, render};
 use spangate::cluster::{LeaseSettings, RunConfig};
 use spangate::demo::{DemoOptions, Scenario};
 use spangate::flags::PrivateAttributes;
-use spangate::ingest::IngestLimits;
+use spangate::ingest::{ForwardConfig, ForwardProtocol, IngestLimits};
 use spangate::serve::{Access, OfrepConfig};
 use spangate::standalone::{ListenAddrs, Standalone, StandaloneConfig};
 use spangate::store::FileStore;
@@ -108,6 +108,8 @@ enum Command {
         ready_file: Option<PathBuf>,
         #[command(flatten)]
         ofrep: OfrepArgs,
+        #[command(flatten)]
+        forward: ForwardArgs,
     },
     /// Run the operator against a Kubernetes API server (what the Helm chart runs).
     ///
@@ -170,6 +172,8 @@ enum Command {
         ready_file: Option<PathBuf>,
         #[command(flatten)]
         ofrep: OfrepArgs,
+        #[command(flatten)]
+        forward: ForwardArgs,
     },
     /// Print rollouts and their status, like `kubectl get`.
     Get {
@@ -197,6 +201,41 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (FeatureRollout, Segment) as YAML.
     Crd,
+}
+
+/// Where received spans go on to, in `standalone` and `run`.
+#[derive(clap::Args)]
+struct ForwardArgs {
+    /// Forward every span received over OTLP to this endpoint (Jaeger, Tempo, an
+    /// OpenTelemetry Collector), with private attributes hidden, so applications
+    /// need only one exporter: http://HOST:4317 for gRPC, http://HOST:4318 for
+    /// OTLP/HTTP (spans go to /v1/traces under it). Off when empty.
+    #[arg(long, env = "SPANGATE_FORWARD_ENDPOINT", value_name = "URL")]
+    forward_endpoint: Option<String>,
+    /// Protocol of the forward endpoint.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "grpc",
+        env = "SPANGATE_FORWARD_PROTOCOL"
+    )]
+    forward_protocol: ForwardProtocol,
+    /// Span batches held while the endpoint is slow; beyond it, new batches are
+    /// dropped (counted in /metrics) rather than slowing the applications.
+    #[arg(long, default_value_t = ForwardConfig::DEFAULT_QUEUE_BATCHES)]
+    forward_queue: usize,
+}
+
+impl ForwardArgs {
+    fn config(self) -> anyhow::Result<Option<ForwardConfig>> {
+        self.forward_endpoint
+            .filter(|endpoint| !endpoint.trim().is_empty())
+            .map(|endpoint| {
+                ForwardConfig::new(&endpoint, self.forward_protocol, self.forward_queue)
+                    .context("--forward-endpoint")
+            })
+            .transpose()
+    }
 }
 
 /// How OFREP is served, in `standalone` and `run`.
@@ -373,8 +412,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             identity,
             ready_file,
             ofrep,
+            forward,
         } => runtime()?.block_on(async {
             let ofrep = ofrep.config()?;
+            let forward = forward.config()?;
             let telemetry = telemetry::init(cli.log_format, "info")?;
             let config = RunConfig {
                 ofrep,
@@ -393,6 +434,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     duration: lease_duration,
                 }),
                 identity,
+                forward,
             };
             let cancel = tokio_util::sync::CancellationToken::new();
             let stop = cancel.clone();
@@ -425,8 +467,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_body_bytes,
             ready_file,
             ofrep,
+            forward,
         } => runtime()?.block_on(async {
             let ofrep = ofrep.config()?;
+            let forward = forward.config()?;
             // Without a rollout folder (only --flags), an empty one stands in.
             let empty_dir = match &dir {
                 Some(_) => None,
@@ -447,6 +491,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ingest_limits: IngestLimits { max_body_bytes },
                 ofrep,
                 flags_file: flags,
+                forward,
             };
             let mut standalone = Standalone::start(config.clone(), |_| {}).await?;
             let addrs = standalone.addrs;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::{self, Controller, PassReport};
 use crate::flags::FlagSet;
-use crate::ingest::{self, IngestLimits, Ingestor};
+use crate::ingest::{self, ForwardConfig, IngestLimits, Ingestor};
 use crate::serve::{self, OfrepConfig, PublishedFlags, Readiness, RenderMetrics};
 use crate::store::{FileStore, FlagdFile};
 
@@ -36,6 +36,8 @@ pub struct StandaloneConfig {
     pub ofrep: OfrepConfig,
     /// A flagd flag-definition file served beside the rollouts.
     pub flags_file: Option<PathBuf>,
+    /// Where received spans go on to, if anywhere.
+    pub forward: Option<ForwardConfig>,
 }
 
 /// The addresses actually bound (they differ from the config when it asked for port 0).
@@ -160,6 +162,29 @@ pub struct Served {
     pub metrics: RenderMetrics,
 }
 
+/// The ingestor every receiver feeds. With `forward`, it also hands each batch to a
+/// forwarding task (spawned into `tasks`), which hides the operator's private
+/// attributes and those of every flag served at the time of each export.
+pub fn ingestor(
+    forward: Option<ForwardConfig>,
+    ofrep: &OfrepConfig,
+    flags: &PublishedFlags,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    cancel: &CancellationToken,
+) -> Arc<Ingestor> {
+    let Some(forward) = forward else {
+        return Arc::new(Ingestor::new());
+    };
+    let operator_private = ofrep.private_attributes.clone();
+    let flags = flags.clone();
+    let (forwarder, worker) = ingest::forwarder(
+        forward,
+        Box::new(move || operator_private.union(flags.load().private_attributes())),
+    );
+    tasks.spawn(worker.run(cancel.clone()));
+    Arc::new(Ingestor::forwarding(forwarder))
+}
+
 /// The `/metrics` exposition of a reconciler and an ingestor.
 pub fn render_metrics<S: crate::store::RolloutStore>(
     reconciler: &controller::Reconciler<S>,
@@ -193,12 +218,18 @@ impl Standalone {
         .await?;
         let addrs = listeners.addrs;
 
-        let ingestor = Arc::new(Ingestor::default());
         let flags: PublishedFlags = Arc::new(ArcSwap::from_pointee(FlagSet::default()));
         let readiness = Readiness::default();
         let store = FileStore::new(&config.dir, config.state_dir.clone());
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let ingestor = ingestor(
+            config.forward.clone(),
+            &config.ofrep,
+            &flags,
+            &mut tasks,
+            &cancel,
+        );
 
         let mut controller = Controller::new(store.clone(), ingestor.clone(), flags.clone());
         if let Some(path) = &config.flags_file {

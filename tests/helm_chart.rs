@@ -221,6 +221,9 @@ fn other_values_change_what_they_say() {
         "image.tag=9.9.9",
         "logging.level=debug",
         "flagsConfigMap=flags",
+        "privateAttributes={email,address.street}",
+        "ofrep.tokensSecret=ofrep-tokens",
+        "ofrep.rateLimit=500",
     ];
     for (which, helm) in helms() {
         let (text, docs) = render(&helm, &values);
@@ -260,6 +263,28 @@ fn other_values_change_what_they_say() {
             Some("http://jaeger-collector.tracing:4317".into())
         );
         assert_eq!(var("RUST_LOG"), Some("debug".into()));
+        assert_eq!(
+            var("SPANGATE_FORWARD_ENDPOINT"),
+            Some("http://jaeger-collector.tracing:4317".into()),
+            "{which}: the applications' spans go to the same backend"
+        );
+        assert_eq!(var("SPANGATE_FORWARD_PROTOCOL"), Some("grpc".into()));
+        assert_eq!(
+            var("SPANGATE_PRIVATE_ATTRIBUTES"),
+            Some("email,address.street".into())
+        );
+        assert_eq!(var("SPANGATE_OFREP_RATE_LIMIT"), Some("500".into()));
+        let tokens_file = var("SPANGATE_OFREP_TOKENS_FILE").unwrap();
+        let mount = &pod["containers"][0]["volumeMounts"][0];
+        assert!(
+            tokens_file
+                .as_str()
+                .unwrap()
+                .starts_with(mount["mountPath"].as_str().unwrap()),
+            "{which}: {tokens_file} is under {mount}"
+        );
+        assert_eq!(mount["name"], pod["volumes"][0]["name"]);
+        assert_eq!(pod["volumes"][0]["secret"]["secretName"], "ofrep-tokens");
         let monitor = find(&docs, "ServiceMonitor");
         assert_eq!(
             monitor["metadata"]["labels"]["release"], "prometheus",

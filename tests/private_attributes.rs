@@ -1,9 +1,10 @@
 //! Private attributes never leave the process. A standalone spangate runs with debug
-//! logs and its own traces exported; requests carry planted values in private
-//! attributes (the rollout's, and the operator-wide ones) that targeting uses; then
-//! every output is searched: logs, the state folder (status, events), OFREP answers
-//! and the exported spans. Visible attributes of the same requests are searched for
-//! too, to prove each output would have shown a leak.
+//! logs, its own traces exported and application spans forwarded; requests carry
+//! planted values in private attributes (the rollout's, and the operator-wide ones)
+//! that targeting uses; then every output is searched: logs, the state folder
+//! (status, events), OFREP answers, and the spans exported and forwarded. Visible
+//! attributes of the same requests are searched for too, to prove each output would
+//! have shown a leak.
 
 mod common;
 
@@ -158,6 +159,8 @@ fn search_every_output(endpoint: &str, received: &Received) {
             ("RUST_LOG", "debug"),
             ("SPANGATE_PRIVATE_ATTRIBUTES", "phone"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            // Application spans go on to the same backend as spangate's own.
+            ("SPANGATE_FORWARD_ENDPOINT", endpoint),
         ],
     );
     spangate.wait_status(
@@ -240,6 +243,12 @@ fn search_every_output(endpoint: &str, received: &Received) {
             let text = received.text();
             (text.contains("ofrep.evaluate") && text.contains(VISIBLE)).then_some(())
         },
+    );
+    // The application's span is forwarded, its e-mail hidden.
+    wait_for(
+        "the forwarded application span",
+        Duration::from_secs(60),
+        || received.text().contains("user.email").then_some(()),
     );
     // A clean stop flushes every span still queued.
     let exit = spangate.process.terminate(Duration::from_secs(30));

@@ -120,6 +120,16 @@ impl Metrics {
             &[("", ingest.spans_rejected)],
         );
         metric(
+            "spangate_spans_forwarded_total",
+            "counter",
+            "Spans forwarded to the tracing backend by outcome (only when forwarding).",
+            &[
+                ("{outcome=\"sent\"}", ingest.forwarded.sent),
+                ("{outcome=\"dropped\"}", ingest.forwarded.dropped),
+                ("{outcome=\"failed\"}", ingest.forwarded.failed),
+            ],
+        );
+        metric(
             "spangate_samples_routed_total",
             "counter",
             "Flag evaluations read off spans and recorded into a rollout's window.",

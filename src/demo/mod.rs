@@ -138,6 +138,7 @@ pub async fn run(
             ingest_limits: IngestLimits::default(),
             ofrep: crate::serve::OfrepConfig::default(),
             flags_file: None,
+            forward: None,
         },
         {
             let (latest, changed) = (latest.clone(), changed.clone());

@@ -9,6 +9,9 @@ use super::attribute::TARGETING_KEY;
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "[private]";
 
+/// Where OpenTelemetry's conventions put a targeting key on telemetry.
+const TARGETING_KEY_CONVENTIONS: [&str; 2] = ["feature_flag.context.id", "enduser.id"];
+
 /// Attribute paths (`email`, `address.street`) whose values must not be shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrivateAttributes(Vec<Box<[Box<str>]>>);
@@ -61,6 +64,24 @@ impl PrivateAttributes {
         self.0
             .iter()
             .any(|p| p.len() == 1 && &*p[0] == TARGETING_KEY)
+    }
+
+    /// Whether a telemetry attribute named `key` (a span's, a resource's) would show
+    /// a private attribute. Applications name context attributes in their own way,
+    /// so a key hides when it is the attribute's path (`email`, `address.street`) or
+    /// ends with it after a dot (`user.email`, `feature_flag.context.email`); a
+    /// private targeting key also hides `feature_flag.context.id` and `enduser.id`,
+    /// where OpenTelemetry puts it. Erring towards hiding is the safe side.
+    pub fn hides_key(&self, key: &str) -> bool {
+        if self.hides_targeting_key() && TARGETING_KEY_CONVENTIONS.contains(&key) {
+            return true;
+        }
+        self.0.iter().any(|path| {
+            let mut segments = key.rsplit('.');
+            path.iter()
+                .rev()
+                .all(|part| segments.next() == Some(&**part))
+        })
     }
 
     /// A copy of `context` with every private attribute's value replaced by
@@ -128,6 +149,33 @@ mod tests {
                 .unwrap()
                 .hides_targeting_key()
         );
+    }
+
+    #[test]
+    fn telemetry_keys_hide_when_they_end_with_a_private_path() {
+        let private = PrivateAttributes::parse(&["email", "address.street"]).unwrap();
+        for hidden in [
+            "email",
+            "user.email",
+            "feature_flag.context.email",
+            "address.street",
+            "billing.address.street",
+        ] {
+            assert!(private.hides_key(hidden), "{hidden}");
+        }
+        for shown in [
+            "emails",
+            "user.email_verified",
+            "street",
+            "address.street.number",
+            "address",
+            "feature_flag.context.id",
+        ] {
+            assert!(!private.hides_key(shown), "{shown}");
+        }
+        let key = PrivateAttributes::parse(&["targetingKey"]).unwrap();
+        assert!(key.hides_key("feature_flag.context.id") && key.hides_key("enduser.id"));
+        assert!(!key.hides_key("service.name"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::{fmt, io};
 
 use super::extract::InvalidSpan;
+use super::forward::ForwardStats;
 
 /// Running totals since start, for `/metrics`.
 #[derive(Debug, Default)]
@@ -30,6 +31,7 @@ impl Counters {
             samples_extracted: read(&self.samples_extracted),
             samples_routed: read(&self.samples_routed),
             samples_stale: read(&self.samples_stale),
+            forwarded: ForwardStats::default(),
         }
     }
 }
@@ -55,6 +57,8 @@ pub struct IngestStats {
     pub samples_routed: u64,
     /// Samples dropped because their rollout changed step while the batch was read.
     pub samples_stale: u64,
+    /// Spans sent on to the tracing backend, when spans are forwarded.
+    pub forwarded: ForwardStats,
 }
 
 /// The receiver a batch came through.

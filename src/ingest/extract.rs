@@ -109,6 +109,15 @@ pub fn spans(
 }
 
 fn validate<'a>(resource: ResourceInfo<'a>, span: &'a Span) -> Result<ValidSpan<'a>, InvalidSpan> {
+    Ok(ValidSpan {
+        resource,
+        span,
+        trace_id: valid_ids(span)?,
+    })
+}
+
+/// The span's trace ID, when its IDs are valid under OTLP.
+pub fn valid_ids(span: &Span) -> Result<[u8; 16], InvalidSpan> {
     let trace_id: [u8; 16] = span
         .trace_id
         .as_slice()
@@ -122,11 +131,7 @@ fn validate<'a>(resource: ResourceInfo<'a>, span: &'a Span) -> Result<ValidSpan<
         8 => {}
         len => return Err(InvalidSpan::SpanIdLength(len)),
     }
-    Ok(ValidSpan {
-        resource,
-        span,
-        trace_id,
-    })
+    Ok(trace_id)
 }
 
 /// (flag key, variant) of every evaluation the span records, duplicates included.

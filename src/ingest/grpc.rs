@@ -69,7 +69,7 @@ impl TraceService for TraceReceiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let report = self.ingestor.ingest(request.get_ref());
+        let report = self.ingestor.accept(request.into_inner());
         Ok(Response::new(report.response()))
     }
 }

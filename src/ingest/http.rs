@@ -174,7 +174,7 @@ async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: Body
         Err(refusal) => return receiver.refuse(Format::Json, refusal),
     };
     match receive(format, &headers, body, receiver.limits).await {
-        Ok(request) => respond(format, &receiver.ingestor.ingest(&request).response()),
+        Ok(request) => respond(format, &receiver.ingestor.accept(request).response()),
         Err(refusal) => receiver.refuse(format, refusal),
     }
 }

@@ -13,6 +13,7 @@ use super::events::{
     StaleSamplesDropped, Transport,
 };
 use super::extract::{self, InvalidSpan};
+use super::forward::Forwarder;
 use crate::analysis::{Routes, Window};
 
 /// What became of one request.
@@ -60,11 +61,20 @@ pub struct Ingestor {
     /// rollout → window of its current epoch. Holds exactly the routed rollouts.
     windows: Mutex<HashMap<String, StepWindow>>,
     counters: Counters,
+    forwarder: Option<Forwarder>,
 }
 
 impl Ingestor {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An ingestor that also hands every accepted batch to `forwarder`.
+    pub fn forwarding(forwarder: Forwarder) -> Self {
+        Self {
+            forwarder: Some(forwarder),
+            ..Self::default()
+        }
     }
 
     /// Replaces the routes. A rollout whose epoch changed starts an empty window;
@@ -85,6 +95,16 @@ impl Ingestor {
         *windows = kept;
         // Swapped under the lock, so a batch merging now sees windows and routes agree.
         self.routes.store(routes.into());
+    }
+
+    /// What a receiver calls: ingests `request`, then forwards it when spans are
+    /// forwarded.
+    pub fn accept(&self, request: ExportTraceServiceRequest) -> IngestReport {
+        let report = self.ingest(&request);
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.offer(request);
+        }
+        report
     }
 
     /// Reads every span of `request` into the windows of the rollouts it counts for.
@@ -173,7 +193,14 @@ impl Ingestor {
 
     /// Counters since start.
     pub fn stats(&self) -> IngestStats {
-        self.counters.snapshot()
+        IngestStats {
+            forwarded: self
+                .forwarder
+                .as_ref()
+                .map(Forwarder::stats)
+                .unwrap_or_default(),
+            ..self.counters.snapshot()
+        }
     }
 
     /// Records a request refused before it could be ingested.

@@ -1,7 +1,8 @@
 //! Ingest (shell): the OTLP trace receivers, gRPC ([`serve_grpc`], port 4317) and
 //! HTTP ([`serve_http`], port 4318, protobuf and JSON), and the [`Ingestor`] they
 //! share, which reads each span's flag evaluations ([`extract`]) and records them
-//! into the window of every rollout they count for ([`Routes`](crate::analysis::Routes)).
+//! into the window of every rollout they count for ([`Routes`](crate::analysis::Routes)),
+//! and, when configured, forwards them to the tracing backend ([`forwarder`]).
 //!
 //! Bad input is refused as the OTLP specification says, with a reason, and never
 //! stops a receiver: an undecodable request is rejected whole (INVALID_ARGUMENT /
@@ -10,6 +11,7 @@
 
 mod events;
 pub mod extract;
+mod forward;
 mod grpc;
 mod http;
 mod ingestor;
@@ -17,6 +19,10 @@ mod json;
 
 pub use events::IngestStats;
 use events::{RejectReason, Transport};
+pub use forward::{
+    ForwardConfig, ForwardProtocol, ForwardStats, ForwardWorker, Forwarder, PrivateSource,
+    forwarder, prepare as prepare_for_forwarding,
+};
 pub use grpc::serve_grpc;
 pub use http::{http_router, serve_http};
 pub use ingestor::{IngestReport, Ingestor};

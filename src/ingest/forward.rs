@@ -1,0 +1,542 @@
+//! Forwarding (shell): every accepted trace batch goes on to an OTLP endpoint
+//! (Jaeger, an OpenTelemetry Collector), so spangate can sit in front of the tracing
+//! backend instead of beside it. Receivers only queue a batch ([`Forwarder::offer`]);
+//! a [`ForwardWorker`] task merges what is queued, hides private attributes and
+//! exports it, off the request path. A slow or absent backend never slows ingest:
+//! when the queue is full, batches are dropped and counted.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::extract;
+use crate::flags::{PrivateAttributes, REDACTED};
+
+/// How spans are sent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardProtocol {
+    /// OTLP/gRPC (Jaeger and collectors listen on 4317).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies, to `<endpoint>/v1/traces` (port 4318).
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl fmt::Display for ForwardProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ForwardProtocol::Grpc => "grpc",
+            ForwardProtocol::HttpProtobuf => "http/protobuf",
+        })
+    }
+}
+
+/// Where and how spans are forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// `http://host:port`, without a path.
+    pub endpoint: String,
+    pub protocol: ForwardProtocol,
+    /// Batches held while the backend is busy; beyond it new ones are dropped.
+    pub queue_batches: usize,
+}
+
+impl ForwardConfig {
+    /// Batches a 512-span exporter sends in several seconds at full load: enough
+    /// to ride out a slow answer, little enough to bound memory (~tens of MB).
+    pub const DEFAULT_QUEUE_BATCHES: usize = 256;
+
+    /// Checks the endpoint, saying what is wrong.
+    pub fn new(
+        endpoint: &str,
+        protocol: ForwardProtocol,
+        queue_batches: usize,
+    ) -> anyhow::Result<Self> {
+        let endpoint = endpoint.trim_end_matches('/');
+        let uri: axum::http::Uri = endpoint
+            .parse()
+            .with_context(|| format!("the forward endpoint {endpoint:?} is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => anyhow::bail!(
+                "the forward endpoint {endpoint} uses https, which spangate does not speak: \
+                 forward to a collector or Jaeger over http:// on the cluster network"
+            ),
+            _ => anyhow::bail!(
+                "the forward endpoint {endpoint:?} must look like http://host:port \
+                 (e.g. http://jaeger-collector.tracing:4317)"
+            ),
+        }
+        if uri.host().is_none() || uri.path() != "/" {
+            anyhow::bail!(
+                "the forward endpoint {endpoint:?} must be http://host:port, without a path \
+                 (OTLP/HTTP posts to /v1/traces under it)"
+            );
+        }
+        anyhow::ensure!(
+            queue_batches > 0,
+            "the forward queue must hold at least one batch"
+        );
+        Ok(Self {
+            endpoint: endpoint.to_string(),
+            protocol,
+            queue_batches,
+        })
+    }
+}
+
+/// Forwarding counts since start, in spans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    /// Spans the backend accepted.
+    pub sent: u64,
+    /// Spans dropped because the queue was full.
+    pub dropped: u64,
+    /// Spans whose export failed (backend unreachable or refusing).
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// What a receiver hands batches to.
+#[derive(Debug)]
+pub struct Forwarder {
+    queue: mpsc::Sender<ExportTraceServiceRequest>,
+    counters: Arc<Counters>,
+}
+
+/// Hides private attributes: called once per export, so a rollout that starts
+/// keeping an attribute private hides it from the next export on.
+pub type PrivateSource = Box<dyn Fn() -> PrivateAttributes + Send + Sync>;
+
+/// The task that exports what the [`Forwarder`] queued.
+pub struct ForwardWorker {
+    config: ForwardConfig,
+    queue: mpsc::Receiver<ExportTraceServiceRequest>,
+    counters: Arc<Counters>,
+    private: PrivateSource,
+}
+
+/// Most queued batches merged into one export: a few thousand spans.
+const MERGED_BATCHES: usize = 16;
+/// How long one export may take before it counts as failed.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping process keeps exporting what is still queued.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A forwarder and the worker that empties its queue.
+pub fn forwarder(config: ForwardConfig, private: PrivateSource) -> (Forwarder, ForwardWorker) {
+    let (sender, receiver) = mpsc::channel(config.queue_batches);
+    let counters = Arc::new(Counters::default());
+    (
+        Forwarder {
+            queue: sender,
+            counters: Arc::clone(&counters),
+        },
+        ForwardWorker {
+            config,
+            queue: receiver,
+            counters,
+            private,
+        },
+    )
+}
+
+impl Forwarder {
+    /// Queues `request` for export without waiting; drops it when the queue is full.
+    pub fn offer(&self, request: ExportTraceServiceRequest) {
+        if let Err(error) = self.queue.try_send(request) {
+            let request = match error {
+                mpsc::error::TrySendError::Full(request)
+                | mpsc::error::TrySendError::Closed(request) => request,
+            };
+            let spans = span_count(&request);
+            let before = self.counters.dropped.fetch_add(spans, Ordering::Relaxed);
+            if before == 0 {
+                tracing::warn!(
+                    spans,
+                    "the forward queue is full: dropping spans (counted in spangate_spans_forwarded_total{{outcome=\"dropped\"}})"
+                );
+            }
+        }
+    }
+
+    pub fn stats(&self) -> ForwardStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ForwardStats {
+            sent: read(&self.counters.sent),
+            dropped: read(&self.counters.dropped),
+            failed: read(&self.counters.failed),
+        }
+    }
+}
+
+enum Client {
+    Grpc(TraceServiceClient<tonic::transport::Channel>),
+    Http {
+        client: reqwest::Client,
+        url: String,
+    },
+}
+
+impl Client {
+    fn new(config: &ForwardConfig) -> anyhow::Result<Self> {
+        Ok(match config.protocol {
+            ForwardProtocol::Grpc => {
+                // Lazy: the backend may come up after spangate; each export retries
+                // the connection.
+                let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
+                    .context("the forward endpoint")?
+                    .timeout(EXPORT_TIMEOUT)
+                    .connect_timeout(EXPORT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                Client::Grpc(TraceServiceClient::new(channel))
+            }
+            ForwardProtocol::HttpProtobuf => Client::Http {
+                client: reqwest::Client::builder()
+                    .timeout(EXPORT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .build()
+                    .context("an HTTP client for forwarding")?,
+                url: format!("{}/v1/traces", config.endpoint),
+            },
+        })
+    }
+
+    async fn export(&mut self, request: ExportTraceServiceRequest) -> anyhow::Result<()> {
+        match self {
+            Client::Grpc(client) => {
+                client
+                    .export(request)
+                    .await
+                    .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))?;
+            }
+            Client::Http { client, url } => {
+                let response = client
+                    .post(url.as_str())
+                    .header(axum::http::header::CONTENT_TYPE, "application/x-protobuf")
+                    .body(request.encode_to_vec())
+                    .send()
+                    .await?;
+                let status = response.status();
+                if !status.is_success() {
+                    let body = response.text().await.unwrap_or_default();
+                    anyhow::bail!(
+                        "HTTP {status}: {}",
+                        body.chars().take(200).collect::<String>()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ForwardWorker {
+    /// Exports until `cancel`, then what is still queued, for a few seconds at most.
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut client = Client::new(&self.config)?;
+        tracing::info!(
+            endpoint = %self.config.endpoint,
+            protocol = %self.config.protocol,
+            "forwarding received spans"
+        );
+        let mut failing = false;
+        loop {
+            let first = tokio::select! {
+                request = self.queue.recv() => request,
+                () = cancel.cancelled() => break,
+            };
+            let Some(first) = first else { return Ok(()) };
+            let batch = self.merge_queued(first);
+            self.export(&mut client, batch, &mut failing).await;
+        }
+        let drain = async {
+            while let Ok(first) = self.queue.try_recv() {
+                let batch = self.merge_queued(first);
+                self.export(&mut client, batch, &mut failing).await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            tracing::warn!("gave up forwarding the spans still queued at shutdown");
+        }
+        Ok(())
+    }
+
+    /// `first` with whatever else is queued now, up to [`MERGED_BATCHES`].
+    fn merge_queued(&mut self, mut first: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+        for _ in 1..MERGED_BATCHES {
+            match self.queue.try_recv() {
+                Ok(more) => first.resource_spans.extend(more.resource_spans),
+                Err(_) => break,
+            }
+        }
+        first
+    }
+
+    async fn export(
+        &self,
+        client: &mut Client,
+        mut batch: ExportTraceServiceRequest,
+        failing: &mut bool,
+    ) {
+        prepare(&mut batch, &(self.private)());
+        let spans = span_count(&batch);
+        if spans == 0 {
+            return;
+        }
+        match client.export(batch).await {
+            Ok(()) => {
+                self.counters.sent.fetch_add(spans, Ordering::Relaxed);
+                if std::mem::take(failing) {
+                    tracing::info!(endpoint = %self.config.endpoint, "forwarding spans again");
+                }
+            }
+            Err(error) => {
+                self.counters.failed.fetch_add(spans, Ordering::Relaxed);
+                // One warning per outage, not one per batch.
+                if !std::mem::replace(failing, true) {
+                    tracing::warn!(
+                        endpoint = %self.config.endpoint,
+                        spans,
+                        error = format!("{error:#}"),
+                        "could not forward spans; dropping them until the endpoint answers"
+                    );
+                } else {
+                    tracing::debug!(
+                        spans,
+                        error = format!("{error:#}"),
+                        "could not forward spans"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Readies a batch for the backend: leaves out spans with invalid IDs (the
+/// receiver already refused them as a partial success) and replaces the values of
+/// private attributes — on resources, scopes, spans, events and links, and inside
+/// nested key-value lists — with [`REDACTED`].
+pub fn prepare(request: &mut ExportTraceServiceRequest, private: &PrivateAttributes) {
+    for resource_spans in &mut request.resource_spans {
+        for scope_spans in &mut resource_spans.scope_spans {
+            scope_spans
+                .spans
+                .retain(|span| extract::valid_ids(span).is_ok());
+        }
+        resource_spans
+            .scope_spans
+            .retain(|scope_spans| !scope_spans.spans.is_empty());
+    }
+    request
+        .resource_spans
+        .retain(|resource_spans| !resource_spans.scope_spans.is_empty());
+    if private.is_empty() {
+        return;
+    }
+    for resource_spans in &mut request.resource_spans {
+        if let Some(resource) = &mut resource_spans.resource {
+            redact(&mut resource.attributes, "", private);
+        }
+        for scope_spans in &mut resource_spans.scope_spans {
+            if let Some(scope) = &mut scope_spans.scope {
+                redact(&mut scope.attributes, "", private);
+            }
+            for span in &mut scope_spans.spans {
+                redact(&mut span.attributes, "", private);
+                for event in &mut span.events {
+                    redact(&mut event.attributes, "", private);
+                }
+                for link in &mut span.links {
+                    redact(&mut link.attributes, "", private);
+                }
+            }
+        }
+    }
+}
+
+fn redact(attributes: &mut [KeyValue], prefix: &str, private: &PrivateAttributes) {
+    for attribute in attributes {
+        let key = if prefix.is_empty() {
+            attribute.key.clone()
+        } else {
+            format!("{prefix}.{}", attribute.key)
+        };
+        if private.hides_key(&key) {
+            attribute.value = Some(AnyValue {
+                value: Some(any_value::Value::StringValue(REDACTED.to_string())),
+            });
+        } else if let Some(AnyValue {
+            value: Some(any_value::Value::KvlistValue(list)),
+        }) = &mut attribute.value
+        {
+            redact(&mut list.values, &key, private);
+        }
+    }
+}
+
+fn span_count(request: &ExportTraceServiceRequest) -> u64 {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len() as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::KeyValueList;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_string())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn span(span_id: u8, attributes: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![7; 16],
+            span_id: vec![span_id; 8],
+            attributes,
+            events: vec![Event {
+                name: "feature_flag.evaluation".to_string(),
+                attributes: vec![kv("feature_flag.context.email", "secret@x.example")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "checkout"), kv("email", "ops@x.example")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn text(request: &ExportTraceServiceRequest) -> String {
+        format!("{request:?}")
+    }
+
+    #[test]
+    fn private_attributes_are_hidden_everywhere_and_the_rest_kept() {
+        let private = PrivateAttributes::parse(&["email", "profile.ssn"]).unwrap();
+        let nested = KeyValue {
+            key: "profile".to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::KvlistValue(KeyValueList {
+                    values: vec![kv("ssn", "123-45-6789"), kv("city", "Lyon")],
+                })),
+            }),
+            ..Default::default()
+        };
+        let mut batch = request(vec![span(
+            1,
+            vec![
+                kv("user.email", "secret@x.example"),
+                kv("plan", "pro"),
+                nested,
+            ],
+        )]);
+        prepare(&mut batch, &private);
+        let shown = text(&batch);
+        for hidden in ["secret@x.example", "ops@x.example", "123-45-6789"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        for kept in ["checkout", "pro", "Lyon", "user.email", "[private]"] {
+            assert!(shown.contains(kept), "{kept} not in {shown}");
+        }
+        assert_eq!(shown.matches("[private]").count(), 4);
+    }
+
+    #[test]
+    fn invalid_spans_are_left_out_and_empty_groups_removed() {
+        let mut invalid = span(2, Vec::new());
+        invalid.trace_id = vec![0; 16];
+        let mut batch = request(vec![span(1, Vec::new()), invalid.clone()]);
+        prepare(&mut batch, &PrivateAttributes::default());
+        assert_eq!(span_count(&batch), 1);
+        assert_eq!(
+            batch.resource_spans[0].scope_spans[0].spans[0].span_id,
+            [1; 8]
+        );
+
+        let mut only_invalid = request(vec![invalid]);
+        prepare(&mut only_invalid, &PrivateAttributes::default());
+        assert!(only_invalid.resource_spans.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_spans() {
+        let config = ForwardConfig::new("http://127.0.0.1:4317", ForwardProtocol::Grpc, 1).unwrap();
+        let (forwarder, _worker) = forwarder(config, Box::new(PrivateAttributes::default));
+        forwarder.offer(request(vec![span(1, Vec::new()), span(2, Vec::new())]));
+        forwarder.offer(request(vec![span(3, Vec::new())]));
+        forwarder.offer(request(vec![span(4, Vec::new())]));
+        assert_eq!(
+            forwarder.stats(),
+            ForwardStats {
+                sent: 0,
+                dropped: 2,
+                failed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn endpoints_are_checked_with_a_reason() {
+        let check = |endpoint| {
+            ForwardConfig::new(endpoint, ForwardProtocol::HttpProtobuf, 8)
+                .map(|c| c.endpoint)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(check("http://jaeger:4318/").unwrap(), "http://jaeger:4318");
+        assert!(check("https://jaeger:4318").unwrap_err().contains("https"));
+        assert!(
+            check("jaeger:4318")
+                .unwrap_err()
+                .contains("http://host:port")
+        );
+        assert!(
+            check("http://jaeger:4318/v1/traces")
+                .unwrap_err()
+                .contains("without a path")
+        );
+        assert!(check("not a url").unwrap_err().contains("not a URL"));
+    }
+}

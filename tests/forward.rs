@@ -1,0 +1,330 @@
+//! Span forwarding on real sockets: spans come in over OTLP gRPC and HTTP, go on to
+//! a backend that speaks OTLP gRPC or OTLP/HTTP, with invalid spans left out and
+//! private attributes hidden; an absent backend costs the senders nothing, and
+//! forwarding resumes once it answers.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use common::wait_for;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message as _;
+use spangate::flags::PrivateAttributes;
+use spangate::ingest::{
+    ForwardConfig, ForwardProtocol, IngestLimits, Ingestor, forwarder, serve_grpc, serve_http,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const PLANTED: &str = "planted-5e2a@corp.example";
+
+/// What a backend received, whole requests in order.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+
+impl Received {
+    fn spans(&self) -> Vec<Span> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| s.spans.clone())
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        format!("{:?}", self.0.lock().unwrap())
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// A tracing backend on `listener` that speaks `protocol`.
+fn backend(listener: TcpListener, protocol: ForwardProtocol, received: Received) {
+    match protocol {
+        ForwardProtocol::Grpc => {
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(TraceServiceServer::new(received))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+        }
+        ForwardProtocol::HttpProtobuf => {
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let received = received.clone();
+                    async move {
+                        if headers[header::CONTENT_TYPE] != "application/x-protobuf" {
+                            return StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                        }
+                        match ExportTraceServiceRequest::decode(body) {
+                            Ok(request) => {
+                                received.0.lock().unwrap().push(request);
+                                StatusCode::OK
+                            }
+                            Err(_) => StatusCode::BAD_REQUEST,
+                        }
+                    }
+                }),
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+    }
+}
+
+/// spangate's receivers, forwarding to `endpoint`; stopped with the token.
+struct Receivers {
+    ingestor: Arc<Ingestor>,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn receivers(endpoint: &str, protocol: ForwardProtocol) -> Receivers {
+    let config = ForwardConfig::new(endpoint, protocol, 64).unwrap();
+    let private = PrivateAttributes::parse(&["email"]).unwrap();
+    let (forwarder, worker) = forwarder(config, Box::new(move || private.clone()));
+    let ingestor = Arc::new(Ingestor::forwarding(forwarder));
+    let stop = CancellationToken::new();
+    tokio::spawn(worker.run(stop.clone()));
+    let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (grpc, http) = (
+        grpc_listener.local_addr().unwrap(),
+        http_listener.local_addr().unwrap(),
+    );
+    let done = stop.clone();
+    tokio::spawn(serve_grpc(
+        grpc_listener,
+        ingestor.clone(),
+        IngestLimits::default(),
+        async move { done.cancelled().await },
+    ));
+    let done = stop.clone();
+    tokio::spawn(serve_http(
+        http_listener,
+        ingestor.clone(),
+        IngestLimits::default(),
+        async move { done.cancelled().await },
+    ));
+    Receivers {
+        ingestor,
+        grpc,
+        http,
+        stop,
+    }
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn span(id: u8, name: &str) -> Span {
+    Span {
+        trace_id: vec![0x5b; 16],
+        span_id: vec![id; 8],
+        name: name.to_string(),
+        start_time_unix_nano: 1_000_000,
+        end_time_unix_nano: 3_000_000,
+        attributes: vec![
+            kv("feature_flag.key", "new-checkout"),
+            kv("feature_flag.result.variant", "on"),
+            kv("user.email", PLANTED),
+            kv("plan", "pro"),
+        ],
+        ..Default::default()
+    }
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "checkout"),
+                    kv("vcs.ref.head.revision", "3f2c1a9"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn send_grpc(
+    to: SocketAddr,
+    request: ExportTraceServiceRequest,
+) -> ExportTraceServiceResponse {
+    let mut client = TraceServiceClient::connect(format!("http://{to}"))
+        .await
+        .expect("connect to the gRPC receiver");
+    tokio::time::timeout(LIMIT, client.export(request))
+        .await
+        .expect("the receiver answers in time")
+        .expect("the receiver accepts the batch")
+        .into_inner()
+}
+
+async fn send_http(to: SocketAddr, request: ExportTraceServiceRequest) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{to}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .timeout(LIMIT)
+        .send()
+        .await
+        .expect("the HTTP receiver answers");
+    assert!(response.status().is_success(), "{response:?}");
+}
+
+/// Waits without blocking the runtime the servers run on.
+async fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out after {LIMIT:?} waiting for {what}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_go_on_over_grpc_and_http_without_invalid_spans_or_private_values() {
+    for protocol in [ForwardProtocol::Grpc, ForwardProtocol::HttpProtobuf] {
+        let received = Received::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        backend(listener, protocol, received.clone());
+        let spangate = receivers(&endpoint, protocol).await;
+
+        let mut invalid = span(3, "invalid");
+        invalid.span_id = vec![0; 8];
+        let answer = send_grpc(
+            spangate.grpc,
+            request(vec![span(1, "cart"), invalid, span(2, "pay")]),
+        )
+        .await;
+        assert_eq!(answer.partial_success.unwrap().rejected_spans, 1);
+        send_http(spangate.http, request(vec![span(4, "confirm")])).await;
+
+        let spans = wait_until(&format!("three spans forwarded over {protocol}"), || {
+            let spans = received.spans();
+            (spans.len() >= 3).then_some(spans)
+        })
+        .await;
+        let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["cart", "confirm", "pay"], "{protocol}");
+        let cart = spans.iter().find(|s| s.name == "cart").unwrap();
+        assert_eq!(
+            (cart.span_id.as_slice(), cart.end_time_unix_nano),
+            ([1; 8].as_slice(), 3_000_000)
+        );
+        let shown = received.text();
+        assert!(!shown.contains(PLANTED), "{protocol}: {shown}");
+        for kept in ["user.email", "[private]", "pro", "3f2c1a9", "new-checkout"] {
+            assert!(shown.contains(kept), "{protocol}: {kept} not in {shown}");
+        }
+        let forwarded = wait_until("the sent count", || {
+            let forwarded = spangate.ingestor.stats().forwarded;
+            (forwarded.sent == 3).then_some(forwarded)
+        })
+        .await;
+        assert_eq!((forwarded.dropped, forwarded.failed), (0, 0), "{protocol}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absent_backend_costs_senders_nothing_and_forwarding_resumes() {
+    // A port nothing listens on yet: taken from the OS, then let go.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let spangate = receivers(&format!("http://{port}"), ForwardProtocol::Grpc).await;
+
+    let answer = send_grpc(spangate.grpc, request(vec![span(1, "lost")])).await;
+    assert_eq!(
+        answer.partial_success, None,
+        "the sender is told all is well"
+    );
+    send_http(spangate.http, request(vec![span(2, "lost")])).await;
+    wait_until("both failed exports to be counted", || {
+        (spangate.ingestor.stats().forwarded.failed == 2).then_some(())
+    })
+    .await;
+    assert_eq!(spangate.ingestor.stats().spans_received, 2);
+
+    let received = Received::default();
+    let listener = TcpListener::bind(port)
+        .await
+        .expect("the port is free again");
+    backend(listener, ForwardProtocol::Grpc, received.clone());
+    // Each export after the backend is up reconnects; the first may still race it.
+    let mut id = 10;
+    wait_for("forwarding to resume", LIMIT, || {
+        if received.spans().iter().any(|s| s.name == "found") {
+            return Some(());
+        }
+        id += 1;
+        let batch = request(vec![span(id, "found")]);
+        let to = spangate.http;
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(send_http(to, batch))
+        });
+        None
+    });
+    let forwarded = spangate.ingestor.stats().forwarded;
+    assert!(
+        forwarded.sent >= 1 && forwarded.failed >= 2,
+        "{forwarded:?}"
+    );
+    assert!(received.spans().iter().all(|s| s.name == "found"));
+}
