@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message as _;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::extract;
@@ -51,9 +52,9 @@ pub struct ForwardConfig {
 }
 
 impl ForwardConfig {
-    /// Batches a 512-span exporter sends in several seconds at full load: enough
-    /// to ride out a slow answer, little enough to bound memory (~tens of MB).
-    pub const DEFAULT_QUEUE_BATCHES: usize = 256;
+    /// Enough to ride out a slow answer; little enough to bound memory: a decoded
+    /// batch of 512 spans takes a few hundred kB.
+    pub const DEFAULT_QUEUE_BATCHES: usize = 64;
 
     /// Checks the endpoint, saying what is wrong.
     pub fn new(
@@ -132,7 +133,9 @@ pub struct ForwardWorker {
 }
 
 /// Most queued batches merged into one export: a few thousand spans.
-const MERGED_BATCHES: usize = 16;
+const MERGED_BATCHES: usize = 8;
+/// Exports running at once.
+const EXPORTS_IN_FLIGHT: usize = 4;
 /// How long one export may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping process keeps exporting what is still queued.
@@ -185,11 +188,12 @@ impl Forwarder {
     }
 }
 
+#[derive(Clone)]
 enum Client {
     Grpc(TraceServiceClient<tonic::transport::Channel>),
     Http {
         client: reqwest::Client,
-        url: String,
+        url: Arc<str>,
     },
 }
 
@@ -213,13 +217,13 @@ impl Client {
                     .tcp_nodelay(true)
                     .build()
                     .context("an HTTP client for forwarding")?,
-                url: format!("{}/v1/traces", config.endpoint),
+                url: format!("{}/v1/traces", config.endpoint).into(),
             },
         })
     }
 
-    async fn export(&mut self, request: ExportTraceServiceRequest) -> anyhow::Result<()> {
-        match self {
+    async fn export(mut self, request: ExportTraceServiceRequest) -> anyhow::Result<()> {
+        match &mut self {
             Client::Grpc(client) => {
                 client
                     .export(request)
@@ -228,7 +232,7 @@ impl Client {
             }
             Client::Http { client, url } => {
                 let response = client
-                    .post(url.as_str())
+                    .post(&**url)
                     .header(axum::http::header::CONTENT_TYPE, "application/x-protobuf")
                     .body(request.encode_to_vec())
                     .send()
@@ -247,30 +251,86 @@ impl Client {
     }
 }
 
+/// What the exports in flight share: the counters, and whether the backend is
+/// failing, so an outage is warned about once, not once per batch.
+struct Outcomes {
+    endpoint: String,
+    counters: Arc<Counters>,
+    failing: AtomicBool,
+}
+
+impl Outcomes {
+    fn record(&self, spans: u64, result: anyhow::Result<()>) {
+        match result {
+            Ok(()) => {
+                self.counters.sent.fetch_add(spans, Ordering::Relaxed);
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(endpoint = %self.endpoint, "forwarding spans again");
+                }
+            }
+            Err(error) => {
+                self.counters.failed.fetch_add(spans, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        spans,
+                        error = format!("{error:#}"),
+                        "could not forward spans; dropping them until the endpoint answers"
+                    );
+                } else {
+                    tracing::debug!(
+                        spans,
+                        error = format!("{error:#}"),
+                        "could not forward spans"
+                    );
+                }
+            }
+        }
+    }
+}
+
 impl ForwardWorker {
     /// Exports until `cancel`, then what is still queued, for a few seconds at most.
+    /// Up to [`EXPORTS_IN_FLIGHT`] exports run at once, so one slow answer does not
+    /// hold the queue back.
     pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut client = Client::new(&self.config)?;
+        let client = Client::new(&self.config)?;
         tracing::info!(
             endpoint = %self.config.endpoint,
             protocol = %self.config.protocol,
             "forwarding received spans"
         );
-        let mut failing = false;
+        let outcomes = Arc::new(Outcomes {
+            endpoint: self.config.endpoint.clone(),
+            counters: Arc::clone(&self.counters),
+            failing: AtomicBool::new(false),
+        });
+        let mut in_flight = JoinSet::new();
         loop {
+            if in_flight.len() >= EXPORTS_IN_FLIGHT {
+                tokio::select! {
+                    _ = in_flight.join_next() => continue,
+                    () = cancel.cancelled() => break,
+                }
+            }
             let first = tokio::select! {
                 request = self.queue.recv() => request,
+                Some(_) = in_flight.join_next() => continue,
                 () = cancel.cancelled() => break,
             };
-            let Some(first) = first else { return Ok(()) };
+            let Some(first) = first else { break };
             let batch = self.merge_queued(first);
-            self.export(&mut client, batch, &mut failing).await;
+            self.spawn_export(&mut in_flight, &client, &outcomes, batch);
         }
         let drain = async {
             while let Ok(first) = self.queue.try_recv() {
+                while in_flight.len() >= EXPORTS_IN_FLIGHT {
+                    in_flight.join_next().await;
+                }
                 let batch = self.merge_queued(first);
-                self.export(&mut client, batch, &mut failing).await;
+                self.spawn_export(&mut in_flight, &client, &outcomes, batch);
             }
+            while in_flight.join_next().await.is_some() {}
         };
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
             tracing::warn!("gave up forwarding the spans still queued at shutdown");
@@ -289,43 +349,20 @@ impl ForwardWorker {
         first
     }
 
-    async fn export(
+    fn spawn_export(
         &self,
-        client: &mut Client,
+        in_flight: &mut JoinSet<()>,
+        client: &Client,
+        outcomes: &Arc<Outcomes>,
         mut batch: ExportTraceServiceRequest,
-        failing: &mut bool,
     ) {
         prepare(&mut batch, &(self.private)());
         let spans = span_count(&batch);
         if spans == 0 {
             return;
         }
-        match client.export(batch).await {
-            Ok(()) => {
-                self.counters.sent.fetch_add(spans, Ordering::Relaxed);
-                if std::mem::take(failing) {
-                    tracing::info!(endpoint = %self.config.endpoint, "forwarding spans again");
-                }
-            }
-            Err(error) => {
-                self.counters.failed.fetch_add(spans, Ordering::Relaxed);
-                // One warning per outage, not one per batch.
-                if !std::mem::replace(failing, true) {
-                    tracing::warn!(
-                        endpoint = %self.config.endpoint,
-                        spans,
-                        error = format!("{error:#}"),
-                        "could not forward spans; dropping them until the endpoint answers"
-                    );
-                } else {
-                    tracing::debug!(
-                        spans,
-                        error = format!("{error:#}"),
-                        "could not forward spans"
-                    );
-                }
-            }
-        }
+        let (client, outcomes) = (client.clone(), Arc::clone(outcomes));
+        in_flight.spawn(async move { outcomes.record(spans, client.export(batch).await) });
     }
 }
 
