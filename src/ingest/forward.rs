@@ -169,6 +169,8 @@ impl Forwarder {
             };
             let spans = span_count(&request);
             let before = self.counters.dropped.fetch_add(spans, Ordering::Relaxed);
+            // Warned once: under overload a line per batch would add to the load; the
+            // counter tells the rest.
             if before == 0 {
                 tracing::warn!(
                     spans,
