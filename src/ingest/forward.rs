@@ -372,7 +372,7 @@ impl ForwardWorker {
 /// receiver already refused them as a partial success) and replaces the values of
 /// private attributes — on resources, scopes, spans, events and links, and inside
 /// nested key-value lists — with [`REDACTED`].
-pub fn prepare(request: &mut ExportTraceServiceRequest, private: &PrivateAttributes) {
+fn prepare(request: &mut ExportTraceServiceRequest, private: &PrivateAttributes) {
     for resource_spans in &mut request.resource_spans {
         for scope_spans in &mut resource_spans.scope_spans {
             scope_spans

@@ -21,7 +21,7 @@ pub use events::IngestStats;
 use events::{RejectReason, Transport};
 pub use forward::{
     ForwardConfig, ForwardProtocol, ForwardStats, ForwardWorker, Forwarder, PrivateSource,
-    forwarder, prepare as prepare_for_forwarding,
+    forwarder,
 };
 pub use grpc::serve_grpc;
 pub use http::{http_router, serve_http};
