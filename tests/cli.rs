@@ -1,11 +1,12 @@
-//! The commands that only read: `get`, `export`, `crd`, and the exit codes scripts
-//! rely on.
+//! The commands that only read: `get`, `export`, `crd`, the exit codes scripts rely
+//! on, and options refused before anything starts.
 
 mod common;
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::BIN;
+use common::{BIN, ChildGuard, wait_for};
 
 fn spangate(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run spangate")
@@ -73,6 +74,49 @@ fn a_missing_rollout_or_folder_is_an_error_that_says_which() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-spangate-folder"));
     let out = spangate(&["get", "--output", "xml", "--dir", "."]);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn a_forward_endpoint_spangate_cannot_reach_is_refused_before_anything_listens() {
+    let dir = examples();
+    let path = dir.path().to_str().unwrap();
+    for (endpoint, says) in [
+        ("https://jaeger:4317", "uses https"),
+        ("jaeger:4317", "must look like http://host:port"),
+        ("http://jaeger:4318/v1/traces", "without a path"),
+    ] {
+        // Were the endpoint accepted, the process would serve: bound the wait.
+        let log = dir.path().join("forward.log");
+        let mut process = ChildGuard::spawn(
+            Command::new(BIN).args([
+                "standalone",
+                "--dir",
+                path,
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--ofrep-addr",
+                "127.0.0.1:0",
+                "--probe-addr",
+                "127.0.0.1:0",
+                "--forward-endpoint",
+                endpoint,
+            ]),
+            &log,
+        );
+        let status = wait_for(
+            "spangate to refuse the endpoint",
+            Duration::from_secs(30),
+            || process.exited(),
+        );
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.code(), Some(1), "{endpoint}: {stderr}");
+        assert!(
+            stderr.contains("--forward-endpoint") && stderr.contains(says),
+            "{endpoint}: {stderr}"
+        );
+    }
 }
 
 #[test]
