@@ -6,20 +6,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode, header};
-use common::wait_for;
+use common::otlp::{TraceBackend, kv};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
@@ -33,70 +27,8 @@ use tokio_util::sync::CancellationToken;
 const LIMIT: Duration = Duration::from_secs(30);
 const PLANTED: &str = "planted-5e2a@corp.example";
 
-/// What a backend received, whole requests in order.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-impl Received {
-    fn spans(&self) -> Vec<Span> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|r| &r.resource_spans)
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| s.spans.clone())
-            .collect()
-    }
-
-    fn text(&self) -> String {
-        format!("{:?}", self.0.lock().unwrap())
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-/// A tracing backend on `listener` that speaks `protocol`.
-fn backend(listener: TcpListener, protocol: ForwardProtocol, received: Received) {
-    match protocol {
-        ForwardProtocol::Grpc => {
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(TraceServiceServer::new(received))
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
-        }
-        ForwardProtocol::HttpProtobuf => {
-            let app = axum::Router::new().route(
-                "/v1/traces",
-                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                    let received = received.clone();
-                    async move {
-                        if headers[header::CONTENT_TYPE] != "application/x-protobuf" {
-                            return StatusCode::UNSUPPORTED_MEDIA_TYPE;
-                        }
-                        match ExportTraceServiceRequest::decode(body) {
-                            Ok(request) => {
-                                received.0.lock().unwrap().push(request);
-                                StatusCode::OK
-                            }
-                            Err(_) => StatusCode::BAD_REQUEST,
-                        }
-                    }
-                }),
-            );
-            tokio::spawn(async move { axum::serve(listener, app).await });
-        }
-    }
+fn span_names(backend: &TraceBackend) -> Vec<String> {
+    backend.spans().into_iter().map(|(_, s)| s.name).collect()
 }
 
 /// spangate's receivers, forwarding to `endpoint`; stopped with the token.
@@ -145,16 +77,6 @@ async fn receivers(endpoint: &str, protocol: ForwardProtocol) -> Receivers {
         grpc,
         http,
         stop,
-    }
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
     }
 }
 
@@ -237,10 +159,8 @@ async fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_go_on_over_grpc_and_http_without_invalid_spans_or_private_values() {
     for protocol in [ForwardProtocol::Grpc, ForwardProtocol::HttpProtobuf] {
-        let received = Received::default();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        backend(listener, protocol, received.clone());
+        let received = TraceBackend::default();
+        let endpoint = received.start(protocol).await;
         let spangate = receivers(&endpoint, protocol).await;
 
         let mut invalid = span(3, "invalid");
@@ -254,7 +174,7 @@ async fn spans_go_on_over_grpc_and_http_without_invalid_spans_or_private_values(
         send_http(spangate.http, request(vec![span(4, "confirm")])).await;
 
         let spans = wait_until(&format!("three spans forwarded over {protocol}"), || {
-            let spans = received.spans();
+            let spans: Vec<Span> = received.spans().into_iter().map(|(_, s)| s).collect();
             (spans.len() >= 3).then_some(spans)
         })
         .await;
@@ -302,29 +222,29 @@ async fn an_absent_backend_costs_senders_nothing_and_forwarding_resumes() {
     .await;
     assert_eq!(spangate.ingestor.stats().spans_received, 2);
 
-    let received = Received::default();
+    let received = TraceBackend::default();
     let listener = TcpListener::bind(port)
         .await
         .expect("the port is free again");
-    backend(listener, ForwardProtocol::Grpc, received.clone());
+    received.serve(listener, ForwardProtocol::Grpc);
     // Each export after the backend is up reconnects; the first may still race it.
-    let mut id = 10;
-    wait_for("forwarding to resume", LIMIT, || {
-        if received.spans().iter().any(|s| s.name == "found") {
-            return Some(());
+    tokio::time::timeout(LIMIT, async {
+        while !span_names(&received).iter().any(|name| name == "found") {
+            send_http(spangate.http, request(vec![span(10, "found")])).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        id += 1;
-        let batch = request(vec![span(id, "found")]);
-        let to = spangate.http;
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(send_http(to, batch))
-        });
-        None
-    });
-    let forwarded = spangate.ingestor.stats().forwarded;
+    })
+    .await
+    .expect("forwarding resumes within the limit");
+    // The backend keeps a batch before spangate reads its answer and counts it.
+    let forwarded = wait_until("the sent count", || {
+        let forwarded = spangate.ingestor.stats().forwarded;
+        (forwarded.sent >= 1).then_some(forwarded)
+    })
+    .await;
     assert!(
         forwarded.sent >= 1 && forwarded.failed >= 2,
         "{forwarded:?}"
     );
-    assert!(received.spans().iter().all(|s| s.name == "found"));
+    assert!(span_names(&received).iter().all(|name| name == "found"));
 }

@@ -1,11 +1,14 @@
 //! The OTLP receivers on real sockets, fed by the real OpenTelemetry exporters and by
 //! hand-made requests, good and bad.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut};
+use common::otlp::kv;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use opentelemetry::KeyValue;
@@ -15,7 +18,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as ProtoKeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as ProtoSpan};
 use opentelemetry_sdk::Resource;
@@ -402,16 +404,6 @@ async fn otlp_json_is_read_and_answered_in_json() {
             0xc6, 0x0c
         ]]
     );
-}
-
-fn kv(key: &str, value: &str) -> ProtoKeyValue {
-    ProtoKeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
-    }
 }
 
 /// A request of `count` candidate spans of 5 ms each, the first with the given

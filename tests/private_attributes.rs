@@ -8,17 +8,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::otlp::TraceBackend;
 use common::{Spangate, wait_for};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use serde_json::{Value, json};
+use spangate::ingest::ForwardProtocol;
 
 const PLANTED: [&str; 4] = [
     "planted-email-5f1c",
@@ -61,26 +56,6 @@ spec:
     - clauses: [{attribute: plan, op: in, values: [visible-plan-3b8e]}]
       variant: "b"
 "#;
-
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-impl Received {
-    fn text(&self) -> String {
-        format!("{:?}", self.0.lock().unwrap())
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
 
 fn post(spangate: &Spangate, path: &str, body: Value) -> String {
     let response = reqwest::blocking::Client::new()
@@ -132,20 +107,14 @@ fn read_tree(dir: &std::path::Path, out: &mut String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planted_private_values_appear_in_no_output() {
-    let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(received.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let received = TraceBackend::default();
+    let endpoint = received.start(ForwardProtocol::Grpc).await;
     tokio::task::spawn_blocking(move || search_every_output(&endpoint, &received))
         .await
         .unwrap();
 }
 
-fn search_every_output(endpoint: &str, received: &Received) {
+fn search_every_output(endpoint: &str, received: &TraceBackend) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("rollouts");
     std::fs::create_dir(&dir).unwrap();

@@ -4,114 +4,25 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::otlp::{TraceBackend, attribute};
 use common::{Spangate, rollout_yaml, wait_for};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message as _;
+use spangate::ingest::ForwardProtocol;
 
-/// Every span received, with its resource's service.name.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, Span)>>>);
-
-impl Received {
-    fn add(&self, request: ExportTraceServiceRequest) {
-        let mut spans = self.0.lock().unwrap();
-        for resource_spans in request.resource_spans {
-            let service = resource_spans
-                .resource
+/// The first span named `name` whose attributes include every pair of `wanted`,
+/// with its resource's service.name.
+fn find(backend: &TraceBackend, name: &str, wanted: &[(&str, &str)]) -> Option<(String, Span)> {
+    backend.spans().into_iter().find(|(_, span)| {
+        span.name == name
+            && wanted
                 .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?))
-                .unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
-            }
-        }
-    }
-
-    /// The first span named `name` whose attributes include every pair of `wanted`.
-    fn find(&self, name: &str, wanted: &[(&str, &str)]) -> Option<(String, Span)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, span)| {
-                span.name == name
-                    && wanted
-                        .iter()
-                        .all(|(key, value)| attribute(span, key).as_deref() == Some(*value))
-            })
-            .cloned()
-    }
+                .all(|(key, value)| attribute(span, key).as_deref() == Some(*value))
+    })
 }
 
-fn text(value: &AnyValue) -> Option<String> {
-    match value {
-        AnyValue::StringValue(s) => Some(s.clone()),
-        AnyValue::IntValue(i) => Some(i.to_string()),
-        AnyValue::DoubleValue(d) => Some(d.to_string()),
-        AnyValue::BoolValue(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?))
-}
-
-#[tonic::async_trait]
-impl TraceService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.add(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-async fn grpc_collector(received: Received) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(received))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    format!("http://{addr}")
-}
-
-async fn http_collector(received: Received) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let received = received.clone();
-            async move {
-                received.add(ExportTraceServiceRequest::decode(body).unwrap());
-                ExportTraceServiceResponse::default().encode_to_vec()
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
-
-fn assert_rollout_timeline(protocol: &str, endpoint: &str, received: &Received) {
+fn assert_rollout_timeline(protocol: &str, endpoint: &str, received: &TraceBackend) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("rollouts");
     std::fs::create_dir(&dir).unwrap();
@@ -134,7 +45,8 @@ fn assert_rollout_timeline(protocol: &str, endpoint: &str, received: &Received) 
         ("vcs.ref.head.revision", "3f2c1a9"),
     ];
     let (service, decision) = wait_for("a decision span", Duration::from_secs(60), || {
-        received.find(
+        find(
+            received,
             "decision",
             &[
                 &flag[..],
@@ -149,7 +61,8 @@ fn assert_rollout_timeline(protocol: &str, endpoint: &str, received: &Received) 
         Some("Progressing")
     );
     wait_for("a reconcile span", Duration::from_secs(60), || {
-        received.find(
+        find(
+            received,
             "reconcile",
             &[
                 &flag[..],
@@ -163,8 +76,8 @@ fn assert_rollout_timeline(protocol: &str, endpoint: &str, received: &Received) 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconciles_and_decisions_are_exported_over_grpc() {
-    let received = Received::default();
-    let endpoint = grpc_collector(received.clone()).await;
+    let received = TraceBackend::default();
+    let endpoint = received.start(ForwardProtocol::Grpc).await;
     tokio::task::spawn_blocking(move || assert_rollout_timeline("grpc", &endpoint, &received))
         .await
         .unwrap();
@@ -172,8 +85,8 @@ async fn reconciles_and_decisions_are_exported_over_grpc() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconciles_and_decisions_are_exported_over_http() {
-    let received = Received::default();
-    let endpoint = http_collector(received.clone()).await;
+    let received = TraceBackend::default();
+    let endpoint = received.start(ForwardProtocol::HttpProtobuf).await;
     tokio::task::spawn_blocking(move || {
         assert_rollout_timeline("http/protobuf", &endpoint, &received)
     })

@@ -5,6 +5,7 @@
 //! exports it, off the request path. A slow or absent backend never slows ingest:
 //! when the queue is full, batches are dropped and counted.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -163,11 +164,7 @@ impl Forwarder {
     /// Queues `request` for export without waiting; drops it when the queue is full.
     pub fn offer(&self, request: ExportTraceServiceRequest) {
         if let Err(error) = self.queue.try_send(request) {
-            let request = match error {
-                mpsc::error::TrySendError::Full(request)
-                | mpsc::error::TrySendError::Closed(request) => request,
-            };
-            let spans = span_count(&request);
+            let spans = span_count(&error.into_inner());
             let before = self.counters.dropped.fetch_add(spans, Ordering::Relaxed);
             // Warned once: under overload a line per batch would add to the load; the
             // counter tells the rest.
@@ -412,10 +409,12 @@ fn prepare(request: &mut ExportTraceServiceRequest, private: &PrivateAttributes)
 
 fn redact(attributes: &mut [KeyValue], prefix: &str, private: &PrivateAttributes) {
     for attribute in attributes {
+        // Only keys inside nested lists need a path built; top-level keys are read
+        // as they are.
         let key = if prefix.is_empty() {
-            attribute.key.clone()
+            Cow::Borrowed(attribute.key.as_str())
         } else {
-            format!("{prefix}.{}", attribute.key)
+            Cow::Owned(format!("{prefix}.{}", attribute.key))
         };
         if private.hides_key(&key) {
             attribute.value = Some(AnyValue {
@@ -447,16 +446,7 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     use super::*;
-
-    fn kv(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.to_string(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.to_string())),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::ingest::test_attributes::kv;
 
     fn span(span_id: u8, attributes: Vec<KeyValue>) -> Span {
         Span {

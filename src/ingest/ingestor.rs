@@ -222,23 +222,13 @@ impl Ingestor {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
     use super::*;
     use crate::analysis::Route;
-
-    fn kv(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.to_string(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.to_string())),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::ingest::test_attributes::kv;
 
     fn span(variant: &str, error: bool, duration_ns: u64) -> Span {
         Span {

@@ -16,6 +16,8 @@ mod grpc;
 mod http;
 mod ingestor;
 mod json;
+#[cfg(test)]
+mod test_attributes;
 
 pub use events::IngestStats;
 use events::{RejectReason, Transport};

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this harness
 
 pub mod cluster;
+pub mod otlp;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
