@@ -7,8 +7,8 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
-use spangate::analysis::{Arm, LatencySketch, Window, judge};
-use spangate::api::{AnalysisSpec, LatencyQuantiles};
+use spangate::analysis::{Arm, JudgeInput, LatencySketch, Observation, Window, judge, unit_hash};
+use spangate::api::{AnalysisSpec, ArmEvidence, LatencyQuantiles, StepEvidence};
 use spangate::flags::{Attribute, Context, Flag, PercentageRollout, Variant, bucket};
 
 const MS: u64 = 1_000_000;
@@ -47,7 +47,13 @@ fn window(samples: u64, error_every: u64) -> Window {
         } else {
             Arm::Baseline
         };
-        window.record(arm, i % error_every == 0, duration_ns(i), [i as u8; 16]);
+        // Spans of 2,000 accounts, each carrying its account as the bucketing value.
+        let observation = Observation {
+            unit: Some(unit_hash(&format!("acct-{}", i % 2_000))),
+            split: true,
+            ..Observation::span(i % error_every == 0, duration_ns(i), [i as u8; 16])
+        };
+        window.record(arm, &observation);
     }
     window
 }
@@ -104,10 +110,43 @@ fn bench_analysis(c: &mut Criterion) {
             ..LatencyQuantiles::default()
         }),
         max_latency_increase: Some(0.25),
+        ..AnalysisSpec::default()
     };
     let judged = window(20_000, 30);
+    // Three steps done, so the error checks weigh them too.
+    let completed: Vec<StepEvidence> = (0..3)
+        .map(|step| StepEvidence {
+            step,
+            weight: 5.0,
+            baseline: ArmEvidence {
+                samples: 20_000,
+                errors: 200,
+                error_rate_unit_variance: Some(5e-7),
+                unit_groups: 64,
+            },
+            candidate: ArmEvidence {
+                samples: 1_000,
+                errors: 11,
+                error_rate_unit_variance: Some(1.2e-5),
+                unit_groups: 60,
+            },
+        })
+        .collect();
+    let steps = [1.0, 5.0, 25.0, 50.0, 100.0];
     c.bench_function("judge", |b| {
-        b.iter(|| judge(black_box(&analysis), black_box(&judged), "off", "on"))
+        b.iter(|| {
+            judge(black_box(&JudgeInput {
+                analysis: &analysis,
+                steps: &steps,
+                service: "checkout",
+                baseline_variant: "off",
+                candidate_variant: "on",
+                weight: 25.0,
+                unit_attribute: "accountId",
+                completed: &completed,
+                window: &judged,
+            }))
+        })
     });
 }
 

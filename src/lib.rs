@@ -14,6 +14,7 @@ pub mod flags;
 pub mod ingest;
 pub mod rollout;
 pub mod serve;
+pub mod simulate;
 pub mod standalone;
 pub mod store;
 pub mod telemetry;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -103,7 +104,8 @@ enum Command {
         /// Largest OTLP request body accepted, in bytes.
         #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
         max_body_bytes: usize,
-        /// Once listening, write the bound addresses here as JSON (for scripts).
+        /// Once listening and the first pass has published the flags, write the
+        /// bound addresses here as JSON (for scripts).
         #[arg(long)]
         ready_file: Option<PathBuf>,
         #[command(flatten)]
@@ -201,6 +203,21 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (FeatureRollout, Segment) as YAML.
     Crd,
+    /// Run thousands of synthetic rollouts of a spec through the real judge and
+    /// controller, to see how often it rolls back a healthy feature, how often and
+    /// how soon it catches a regression, and how long a promotion takes.
+    ///
+    /// Time is simulated (a 2-minute rollout takes milliseconds) and every rollout is
+    /// seeded. Describe the traffic (rate, error rate, latency, accounts) and,
+    /// optionally, a regression of the rollout variant:
+    ///
+    ///   spangate simulate rollout.yaml --rollouts 10000
+    ///   spangate simulate rollout.yaml --candidate-error-rate 0.03
+    ///   spangate simulate --candidate-latency-factor 1.5 --regression-from-weight 50
+    ///
+    /// Tune a spec with it before production: a spec whose false rollbacks or time
+    /// to promote are too high here will be too high there.
+    Simulate(spangate::cli::simulate::SimulateArgs),
 }
 
 /// Where received spans go on to, in `standalone` and `run`.
@@ -320,6 +337,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_stdout(&spangate::api::crd_yaml())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Simulate(args) => spangate::cli::simulate::run(args),
         Command::Export { dir, state_dir } => {
             let store = FileStore::new(&dir, state_dir);
             let rollouts = store.list_read_only()?;
@@ -493,7 +511,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 flags_file: flags,
                 forward,
             };
-            let mut standalone = Standalone::start(config.clone(), |_| {}).await?;
+            let first_pass = Arc::new(tokio::sync::Notify::new());
+            let passed = first_pass.clone();
+            let mut standalone =
+                Standalone::start(config.clone(), move |_| passed.notify_one()).await?;
             let addrs = standalone.addrs;
             tracing::info!(
                 dir = %config.dir.display(),
@@ -504,6 +525,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "spangate standalone is serving"
             );
             if let Some(path) = ready_file {
+                // Once the first pass has published the flags: a script that starts
+                // asking when the file appears finds every flag served.
+                first_pass.notified().await;
                 spangate::store::write_atomically(&path, &serde_json::to_vec(&addrs)?)
                     .with_context(|| format!("writing the ready file {}", path.display()))?;
             }

@@ -253,6 +253,7 @@ impl Standalone {
             controller::run(
                 controller,
                 config.tick,
+                jiff::Timestamp::now,
                 move |report| {
                     readiness.set_ready();
                     on_pass(report);

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as P
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
-use spangate::analysis::{ArmWindow, Route, Routes, Window};
+use spangate::analysis::{ArmWindow, Route, Routes, Window, WindowEpoch};
 use spangate::ingest::{IngestLimits, Ingestor, serve_grpc, serve_http};
 use std::io::Write as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,7 +36,7 @@ use tonic::{Code, Status};
 
 const FLAG: &str = "new-cart";
 const ROLLOUT: &str = "shop/checkout";
-const EPOCH: u64 = 3;
+const EPOCH: WindowEpoch = WindowEpoch(3);
 const REVISION: &str = "3f2c1a9";
 /// Bounds every network wait, so a broken receiver fails the test instead of
 /// hanging it.
@@ -59,6 +59,7 @@ async fn start(limits: IngestLimits, revision: Option<&str>) -> Receivers {
         revision: revision.map(str::to_string),
         baseline_variant: "off".to_string(),
         candidate_variant: "on".to_string(),
+        bucket_by: None,
         epoch: EPOCH,
     }]));
     let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

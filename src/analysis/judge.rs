@@ -1,78 +1,140 @@
-//! The threshold judge: compares the candidate arm of a window with the thresholds
-//! of the rollout's analysis and with the baseline arm.
+//! The judge: from a step's window (and what earlier steps showed) to a verdict.
+//!
+//! Every check is an anytime-valid one-sided test of "the rollout variant is
+//! worse than its tolerance", built on the boundaries of [`super::sequential`]
+//! with the budget of [`super::spending`]; its estimate is shown with the
+//! confidence interval of the same boundary, so the interval clears the threshold
+//! exactly when the check fails. The verdict depends only on the window's counts
+//! and sketches (and the status), so merged windows judge as one.
 
-use std::cmp::Ordering;
-
-use super::{ArmWindow, Window};
-use crate::api::{AnalysisSpec, LatencyQuantiles, VariantEvidence, Verdict, VerdictOutcome};
-
-/// Slack on every comparison, so a value equal to its limit up to floating-point
-/// rounding (0.07 − 0.05 is 0.020000000000000004) passes.
-const TOLERANCE: f64 = 1e-9;
+use super::sequential::{Boundary, beta_binomial_e_value};
+use super::spending::{PLANNED_SAMPLES_PER_MIN_SAMPLE, Spending};
+use super::window::{ArmWindow, UnitSample};
+use super::{LatencySketch, Window};
+use crate::api::{
+    AnalysisSpec, ArmEvidence, CheckEvidence, CheckOutcome, CheckScope, EvidenceUnit,
+    LatencyQuantiles, SampleRatioEvidence, StepEvidence, VariantEvidence, Verdict, VerdictOutcome,
+};
 
 /// Durations at or below 1 µs share the sketch's lowest bucket, so a p99 below this
 /// is not a measurement to divide by.
 const LATENCY_FLOOR_MS: f64 = 0.001;
 
-/// Judges the candidate arm of `window` against `analysis`.
+/// The sample-ratio check's budget per step. A false alarm only holds a step, so
+/// it is not taken from the rollback budget.
+pub const SAMPLE_RATIO_ALPHA: f64 = 1e-3;
+
+/// Pseudo-units of the sample-ratio test's prior around the weight.
+const SAMPLE_RATIO_CONCENTRATION: f64 = 100.0;
+
+/// The quantile `maxLatencyIncrease` compares.
+const INCREASE_QUANTILE: f64 = 0.99;
+
+/// What the judge weighs.
+#[derive(Debug, Clone, Copy)]
+pub struct JudgeInput<'a> {
+    pub analysis: &'a AnalysisSpec,
+    /// Every step of the rollout (percentages): the budget is spread over them.
+    pub steps: &'a [f64],
+    /// `service.name` of the spans judged.
+    pub service: &'a str,
+    pub baseline_variant: &'a str,
+    pub candidate_variant: &'a str,
+    /// Percent of units handed the rollout variant in this step.
+    pub weight: f64,
+    /// The attribute spans carry the bucketing value in, for messages.
+    pub unit_attribute: &'a str,
+    /// What the finished steps showed.
+    pub completed: &'a [StepEvidence],
+    /// The current step's spans.
+    pub window: &'a Window,
+}
+
+/// Judges the current step of a rollout.
 ///
-/// Inconclusive until both arms hold `minSamples` spans (at least one: no data is
-/// never a pass); then Fail with every threshold that was exceeded, or Pass.
-pub fn judge(
-    analysis: &AnalysisSpec,
-    window: &Window,
-    baseline_variant: &str,
-    candidate_variant: &str,
-) -> Verdict {
-    let baseline = evidence(baseline_variant, &window.baseline);
-    let candidate = evidence(candidate_variant, &window.candidate);
+/// Fail as soon as any check fails, whatever the sample size: the tests stay valid
+/// at every look. Otherwise Inconclusive until both arms hold `minSamples` spans
+/// (at least one: no data is never a pass) and while the share of units in the
+/// rollout variant does not fit the weight; then Pass.
+pub fn judge(input: &JudgeInput<'_>) -> Verdict {
+    let window = input.window;
+    let baseline = evidence(input.baseline_variant, &window.baseline);
+    let candidate = evidence(input.candidate_variant, &window.candidate);
     let exemplar_trace_ids = window
         .candidate
         .error_exemplars
         .iter()
         .map(hex::encode)
         .collect();
+    let checks = run_checks(input, &baseline, &candidate);
+    let sample_ratio = sample_ratio(&window.units, input.weight, input.unit_attribute);
 
-    let min_samples = analysis.min_samples.max(1);
+    let failed: Vec<&CheckEvidence> = checks
+        .iter()
+        .filter(|c| c.outcome == CheckOutcome::Fail)
+        .collect();
+    let min_samples = input.analysis.min_samples.max(1);
     let missing_candidate = min_samples.saturating_sub(candidate.samples);
     let missing_baseline = min_samples.saturating_sub(baseline.samples);
-    if missing_candidate > 0 || missing_baseline > 0 {
-        return Verdict {
-            outcome: VerdictOutcome::Inconclusive,
-            message: format!(
-                "need {missing_candidate} more spans of variant {candidate_variant} and \
-                 {missing_baseline} of {baseline_variant} (minSamples {min_samples} per variant)"
-            ),
-            failed_checks: Vec::new(),
-            baseline,
-            candidate,
-            exemplar_trace_ids,
-        };
-    }
-
-    let checks = run_checks(analysis, &window.candidate, &baseline, &candidate);
-    let (outcome, message, failed_checks) = if checks.failures.is_empty() {
+    let (outcome, message) = if !failed.is_empty() {
+        let messages: Vec<&str> = failed.iter().map(|c| c.message.as_str()).collect();
+        (VerdictOutcome::Fail, messages.join("; "))
+    } else if missing_candidate > 0 || missing_baseline > 0 {
         (
-            VerdictOutcome::Pass,
-            pass_message(&baseline, &candidate, checks.passed),
-            Vec::new(),
+            VerdictOutcome::Inconclusive,
+            format!(
+                "need {missing_candidate} more spans of variant {} and {missing_baseline} of {} \
+                 (minSamples {min_samples} per variant)",
+                input.candidate_variant, input.baseline_variant
+            ),
+        )
+    } else if let Some(srm) = sample_ratio.as_ref().filter(|s| s.mismatch) {
+        (
+            VerdictOutcome::Inconclusive,
+            format!(
+                "SampleRatioMismatch: {} of {} units got variant {} ({}), the weight says {}; \
+                 the spans cannot be trusted, holding",
+                srm.candidate_units,
+                srm.units,
+                input.candidate_variant,
+                percent(srm.candidate_units as f64 / srm.units.max(1) as f64),
+                percent(srm.expected_share),
+            ),
         )
     } else {
-        let (names, messages): (Vec<_>, Vec<_>) = checks.failures.into_iter().unzip();
-        (VerdictOutcome::Fail, messages.join("; "), names)
+        (
+            VerdictOutcome::Pass,
+            pass_message(&checks, &baseline, &candidate),
+        )
     };
     Verdict {
         outcome,
         message,
-        failed_checks,
+        failed_checks: failed_names(&failed),
+        confidence: input.analysis.confidence,
+        checks,
+        sample_ratio,
         baseline,
         candidate,
         exemplar_trace_ids,
     }
 }
 
+/// The names of the failed checks, each once (a check fails on the step and on the
+/// whole rollout alike).
+fn failed_names(failed: &[&CheckEvidence]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for check in failed {
+        if !names.contains(&check.name) {
+            names.push(check.name.clone());
+        }
+    }
+    names
+}
+
 fn evidence(variant: &str, arm: &ArmWindow) -> VariantEvidence {
     let q = |q| arm.latency.quantile_ms(q);
+    let rate = Rate::of_arm(arm);
     VariantEvidence {
         variant: variant.to_string(),
         samples: arm.samples,
@@ -84,231 +146,855 @@ fn evidence(variant: &str, arm: &ArmWindow) -> VariantEvidence {
             p95: q(0.95),
             p99: q(0.99),
         },
+        error_rate_unit_variance: rate.unit_variance,
+        unit_groups: rate.groups,
     }
 }
 
-/// Whether `value` is over `limit`. A NaN on either side fails: a threshold that
-/// cannot be compared must not let a rollout through.
-fn exceeds(value: f64, limit: f64) -> bool {
-    matches!(
-        value.partial_cmp(&(limit + TOLERANCE)),
-        Some(Ordering::Greater) | None
-    )
+/// The error counts of one arm, with the variance of its rate between unit groups.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    n: f64,
+    k: f64,
+    unit_variance: Option<f64>,
+    /// Groups with spans when spans carried their unit; 0 when they did not.
+    groups: u32,
 }
 
-struct Checks {
-    passed: usize,
-    /// (check name, sentence with the numbers), in the order the spec lists them.
-    failures: Vec<(String, String)>,
+impl Rate {
+    fn of_arm(arm: &ArmWindow) -> Self {
+        let n = arm.samples as f64;
+        let k = arm.errors as f64;
+        if !arm.grouped_by_unit || arm.samples == 0 {
+            return Self {
+                n,
+                k,
+                unit_variance: None,
+                groups: 0,
+            };
+        }
+        let p = k / n;
+        let used: Vec<_> = arm.groups.iter().filter(|g| g.spans > 0).collect();
+        let g = used.len() as f64;
+        let unit_variance = (used.len() >= 2).then(|| {
+            let spread: f64 = used
+                .iter()
+                .map(|group| (group.errors as f64 - p * group.spans as f64).powi(2))
+                .sum();
+            g / (g - 1.0) * spread / (n * n)
+        });
+        Self {
+            n,
+            k,
+            unit_variance,
+            groups: used.len() as u32,
+        }
+    }
+
+    fn of_evidence(arm: &ArmEvidence) -> Self {
+        Self {
+            n: arm.samples as f64,
+            k: arm.errors as f64,
+            unit_variance: arm.error_rate_unit_variance,
+            groups: arm.unit_groups,
+        }
+    }
+
+    fn p(&self) -> f64 {
+        if self.n > 0.0 { self.k / self.n } else { 0.0 }
+    }
+
+    /// The rate at which variances are taken: never below half an event, so a
+    /// window without errors still has a variance.
+    fn floor(&self, p: f64) -> f64 {
+        p.max(0.5 / self.n).min(1.0 - 0.5 / self.n).clamp(0.0, 1.0)
+    }
+
+    /// Variance of the estimated rate were the true rate `p_at`: the binomial one,
+    /// or the one between unit groups when it is larger (spans of a unit are not
+    /// independent), with its degrees of freedom then.
+    fn variance(&self, p_at: f64) -> (f64, Option<f64>) {
+        let p_at = self.floor(p_at);
+        let binomial = p_at * (1.0 - p_at) / self.n;
+        match (self.groups, self.unit_variance) {
+            (0, _) => (binomial, None),
+            (1, _) | (_, None) => (binomial, Some(0.0)),
+            (g, Some(v)) if v > binomial => (v, Some(f64::from(g - 1))),
+            _ => (binomial, None),
+        }
+    }
 }
 
-impl Checks {
-    fn check(&mut self, failed: bool, name: impl FnOnce() -> String, why: impl FnOnce() -> String) {
-        if failed {
-            self.failures.push((name(), why()));
-        } else {
-            self.passed += 1;
+/// The fewer degrees of freedom of two variance estimates.
+fn fewer(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A test's estimate and interval, and whether it failed.
+#[derive(Debug, Clone, Copy)]
+struct Tested {
+    estimate: f64,
+    lower: f64,
+    upper: f64,
+    fail: bool,
+}
+
+/// One-sample test of "rate ≤ p0" on `n` spans with estimate `p`, a variance
+/// `design_effect` times the binomial one known to `df` degrees of freedom.
+/// The interval is Wilson's score interval at the boundary, so its lower end
+/// clears `p0` exactly when the test fails.
+fn rate_above(
+    n: f64,
+    p: f64,
+    design_effect: f64,
+    df: Option<f64>,
+    p0: f64,
+    boundary: Boundary,
+) -> Tested {
+    let c = design_effect.max(1.0);
+    let se0 = (p0 * (1.0 - p0) * c / n).sqrt();
+    let z = if se0 > 0.0 {
+        (p - p0) / se0
+    } else if p > p0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    let jump = if se0 > 0.0 { 1.0 / (n * se0) } else { 0.0 };
+    let b = boundary.z(n / c, jump, df);
+    let (lower, upper) = if b.is_finite() {
+        let b2c = b * b * c;
+        let center = (p + b2c / (2.0 * n)) / (1.0 + b2c / n);
+        let half =
+            b * c.sqrt() * (p * (1.0 - p) / n + b2c / (4.0 * n * n)).sqrt() / (1.0 + b2c / n);
+        ((center - half).max(0.0), (center + half).min(1.0))
+    } else {
+        (0.0, 1.0)
+    };
+    Tested {
+        estimate: p,
+        lower,
+        upper,
+        fail: z >= b,
+    }
+}
+
+/// Test of "difference ≤ delta" for an estimated `difference` with variance
+/// `variance` over `effective_samples`, one span moving it by at most `jump`.
+fn difference_above(
+    difference: f64,
+    variance: f64,
+    effective_samples: f64,
+    jump: f64,
+    df: Option<f64>,
+    delta: f64,
+    boundary: Boundary,
+) -> Tested {
+    let se = variance.sqrt();
+    let b = boundary.z(effective_samples, jump / se, df);
+    let z = (difference - delta) / se;
+    Tested {
+        estimate: difference,
+        lower: difference - b * se,
+        upper: difference + b * se,
+        fail: se > 0.0 && z >= b,
+    }
+}
+
+/// One step's two arms, ready to be weighed with other steps.
+#[derive(Debug, Clone, Copy)]
+struct StepRates {
+    baseline: Rate,
+    candidate: Rate,
+}
+
+impl StepRates {
+    fn has_both(&self) -> bool {
+        self.baseline.n > 0.0 && self.candidate.n > 0.0
+    }
+
+    /// The step's weight among steps: its harmonic sample size.
+    fn weight(&self) -> f64 {
+        let (c, b) = (self.candidate.n, self.baseline.n);
+        c * b / (c + b)
+    }
+
+    /// Difference of rates, its variance under "difference = delta", the binomial
+    /// variance there, and degrees of freedom.
+    fn difference(&self, delta: f64) -> (f64, f64, f64, Option<f64>) {
+        let (pc, pb) = (self.candidate.p(), self.baseline.p());
+        let at_c = pc.max(pb + delta);
+        let (vc, dfc) = self.candidate.variance(at_c);
+        let (vb, dfb) = self.baseline.variance(pb);
+        let binomial = {
+            let c = self.candidate.floor(at_c);
+            let b = self.baseline.floor(pb);
+            c * (1.0 - c) / self.candidate.n + b * (1.0 - b) / self.baseline.n
+        };
+        (pc - pb, vc + vb, binomial, fewer(dfc, dfb))
+    }
+}
+
+/// Error-rate checks weigh the steps together by their harmonic sample sizes, so
+/// a change of weight between steps cannot make a drift of both arms' rates over
+/// time look like a difference between them (each step compares arms of the same
+/// time span).
+fn difference_over_steps(steps: &[StepRates], delta: f64, boundary: Boundary) -> Option<Tested> {
+    let steps: Vec<&StepRates> = steps.iter().filter(|s| s.has_both()).collect();
+    let total: f64 = steps.iter().map(|s| s.weight()).sum();
+    if steps.is_empty() || total <= 0.0 {
+        return None;
+    }
+    let (mut difference, mut variance, mut binomial, mut df, mut jump) =
+        (0.0, 0.0, 0.0, None, 0.0f64);
+    for step in &steps {
+        let share = step.weight() / total;
+        let (d, v, b, step_df) = step.difference(delta);
+        difference += share * d;
+        variance += share * share * v;
+        binomial += share * share * b;
+        df = fewer(df, step_df);
+        jump = jump.max(share / step.candidate.n);
+    }
+    let design_effect = (variance / binomial).max(1.0);
+    Some(difference_above(
+        difference,
+        variance,
+        total / design_effect,
+        jump,
+        df,
+        delta,
+        boundary,
+    ))
+}
+
+/// The candidate's error rate over the steps, pooled.
+fn rate_over_steps(steps: &[StepRates], p0: f64, boundary: Boundary) -> Option<Tested> {
+    let arms: Vec<&Rate> = steps
+        .iter()
+        .map(|s| &s.candidate)
+        .filter(|r| r.n > 0.0)
+        .collect();
+    let n: f64 = arms.iter().map(|r| r.n).sum();
+    if n <= 0.0 {
+        return None;
+    }
+    let p = arms.iter().map(|r| r.k).sum::<f64>() / n;
+    let (mut variance, mut binomial, mut df) = (0.0, 0.0, None);
+    for arm in &arms {
+        let at = arm.p().max(p0);
+        let (v, arm_df) = arm.variance(at);
+        let at = arm.floor(at);
+        variance += arm.n * arm.n * v;
+        binomial += arm.n * at * (1.0 - at);
+        df = fewer(df, arm_df);
+    }
+    Some(rate_above(
+        n,
+        p,
+        (variance / binomial).max(1.0),
+        df,
+        p0,
+        boundary,
+    ))
+}
+
+/// How much wider the spread of a latency statistic is than if every span were
+/// independent, from the spread of mean log-latency between unit groups; and the
+/// degrees of freedom when that spread is the larger.
+fn latency_design_effect(arm: &ArmWindow) -> (f64, Option<f64>) {
+    if !arm.grouped_by_unit || arm.samples < 2 {
+        return (1.0, None);
+    }
+    let used: Vec<_> = arm.groups.iter().filter(|g| g.spans > 0).collect();
+    if used.len() < 2 {
+        return (1.0, Some(0.0));
+    }
+    let n = arm.samples as f64;
+    let mean = used.iter().map(|g| g.log_latency_sum()).sum::<f64>() / n;
+    let within = (arm.log_latency_square_sum() - n * mean * mean).max(0.0) / (n - 1.0);
+    if within <= 0.0 {
+        return (1.0, None);
+    }
+    let g = used.len() as f64;
+    let between = g / (g - 1.0)
+        * used
+            .iter()
+            .map(|group| (group.log_latency_sum() - mean * group.spans as f64).powi(2))
+            .sum::<f64>()
+        / (n * n);
+    let effect = between / (within / n);
+    if effect > 1.0 {
+        (effect, Some(g - 1.0))
+    } else {
+        (1.0, None)
+    }
+}
+
+/// An anytime-valid confidence interval for the `q` quantile of an arm, in
+/// milliseconds: the sketch's bucket edges around the ranks the boundary allows.
+/// The upper end is `None` when too few spans bound it.
+fn quantile_interval(
+    sketch: &LatencySketch,
+    q: f64,
+    design: (f64, Option<f64>),
+    boundary: Boundary,
+) -> Option<(f64, Option<f64>)> {
+    let n = sketch.count();
+    if n == 0 {
+        return None;
+    }
+    let (effect, df) = design;
+    let nf = n as f64;
+    let sd = (nf * q * (1.0 - q) * effect).sqrt();
+    let margin = boundary.z(nf / effect, 1.0 / sd.max(1e-9), df) * sd;
+    let low_rank = (nf * q - margin).floor();
+    let high_rank = (nf * q + margin).ceil();
+    let lower = if low_rank >= 1.0 {
+        sketch
+            .rank_bounds_ns(low_rank as u64)
+            .map_or(0.0, |(low, _)| low)
+    } else {
+        0.0
+    };
+    let upper = (high_rank <= nf)
+        .then(|| sketch.rank_bounds_ns(high_rank.max(1.0) as u64))
+        .flatten()
+        .map(|(_, high)| high / 1e6);
+    Some((lower / 1e6, upper))
+}
+
+/// What every check needs to know about the step.
+struct CheckContext<'a> {
+    input: &'a JudgeInput<'a>,
+    confidence: String,
+}
+
+/// What a check is, before it is run.
+struct Check {
+    name: String,
+    scope: CheckScope,
+    unit: EvidenceUnit,
+    threshold: f64,
+    /// The threshold as a sentence says it (`1 point`, `800 ms`).
+    threshold_text: String,
+    alpha: f64,
+}
+
+impl CheckContext<'_> {
+    fn evidence(
+        &self,
+        check: Check,
+        tested: Option<Tested>,
+        describe: impl FnOnce(&Tested) -> String,
+    ) -> CheckEvidence {
+        let Check {
+            name,
+            scope,
+            unit,
+            threshold,
+            threshold_text,
+            alpha,
+        } = check;
+        let (outcome, message, estimate, lower, upper) = match tested {
+            None => (
+                CheckOutcome::Inconclusive,
+                format!(
+                    "{name}: no spans of variant {} yet",
+                    self.input.candidate_variant
+                ),
+                None,
+                None,
+                None,
+            ),
+            Some(t) => {
+                let outcome = if t.fail {
+                    CheckOutcome::Fail
+                } else {
+                    CheckOutcome::Pass
+                };
+                let relation = if t.fail { ">" } else { "within" };
+                let message = format!(
+                    "{} {relation} {name} {threshold_text} ({})",
+                    describe(&t),
+                    self.confidence
+                );
+                (
+                    outcome,
+                    message,
+                    Some(t.estimate),
+                    t.lower.is_finite().then_some(t.lower),
+                    t.upper.is_finite().then_some(t.upper),
+                )
+            }
+        };
+        CheckEvidence {
+            name,
+            service: self.input.service.to_string(),
+            scope,
+            unit,
+            estimate,
+            lower,
+            upper,
+            threshold,
+            outcome,
+            alpha,
+            message,
         }
     }
 }
 
 fn run_checks(
-    analysis: &AnalysisSpec,
-    candidate_arm: &ArmWindow,
+    input: &JudgeInput<'_>,
     baseline: &VariantEvidence,
     candidate: &VariantEvidence,
-) -> Checks {
-    let mut checks = Checks {
-        passed: 0,
-        failures: Vec::new(),
+) -> Vec<CheckEvidence> {
+    let analysis = input.analysis;
+    let spending = Spending::of(analysis, input.steps);
+    let planned = analysis.min_samples.max(1) as f64 * PLANNED_SAMPLES_PER_MIN_SAMPLE;
+    let context = CheckContext {
+        input,
+        confidence: format!("rollout confidence {}", percent(analysis.confidence)),
     };
-    let (b, c) = (&baseline.variant, &candidate.variant);
-    // Both arms hold at least one span here, so both rates and sketches are set.
-    let rate_b = baseline.error_rate.unwrap_or(0.0);
-    let rate_c = candidate.error_rate.unwrap_or(0.0);
+    let (b, c) = (input.baseline_variant, input.candidate_variant);
+    let window = input.window;
+    let current = StepRates {
+        baseline: Rate::of_arm(&window.baseline),
+        candidate: Rate::of_arm(&window.candidate),
+    };
+    let mut all_steps: Vec<StepRates> = input
+        .completed
+        .iter()
+        .map(|s| StepRates {
+            baseline: Rate::of_evidence(&s.baseline),
+            candidate: Rate::of_evidence(&s.candidate),
+        })
+        .collect();
+    all_steps.push(current);
+    let step_boundary = Boundary::new(spending.error_step(), planned);
+    let rollout_boundary = Boundary::new(
+        spending.error_rollout(),
+        planned * f64::from(spending.judged_steps),
+    );
+    let mut checks = Vec::new();
 
     if let Some(max) = analysis.max_error_rate {
-        checks.check(
-            exceeds(rate_c, max),
-            || "maxErrorRate".to_string(),
-            || format!("error rate of {c} {rate_c:.3} > maxErrorRate {max:.3}"),
-        );
-    }
-    if let Some(max) = analysis.max_error_rate_increase {
-        let increase = rate_c - rate_b;
-        checks.check(
-            exceeds(increase, max),
-            || "maxErrorRateIncrease".to_string(),
-            || {
-                format!(
-                    "error rate of {c} {rate_c:.3} is {increase:+.3} over {b}'s {rate_b:.3} \
-                     > maxErrorRateIncrease {max:.3}"
-                )
+        let name = "maxErrorRate".to_string();
+        let step = (current.candidate.n > 0.0).then(|| {
+            let rate = current.candidate;
+            let at = rate.p().max(max);
+            let (variance, df) = rate.variance(at);
+            let at = rate.floor(at);
+            let effect = variance / (at * (1.0 - at) / rate.n);
+            rate_above(rate.n, rate.p(), effect, df, max, step_boundary)
+        });
+        checks.push(context.evidence(
+            Check {
+                name: name.clone(),
+                scope: CheckScope::Step,
+                unit: EvidenceUnit::Fraction,
+                threshold: max,
+                threshold_text: percent(max),
+                alpha: spending.error_step(),
             },
-        );
-    }
-    if let Some(limits) = &analysis.max_latency_ms {
-        for (name, q, max_ms) in limits.iter() {
-            if let Some(value_ms) = candidate_arm.latency.quantile_ms(q) {
-                checks.check(
-                    exceeds(value_ms, max_ms),
-                    || format!("maxLatencyMs.{name}"),
-                    || {
-                        format!(
-                            "{name} latency of {c} {value_ms:.1} ms > maxLatencyMs.{name} \
-                             {max_ms:.1} ms"
-                        )
-                    },
-                );
-            }
+            step,
+            |t| format!("error rate of {c} {}", interval(EvidenceUnit::Fraction, t)),
+        ));
+        if spending.accumulates() {
+            checks.push(context.evidence(
+                Check {
+                    name,
+                    scope: CheckScope::Rollout,
+                    unit: EvidenceUnit::Fraction,
+                    threshold: max,
+                    threshold_text: percent(max),
+                    alpha: spending.error_rollout(),
+                },
+                rate_over_steps(&all_steps, max, rollout_boundary),
+                |t| {
+                    format!(
+                        "error rate of {c} since the first step {}",
+                        interval(EvidenceUnit::Fraction, t)
+                    )
+                },
+            ));
         }
     }
-    if let Some(max) = analysis.max_latency_increase
-        && let (Some(b_ms), Some(c_ms)) = (baseline.latency_ms.p99, candidate.latency_ms.p99)
-    {
-        let increase = c_ms.max(LATENCY_FLOOR_MS) / b_ms.max(LATENCY_FLOOR_MS) - 1.0;
-        checks.check(
-            exceeds(increase, max),
-            || "maxLatencyIncrease".to_string(),
-            || {
+    if let Some(max) = analysis.max_error_rate_increase {
+        let name = "maxErrorRateIncrease".to_string();
+        let describe = |t: &Tested, since: &str| {
+            format!(
+                "error rate of {c}{since} {} is {} points over {b} [{}, {}]",
+                percent(candidate.error_rate.unwrap_or(0.0)),
+                signed_points(t.estimate),
+                signed_points(t.lower),
+                signed_points(t.upper),
+            )
+        };
+        checks.push(context.evidence(
+            Check {
+                name: name.clone(),
+                scope: CheckScope::Step,
+                unit: EvidenceUnit::Fraction,
+                threshold: max,
+                threshold_text: points(max),
+                alpha: spending.error_step(),
+            },
+            difference_over_steps(std::slice::from_ref(&current), max, step_boundary),
+            |t| describe(t, ""),
+        ));
+        if spending.accumulates() {
+            checks.push(context.evidence(
+                Check {
+                    name,
+                    scope: CheckScope::Rollout,
+                    unit: EvidenceUnit::Fraction,
+                    threshold: max,
+                    threshold_text: points(max),
+                    alpha: spending.error_rollout(),
+                },
+                difference_over_steps(&all_steps, max, rollout_boundary),
+                |t| describe(t, " since the first step"),
+            ));
+        }
+    }
+    let latency_boundary = Boundary::new(spending.latency_step(), planned);
+    let candidate_design = latency_design_effect(&window.candidate);
+    if let Some(limits) = &analysis.max_latency_ms {
+        for (quantile_name, q, max_ms) in limits.iter() {
+            let tested = quantile_interval(
+                &window.candidate.latency,
+                q,
+                candidate_design,
+                latency_boundary,
+            )
+            .map(|(lower, upper)| Tested {
+                estimate: window.candidate.latency.quantile_ms(q).unwrap_or(0.0),
+                lower,
+                upper: upper.unwrap_or(f64::INFINITY),
+                fail: lower > max_ms,
+            });
+            checks.push(context.evidence(
+                Check {
+                    name: format!("maxLatencyMs.{quantile_name}"),
+                    scope: CheckScope::Step,
+                    unit: EvidenceUnit::Milliseconds,
+                    threshold: max_ms,
+                    threshold_text: milliseconds(max_ms),
+                    alpha: spending.latency_step(),
+                },
+                tested,
+                |t| {
+                    format!(
+                        "{quantile_name} latency of {c} {}",
+                        interval(EvidenceUnit::Milliseconds, t)
+                    )
+                },
+            ));
+        }
+    }
+    if let Some(max) = analysis.max_latency_increase {
+        // Half the budget bounds the baseline's p99 from above, half the candidate's
+        // from below: the check fails only when both bounds are certain.
+        let half = Boundary::new(spending.latency_step() / 2.0, planned);
+        let baseline_design = latency_design_effect(&window.baseline);
+        let tested = match (
+            quantile_interval(
+                &window.candidate.latency,
+                INCREASE_QUANTILE,
+                candidate_design,
+                half,
+            ),
+            quantile_interval(
+                &window.baseline.latency,
+                INCREASE_QUANTILE,
+                baseline_design,
+                half,
+            ),
+            baseline.latency_ms.p99,
+            candidate.latency_ms.p99,
+        ) {
+            (Some((c_low, c_high)), Some((b_low, b_high)), Some(b_ms), Some(c_ms)) => {
+                let ratio = |num: f64, den: f64| {
+                    num.max(LATENCY_FLOOR_MS) / den.max(LATENCY_FLOOR_MS) - 1.0
+                };
+                let lower = b_high.map_or(-1.0, |b_high| ratio(c_low, b_high));
+                let upper = match c_high {
+                    Some(c_high) if b_low > 0.0 => ratio(c_high, b_low),
+                    _ => f64::INFINITY,
+                };
+                Some(Tested {
+                    estimate: ratio(c_ms, b_ms),
+                    lower,
+                    upper,
+                    fail: lower > max,
+                })
+            }
+            _ => None,
+        };
+        let (b_ms, c_ms) = (
+            baseline.latency_ms.p99.unwrap_or(0.0),
+            candidate.latency_ms.p99.unwrap_or(0.0),
+        );
+        checks.push(context.evidence(
+            Check {
+                name: "maxLatencyIncrease".to_string(),
+                scope: CheckScope::Step,
+                unit: EvidenceUnit::Relative,
+                threshold: max,
+                threshold_text: format!("{:.0}%", max * 100.0),
+                alpha: spending.latency_step(),
+            },
+            tested,
+            |t| {
                 format!(
-                    "p99 latency of {c} {c_ms:.1} ms is {:+.1}% over {b}'s {b_ms:.1} ms \
-                         > maxLatencyIncrease {max:.3} ({:+.1}%)",
-                    increase * 100.0,
-                    max * 100.0
+                    "p99 latency of {c} {} is {} over {b}'s {} {}",
+                    milliseconds(c_ms),
+                    signed_percent(t.estimate),
+                    milliseconds(b_ms),
+                    bracket(EvidenceUnit::Relative, t),
                 )
             },
-        );
+        ));
     }
     checks
 }
 
-fn pass_message(baseline: &VariantEvidence, candidate: &VariantEvidence, passed: usize) -> String {
-    let rate = |e: &VariantEvidence| e.error_rate.unwrap_or(0.0);
-    let p99 = |e: &VariantEvidence| e.latency_ms.p99.unwrap_or(0.0);
-    let checks = match passed {
-        0 => "no thresholds set".to_string(),
-        1 => "1 check passed".to_string(),
-        n => format!("all {n} checks passed"),
+/// The sample-ratio check of a step at `weight` percent.
+fn sample_ratio(
+    units: &UnitSample,
+    weight: f64,
+    unit_attribute: &str,
+) -> Option<SampleRatioEvidence> {
+    let share = weight / 100.0;
+    if !(share > 0.0 && share < 1.0) {
+        return None;
+    }
+    let skipped = if units.spans_with_unit == 0 {
+        Some(format!(
+            "skipped: no span carried the bucketing value ({unit_attribute})"
+        ))
+    } else if units.split_spans == 0 {
+        Some(format!(
+            "skipped: no span with {unit_attribute} carried feature_flag.result.reason split"
+        ))
+    } else {
+        None
     };
+    let (m, c) = (units.units(), units.candidate_units());
+    let e_value = if skipped.is_some() {
+        1.0
+    } else {
+        // Kept finite: status is JSON, which has no infinity.
+        beta_binomial_e_value(c, m, share, SAMPLE_RATIO_CONCENTRATION).min(f64::MAX)
+    };
+    Some(SampleRatioEvidence {
+        units: m,
+        candidate_units: c,
+        expected_share: share,
+        e_value,
+        alpha: SAMPLE_RATIO_ALPHA,
+        mismatch: e_value >= 1.0 / SAMPLE_RATIO_ALPHA,
+        skipped,
+    })
+}
+
+fn pass_message(
+    checks: &[CheckEvidence],
+    baseline: &VariantEvidence,
+    candidate: &VariantEvidence,
+) -> String {
+    let names: std::collections::BTreeSet<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    let head = match names.len() {
+        0 => "no thresholds set".to_string(),
+        1 => "1 check passes".to_string(),
+        n => format!("all {n} checks pass"),
+    };
+    let rate = |e: &VariantEvidence| percent(e.error_rate.unwrap_or(0.0));
+    let p99 = |e: &VariantEvidence| milliseconds(e.latency_ms.p99.unwrap_or(0.0));
     format!(
-        "{checks}: {c} error rate {:.3} and p99 {:.1} ms over {} spans, {b} error rate {:.3} \
-         and p99 {:.1} ms over {} spans",
+        "{head}: {} error rate {} and p99 {} over {} spans, {} error rate {} and p99 {} over {} spans",
+        candidate.variant,
         rate(candidate),
         p99(candidate),
         candidate.samples,
+        baseline.variant,
         rate(baseline),
         p99(baseline),
         baseline.samples,
-        c = candidate.variant,
-        b = baseline.variant,
     )
+}
+
+/// A fraction as a percentage with the precision it deserves.
+pub fn percent(fraction: f64) -> String {
+    let value = fraction * 100.0;
+    let text = if value != 0.0 && value.abs() < 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.1}")
+    };
+    format!("{}%", trim_zeros(&text))
+}
+
+fn trim_zeros(text: &str) -> String {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+fn signed_points(fraction: f64) -> String {
+    format!("{:+.1}", fraction * 100.0)
+}
+
+fn signed_percent(fraction: f64) -> String {
+    format!("{:+.0}%", fraction * 100.0)
+}
+
+fn milliseconds(ms: f64) -> String {
+    if ms >= 100.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{} ms", trim_zeros(&format!("{ms:.1}")))
+    }
+}
+
+fn points(fraction: f64) -> String {
+    let value = trim_zeros(&format!("{:.2}", fraction * 100.0));
+    if value == "1" {
+        "1 point".to_string()
+    } else {
+        format!("{value} points")
+    }
+}
+
+/// `[lower, upper]` in the unit.
+fn bracket(unit: EvidenceUnit, t: &Tested) -> String {
+    let end = |v: f64| {
+        if !v.is_finite() {
+            "∞".to_string()
+        } else {
+            match unit {
+                EvidenceUnit::Fraction => percent(v),
+                EvidenceUnit::Milliseconds => milliseconds(v).trim_end_matches(" ms").to_string(),
+                EvidenceUnit::Relative => signed_percent(v),
+            }
+        }
+    };
+    format!("[{}, {}]", end(t.lower), end(t.upper))
+}
+
+/// `estimate [lower, upper]` in the unit.
+fn interval(unit: EvidenceUnit, t: &Tested) -> String {
+    let estimate = match unit {
+        EvidenceUnit::Fraction => percent(t.estimate),
+        EvidenceUnit::Milliseconds => milliseconds(t.estimate),
+        EvidenceUnit::Relative => signed_percent(t.estimate),
+    };
+    format!("{estimate} {}", bracket(unit, t))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::{Arm, Observation, unit_hash};
+    use crate::api::ArmEvidence;
 
     const MS: u64 = 1_000_000;
 
-    /// `samples` spans of which the first `errors` fail, every one lasting `latency_ms`.
-    fn arm(samples: u64, errors: u64, latency_ms: u64) -> ArmWindow {
-        let mut arm = ArmWindow::default();
-        for i in 0..samples {
-            let trace_id = [i as u8; 16];
-            arm.record(i < errors, latency_ms * MS, trace_id);
-        }
-        arm
+    /// Spans of one arm: `samples` of them, the first `errors` failing, each lasting
+    /// `latency_ms`, from `units` distinct units (none when 0) holding consecutive
+    /// spans, so errors cluster in the first units.
+    struct Spans {
+        samples: u64,
+        errors: u64,
+        latency_ms: u64,
+        units: u64,
     }
 
-    fn window(baseline: ArmWindow, candidate: ArmWindow) -> Window {
-        Window {
-            baseline,
-            candidate,
+    fn spans(samples: u64, errors: u64, latency_ms: u64) -> Spans {
+        Spans {
+            samples,
+            errors,
+            latency_ms,
+            units: 0,
         }
     }
 
-    fn spec(min_samples: u64) -> AnalysisSpec {
+    fn window(baseline: Spans, candidate: Spans) -> Window {
+        let mut window = Window::default();
+        for (arm, spans, salt) in [
+            (Arm::Baseline, baseline, "b"),
+            (Arm::Candidate, candidate, "c"),
+        ] {
+            for i in 0..spans.samples {
+                let unit = (spans.units > 0)
+                    .then(|| unit_hash(&format!("{salt}{}", i * spans.units / spans.samples)));
+                let mut trace_id = [0u8; 16];
+                trace_id[..8].copy_from_slice(&(i + 1).to_le_bytes());
+                trace_id[8] = salt.as_bytes()[0];
+                window.record(
+                    arm,
+                    &Observation {
+                        is_error: i < spans.errors,
+                        duration_ns: spans.latency_ms * MS,
+                        trace_id,
+                        unit,
+                        split: true,
+                    },
+                );
+            }
+        }
+        window
+    }
+
+    fn analysis(min_samples: u64) -> AnalysisSpec {
         AnalysisSpec {
             min_samples,
             ..AnalysisSpec::default()
         }
     }
 
-    fn run(analysis: &AnalysisSpec, window: &Window) -> Verdict {
-        judge(analysis, window, "off", "on")
+    const STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
+
+    fn run(analysis: &AnalysisSpec, window: &Window, weight: f64) -> Verdict {
+        run_with(analysis, window, weight, &[])
+    }
+
+    fn run_with(
+        analysis: &AnalysisSpec,
+        window: &Window,
+        weight: f64,
+        completed: &[StepEvidence],
+    ) -> Verdict {
+        judge(&JudgeInput {
+            analysis,
+            steps: &STEPS,
+            service: "checkout",
+            baseline_variant: "off",
+            candidate_variant: "on",
+            weight,
+            unit_attribute: "accountId",
+            completed,
+            window,
+        })
+    }
+
+    fn check<'v>(verdict: &'v Verdict, name: &str, scope: CheckScope) -> &'v CheckEvidence {
+        verdict
+            .checks
+            .iter()
+            .find(|c| c.name == name && c.scope == scope)
+            .unwrap_or_else(|| panic!("no {name} {scope:?} check in {:#?}", verdict.checks))
     }
 
     #[test]
-    fn evidence_of_both_arms_is_filled() {
-        let mut baseline = arm(300, 3, 100);
-        baseline.record(false, 900 * MS, [0xff; 16]);
-        let verdict = run(&spec(100), &window(baseline, arm(150, 15, 200)));
-
-        let b = &verdict.baseline;
-        assert_eq!((b.variant.as_str(), b.samples, b.errors), ("off", 301, 3));
-        assert!((b.error_rate.unwrap() - 3.0 / 301.0).abs() < 1e-12);
-        let p50 = b.latency_ms.p50.unwrap();
-        assert!((p50 - 100.0).abs() <= 1.0, "p50 {p50}");
-        let p99 = b.latency_ms.p99.unwrap();
-        assert!((p99 - 100.0).abs() <= 1.0, "p99 {p99}");
-        assert!(b.latency_ms.p90.is_some() && b.latency_ms.p95.is_some());
-
-        let c = &verdict.candidate;
-        assert_eq!((c.variant.as_str(), c.samples, c.errors), ("on", 150, 15));
-        assert_eq!(c.error_rate, Some(0.1));
-        let p95 = c.latency_ms.p95.unwrap();
-        assert!((p95 - 200.0).abs() <= 2.0, "p95 {p95}");
-    }
-
-    #[test]
-    fn evidence_is_filled_while_inconclusive() {
-        let verdict = run(&spec(1000), &window(arm(10, 1, 50), ArmWindow::default()));
-        assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive);
-        assert_eq!(verdict.baseline.samples, 10);
-        assert_eq!(verdict.baseline.error_rate, Some(0.1));
-        assert!(verdict.baseline.latency_ms.p99.is_some());
-        assert_eq!(verdict.candidate.samples, 0);
-        assert_eq!(verdict.candidate.error_rate, None);
-        assert_eq!(verdict.candidate.latency_ms, LatencyQuantiles::default());
-    }
-
-    #[test]
-    fn too_few_candidate_spans_is_inconclusive_and_says_how_many_more() {
-        let verdict = run(&spec(200), &window(arm(250, 0, 10), arm(80, 0, 10)));
-        assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive);
-        assert!(
-            verdict
-                .message
-                .starts_with("need 120 more spans of variant on and 0 of off"),
-            "{}",
-            verdict.message
-        );
-        assert!(verdict.failed_checks.is_empty());
-    }
-
-    #[test]
-    fn too_few_baseline_spans_is_inconclusive_too() {
-        let verdict = run(&spec(200), &window(arm(199, 0, 10), arm(500, 0, 10)));
-        assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive);
-        assert!(
-            verdict
-                .message
-                .starts_with("need 0 more spans of variant on and 1 of off"),
-            "{}",
-            verdict.message
-        );
-    }
-
-    #[test]
-    fn exactly_min_samples_is_enough() {
-        let verdict = run(&spec(200), &window(arm(200, 0, 10), arm(200, 0, 10)));
-        assert_eq!(verdict.outcome, VerdictOutcome::Pass, "{}", verdict.message);
-    }
-
-    #[test]
-    fn no_data_is_never_a_pass_even_with_min_samples_zero() {
-        let verdict = run(&spec(0), &Window::default());
+    fn no_data_is_never_a_pass_even_with_min_samples_one() {
+        let verdict = run(&analysis(1), &Window::default(), 5.0);
         assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive);
         assert!(
             verdict
@@ -317,276 +1003,433 @@ mod tests {
             "{}",
             verdict.message
         );
-
-        let only_baseline = run(&spec(0), &window(arm(1000, 0, 10), ArmWindow::default()));
-        assert_eq!(only_baseline.outcome, VerdictOutcome::Inconclusive);
-        let only_candidate = run(&spec(0), &window(ArmWindow::default(), arm(1000, 0, 10)));
-        assert_eq!(only_candidate.outcome, VerdictOutcome::Inconclusive);
+        let one_arm = run(
+            &analysis(1),
+            &window(spans(1000, 0, 10), spans(0, 0, 10)),
+            5.0,
+        );
+        assert_eq!(one_arm.outcome, VerdictOutcome::Inconclusive);
     }
 
     #[test]
-    fn enough_spans_and_no_thresholds_is_a_pass() {
-        let verdict = run(&spec(10), &window(arm(10, 5, 10), arm(10, 9, 900)));
-        assert_eq!(verdict.outcome, VerdictOutcome::Pass);
-        assert!(verdict.failed_checks.is_empty());
+    fn too_few_spans_is_inconclusive_and_says_how_many_more() {
+        let verdict = run(
+            &analysis(200),
+            &window(spans(250, 0, 10), spans(80, 0, 10)),
+            5.0,
+        );
+        assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive);
         assert!(
-            verdict.message.starts_with("no thresholds set"),
+            verdict
+                .message
+                .starts_with("need 120 more spans of variant on and 0 of off"),
             "{}",
             verdict.message
         );
-    }
-
-    #[test]
-    fn too_few_spans_wins_over_thresholds_already_exceeded() {
-        let analysis = AnalysisSpec {
-            max_error_rate: Some(0.01),
-            ..spec(100)
-        };
-        let verdict = run(&analysis, &window(arm(100, 0, 10), arm(50, 50, 10)));
-        assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive);
-        assert!(verdict.failed_checks.is_empty());
-    }
-
-    #[test]
-    fn max_error_rate_at_the_limit_passes_and_above_fails() {
-        let analysis = AnalysisSpec {
-            max_error_rate: Some(0.05),
-            ..spec(100)
-        };
-        let at = run(&analysis, &window(arm(200, 0, 10), arm(200, 10, 10)));
-        assert_eq!(at.outcome, VerdictOutcome::Pass, "{}", at.message);
-        assert!(at.message.starts_with("1 check passed"), "{}", at.message);
-
-        let over = run(&analysis, &window(arm(200, 0, 10), arm(200, 11, 10)));
-        assert_eq!(over.outcome, VerdictOutcome::Fail);
-        assert_eq!(over.failed_checks, ["maxErrorRate"]);
-        assert_eq!(over.message, "error rate of on 0.055 > maxErrorRate 0.050");
-    }
-
-    #[test]
-    fn max_error_rate_increase_at_the_limit_passes_and_above_fails() {
-        let analysis = AnalysisSpec {
-            max_error_rate_increase: Some(0.02),
-            ..spec(100)
-        };
-        // 0.07 - 0.05 is not exactly 0.02 in floating point; it must still pass.
-        let at = run(&analysis, &window(arm(100, 5, 10), arm(100, 7, 10)));
-        assert_eq!(at.outcome, VerdictOutcome::Pass, "{}", at.message);
-
-        let over = run(&analysis, &window(arm(100, 5, 10), arm(100, 8, 10)));
-        assert_eq!(over.outcome, VerdictOutcome::Fail);
-        assert_eq!(over.failed_checks, ["maxErrorRateIncrease"]);
-        assert_eq!(
-            over.message,
-            "error rate of on 0.080 is +0.030 over off's 0.050 > maxErrorRateIncrease 0.020"
+        let enough = run(
+            &analysis(200),
+            &window(spans(200, 0, 10), spans(200, 0, 10)),
+            5.0,
+        );
+        assert_eq!(enough.outcome, VerdictOutcome::Pass, "{}", enough.message);
+        assert!(
+            enough.message.starts_with("no thresholds set"),
+            "{}",
+            enough.message
         );
     }
 
     #[test]
-    fn a_candidate_better_than_the_baseline_passes_the_increase_check() {
-        let analysis = AnalysisSpec {
+    fn evidence_of_both_arms_is_filled() {
+        let verdict = run(
+            &analysis(100),
+            &window(spans(300, 3, 100), spans(150, 15, 200)),
+            5.0,
+        );
+        let b = &verdict.baseline;
+        assert_eq!((b.variant.as_str(), b.samples, b.errors), ("off", 300, 3));
+        assert!((b.latency_ms.p99.unwrap() - 100.0).abs() <= 1.0);
+        let c = &verdict.candidate;
+        assert_eq!((c.variant.as_str(), c.samples, c.errors), ("on", 150, 15));
+        assert_eq!(c.error_rate, Some(0.1));
+        assert!((c.latency_ms.p50.unwrap() - 200.0).abs() <= 2.0);
+        assert_eq!(verdict.confidence, 0.99);
+    }
+
+    #[test]
+    fn a_clear_error_regression_fails_with_its_evidence() {
+        let spec = AnalysisSpec {
+            max_error_rate_increase: Some(0.01),
+            ..analysis(200)
+        };
+        let verdict = run(
+            &spec,
+            &window(spans(20_000, 200, 40), spans(1_000, 100, 40)),
+            5.0,
+        );
+        assert_eq!(verdict.outcome, VerdictOutcome::Fail, "{}", verdict.message);
+        assert_eq!(verdict.failed_checks, ["maxErrorRateIncrease"]);
+        let step = check(&verdict, "maxErrorRateIncrease", CheckScope::Step);
+        assert_eq!(step.outcome, CheckOutcome::Fail);
+        assert!((step.estimate.unwrap() - 0.09).abs() < 1e-12);
+        assert!(step.lower.unwrap() > 0.01 && step.upper.unwrap() > 0.09);
+        assert_eq!(step.service, "checkout");
+        assert_eq!(step.unit, EvidenceUnit::Fraction);
+        assert!(
+            step.message
+                .starts_with("error rate of on 10% is +9.0 points over off [+")
+                && step
+                    .message
+                    .ends_with("] > maxErrorRateIncrease 1 point (rollout confidence 99%)"),
+            "{}",
+            step.message
+        );
+        assert_eq!(verdict.exemplar_trace_ids.len(), 5);
+    }
+
+    #[test]
+    fn an_increase_within_the_tolerance_passes() {
+        let spec = AnalysisSpec {
+            max_error_rate_increase: Some(0.01),
+            ..analysis(200)
+        };
+        // +1 point exactly, and +0.5: within the tolerance, on plenty of spans.
+        for candidate_errors in [200, 150] {
+            let verdict = run(
+                &spec,
+                &window(spans(10_000, 100, 40), spans(10_000, candidate_errors, 40)),
+                50.0,
+            );
+            assert_eq!(verdict.outcome, VerdictOutcome::Pass, "{}", verdict.message);
+            let step = check(&verdict, "maxErrorRateIncrease", CheckScope::Step);
+            assert!(step.lower.unwrap() <= 0.01, "{step:?}");
+        }
+    }
+
+    #[test]
+    fn a_candidate_better_than_the_baseline_passes() {
+        let spec = AnalysisSpec {
             max_error_rate_increase: Some(0.0),
             max_latency_increase: Some(0.0),
-            ..spec(100)
+            ..analysis(100)
         };
-        let verdict = run(&analysis, &window(arm(100, 30, 500), arm(100, 10, 100)));
+        let verdict = run(
+            &spec,
+            &window(spans(1_000, 300, 500), spans(1_000, 100, 100)),
+            50.0,
+        );
         assert_eq!(verdict.outcome, VerdictOutcome::Pass, "{}", verdict.message);
     }
 
     #[test]
-    fn latency_at_the_limit_passes_and_above_fails() {
-        let analysis = AnalysisSpec {
+    fn a_failure_counts_before_min_samples_but_noise_does_not() {
+        let spec = AnalysisSpec {
+            max_error_rate: Some(0.05),
+            ..analysis(1_000)
+        };
+        // 60 of 100 failing is far past 5%, even on 100 spans.
+        let bad = run(&spec, &window(spans(5_000, 0, 10), spans(100, 60, 10)), 5.0);
+        assert_eq!(bad.outcome, VerdictOutcome::Fail, "{}", bad.message);
+        // 2 of 20 (10%) is not proof of more than 5%.
+        let noisy = run(&spec, &window(spans(5_000, 0, 10), spans(20, 2, 10)), 5.0);
+        assert_eq!(
+            noisy.outcome,
+            VerdictOutcome::Inconclusive,
+            "{}",
+            noisy.message
+        );
+    }
+
+    #[test]
+    fn max_error_rate_zero_fails_on_the_first_error() {
+        let spec = AnalysisSpec {
+            max_error_rate: Some(0.0),
+            ..analysis(10)
+        };
+        let clean = run(&spec, &window(spans(100, 0, 10), spans(100, 0, 10)), 5.0);
+        assert_eq!(clean.outcome, VerdictOutcome::Pass, "{}", clean.message);
+        let one = run(&spec, &window(spans(100, 0, 10), spans(100, 1, 10)), 5.0);
+        assert_eq!(one.outcome, VerdictOutcome::Fail, "{}", one.message);
+    }
+
+    #[test]
+    fn every_check_fails_exactly_when_its_interval_clears_the_threshold() {
+        let spec = AnalysisSpec {
+            max_error_rate: Some(0.03),
+            max_error_rate_increase: Some(0.01),
+            max_latency_increase: Some(0.25),
             max_latency_ms: Some(LatencyQuantiles {
-                p99: Some(400.0),
+                p99: Some(100.0),
                 ..LatencyQuantiles::default()
             }),
-            ..spec(100)
+            ..analysis(50)
         };
-        let at = run(&analysis, &window(arm(100, 0, 10), arm(100, 0, 400)));
-        assert_eq!(at.outcome, VerdictOutcome::Pass, "{}", at.message);
-
-        let over = run(&analysis, &window(arm(100, 0, 10), arm(100, 0, 410)));
-        assert_eq!(over.outcome, VerdictOutcome::Fail);
-        assert_eq!(over.failed_checks, ["maxLatencyMs.p99"]);
-        assert!(
-            over.message.starts_with("p99 latency of on 4")
-                && over.message.ends_with(" ms > maxLatencyMs.p99 400.0 ms"),
-            "{}",
-            over.message
-        );
+        for (c_samples, c_errors, c_ms) in [
+            (300, 3, 40),
+            (300, 20, 60),
+            (2_000, 100, 130),
+            (200, 9, 95),
+            (5_000, 400, 200),
+        ] {
+            let verdict = run(
+                &spec,
+                &window(spans(10_000, 100, 40), spans(c_samples, c_errors, c_ms)),
+                25.0,
+            );
+            for check in &verdict.checks {
+                let clears = check.lower.is_some_and(|lower| lower > check.threshold);
+                assert_eq!(
+                    check.outcome == CheckOutcome::Fail,
+                    clears,
+                    "{c_samples}/{c_errors}/{c_ms}: {check:?}"
+                );
+            }
+        }
     }
 
     #[test]
-    fn every_latency_quantile_given_is_checked() {
-        let analysis = AnalysisSpec {
+    fn latency_is_judged_on_quantiles_with_their_uncertainty() {
+        let spec = AnalysisSpec {
             max_latency_ms: Some(LatencyQuantiles {
-                p50: Some(50.0),
-                p90: Some(1000.0),
-                p95: Some(100.0),
-                p99: Some(1000.0),
-            }),
-            ..spec(100)
-        };
-        // 90 fast spans and 10 slow ones: p50 and p95 are over, p90 and p99 are not.
-        let mut candidate = arm(90, 0, 80);
-        candidate.merge(&arm(10, 0, 500));
-        let verdict = run(&analysis, &window(arm(100, 0, 10), candidate));
-        assert_eq!(verdict.outcome, VerdictOutcome::Fail);
-        assert_eq!(
-            verdict.failed_checks,
-            ["maxLatencyMs.p50", "maxLatencyMs.p95"]
-        );
-    }
-
-    #[test]
-    fn latency_increase_is_relative_to_the_baseline_p99() {
-        let analysis = AnalysisSpec {
-            max_latency_increase: Some(0.5),
-            ..spec(100)
-        };
-        let same = run(
-            &AnalysisSpec {
-                max_latency_increase: Some(0.0),
-                ..spec(100)
-            },
-            &window(arm(100, 0, 200), arm(100, 0, 200)),
-        );
-        assert_eq!(same.outcome, VerdictOutcome::Pass, "{}", same.message);
-
-        let within = run(&analysis, &window(arm(100, 0, 200), arm(100, 0, 280)));
-        assert_eq!(within.outcome, VerdictOutcome::Pass, "{}", within.message);
-
-        let over = run(&analysis, &window(arm(100, 0, 200), arm(100, 0, 320)));
-        assert_eq!(over.outcome, VerdictOutcome::Fail);
-        assert_eq!(over.failed_checks, ["maxLatencyIncrease"]);
-        assert!(over.message.contains("% over off's"), "{}", over.message);
-        assert!(
-            over.message
-                .ends_with("> maxLatencyIncrease 0.500 (+50.0%)"),
-            "{}",
-            over.message
-        );
-    }
-
-    #[test]
-    fn a_zero_baseline_p99_does_not_divide_by_zero() {
-        let analysis = AnalysisSpec {
-            max_latency_increase: Some(0.5),
-            ..spec(10)
-        };
-        let both_zero = run(&analysis, &window(arm(10, 0, 0), arm(10, 0, 0)));
-        assert_eq!(
-            both_zero.outcome,
-            VerdictOutcome::Pass,
-            "{}",
-            both_zero.message
-        );
-
-        let slower = run(&analysis, &window(arm(10, 0, 0), arm(10, 0, 5)));
-        assert_eq!(slower.outcome, VerdictOutcome::Fail);
-        assert_eq!(slower.failed_checks, ["maxLatencyIncrease"]);
-        let message = slower.message.to_lowercase();
-        assert!(
-            !message.contains("inf") && !message.contains("nan"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn every_failed_check_is_reported() {
-        let analysis = AnalysisSpec {
-            min_samples: 100,
-            max_error_rate: Some(0.05),
-            max_error_rate_increase: Some(0.02),
-            max_latency_ms: Some(LatencyQuantiles {
-                p95: Some(300.0),
-                p99: Some(400.0),
+                p99: Some(800.0),
                 ..LatencyQuantiles::default()
             }),
             max_latency_increase: Some(0.25),
+            ..analysis(100)
         };
-        let verdict = run(&analysis, &window(arm(1000, 10, 100), arm(200, 24, 600)));
-        assert_eq!(verdict.outcome, VerdictOutcome::Fail);
-        assert_eq!(
-            verdict.failed_checks,
-            [
-                "maxErrorRate",
-                "maxErrorRateIncrease",
-                "maxLatencyMs.p95",
-                "maxLatencyMs.p99",
-                "maxLatencyIncrease"
-            ]
+        let slow = run(
+            &spec,
+            &window(spans(20_000, 0, 100), spans(2_000, 0, 900)),
+            25.0,
         );
-        let parts: Vec<&str> = verdict.message.split("; ").collect();
-        assert_eq!(parts.len(), 5, "{}", verdict.message);
-        assert_eq!(parts[0], "error rate of on 0.120 > maxErrorRate 0.050");
+        assert_eq!(slow.outcome, VerdictOutcome::Fail, "{}", slow.message);
         assert_eq!(
-            parts[1],
-            "error rate of on 0.120 is +0.110 over off's 0.010 > maxErrorRateIncrease 0.020"
+            slow.failed_checks,
+            ["maxLatencyMs.p99", "maxLatencyIncrease"]
+        );
+        let p99 = check(&slow, "maxLatencyMs.p99", CheckScope::Step);
+        assert!(
+            p99.message.starts_with("p99 latency of on 89")
+                && p99.message.contains(" [88")
+                && p99
+                    .message
+                    .ends_with("> maxLatencyMs.p99 800 ms (rollout confidence 99%)"),
+            "{}",
+            p99.message
+        );
+        let increase = check(&slow, "maxLatencyIncrease", CheckScope::Step);
+        assert!(
+            increase.message.contains("over off's 100 ms"),
+            "{}",
+            increase.message
+        );
+        let fine = run(
+            &spec,
+            &window(spans(20_000, 0, 100), spans(2_000, 0, 110)),
+            25.0,
+        );
+        assert_eq!(fine.outcome, VerdictOutcome::Pass, "{}", fine.message);
+        // Two slow spans in ten make a slow p99 estimate, not a proof of one.
+        let mut few = window(spans(20_000, 0, 100), spans(8, 0, 100));
+        for trace in [7, 8] {
+            few.record(
+                Arm::Candidate,
+                &Observation {
+                    is_error: false,
+                    duration_ns: 900 * MS,
+                    trace_id: [trace; 16],
+                    unit: None,
+                    split: true,
+                },
+            );
+        }
+        let few = run(
+            &AnalysisSpec {
+                min_samples: 1,
+                ..spec.clone()
+            },
+            &few,
+            1.0,
+        );
+        assert!(few.candidate.latency_ms.p99.unwrap() > 800.0);
+        assert_eq!(few.outcome, VerdictOutcome::Pass, "{}", few.message);
+    }
+
+    #[test]
+    fn spans_of_few_units_prove_less_than_as_many_independent_spans() {
+        let spec = AnalysisSpec {
+            max_error_rate_increase: Some(0.01),
+            ..analysis(100)
+        };
+        let independent = run(
+            &spec,
+            &window(spans(20_000, 200, 40), spans(600, 60, 40)),
+            5.0,
+        );
+        assert_eq!(
+            independent.outcome,
+            VerdictOutcome::Fail,
+            "{}",
+            independent.message
+        );
+        // The same spans from 3 accounts: one bad account could explain them.
+        let clustered = run(
+            &spec,
+            &window(
+                Spans {
+                    units: 2_000,
+                    ..spans(20_000, 200, 40)
+                },
+                Spans {
+                    units: 3,
+                    ..spans(600, 60, 40)
+                },
+            ),
+            5.0,
+        );
+        assert_ne!(
+            clustered.outcome,
+            VerdictOutcome::Fail,
+            "{}",
+            clustered.message
+        );
+        assert!(clustered.candidate.unit_groups > 0);
+    }
+
+    #[test]
+    fn earlier_steps_add_their_evidence() {
+        let spec = AnalysisSpec {
+            max_error_rate_increase: Some(0.01),
+            ..analysis(50)
+        };
+        let current = window(spans(3_000, 30, 40), spans(150, 6, 40));
+        let alone = run(&spec, &current, 5.0);
+        assert_eq!(alone.outcome, VerdictOutcome::Pass, "{}", alone.message);
+        let earlier: Vec<StepEvidence> = (0..3)
+            .map(|step| StepEvidence {
+                step,
+                weight: 1.0,
+                baseline: ArmEvidence {
+                    samples: 20_000,
+                    errors: 200,
+                    ..ArmEvidence::default()
+                },
+                candidate: ArmEvidence {
+                    samples: 500,
+                    errors: 20,
+                    ..ArmEvidence::default()
+                },
+            })
+            .collect();
+        let together = run_with(&spec, &current, 5.0, &earlier);
+        assert_eq!(
+            together.outcome,
+            VerdictOutcome::Fail,
+            "{}",
+            together.message
+        );
+        assert_eq!(
+            check(&together, "maxErrorRateIncrease", CheckScope::Rollout).outcome,
+            CheckOutcome::Fail
+        );
+        assert!(
+            check(&together, "maxErrorRateIncrease", CheckScope::Rollout)
+                .message
+                .contains("since the first step")
         );
     }
 
     #[test]
-    fn only_the_failing_checks_are_named() {
-        let analysis = AnalysisSpec {
-            min_samples: 100,
+    fn budgets_of_the_checks_add_up_to_one_minus_confidence() {
+        let spec = AnalysisSpec {
             max_error_rate: Some(0.05),
-            max_error_rate_increase: Some(0.02),
+            max_error_rate_increase: Some(0.01),
+            max_latency_increase: Some(0.25),
             max_latency_ms: Some(LatencyQuantiles {
-                p99: Some(400.0),
+                p99: Some(800.0),
                 ..LatencyQuantiles::default()
             }),
-            max_latency_increase: Some(0.5),
+            ..analysis(100)
         };
-        let verdict = run(&analysis, &window(arm(100, 0, 100), arm(100, 0, 300)));
-        assert_eq!(verdict.outcome, VerdictOutcome::Fail);
-        assert_eq!(verdict.failed_checks, ["maxLatencyIncrease"]);
+        let verdict = run(
+            &spec,
+            &window(spans(1_000, 10, 40), spans(1_000, 10, 40)),
+            25.0,
+        );
+        let judged_steps = 4.0;
+        let spent: f64 = verdict
+            .checks
+            .iter()
+            .map(|c| match c.scope {
+                CheckScope::Step => c.alpha * judged_steps,
+                CheckScope::Rollout => c.alpha,
+            })
+            .sum();
+        assert!((spent - 0.01).abs() < 1e-12, "{spent}");
+    }
 
-        let healthy = run(&analysis, &window(arm(100, 1, 100), arm(100, 2, 110)));
-        assert_eq!(healthy.outcome, VerdictOutcome::Pass, "{}", healthy.message);
+    #[test]
+    fn a_share_of_units_that_does_not_fit_the_weight_holds() {
+        let spec = analysis(100);
+        let fair = run(
+            &spec,
+            &window(
+                Spans {
+                    units: 950,
+                    ..spans(5_000, 0, 40)
+                },
+                Spans {
+                    units: 50,
+                    ..spans(300, 0, 40)
+                },
+            ),
+            5.0,
+        );
+        assert_eq!(fair.outcome, VerdictOutcome::Pass, "{}", fair.message);
+        assert!(!fair.sample_ratio.as_ref().unwrap().mismatch);
+
+        let skewed = run(
+            &spec,
+            &window(
+                Spans {
+                    units: 500,
+                    ..spans(5_000, 0, 40)
+                },
+                Spans {
+                    units: 500,
+                    ..spans(3_000, 0, 40)
+                },
+            ),
+            5.0,
+        );
+        assert_eq!(skewed.outcome, VerdictOutcome::Inconclusive);
         assert!(
-            healthy
+            skewed
                 .message
-                .starts_with("all 4 checks passed: on error rate 0.020"),
+                .starts_with("SampleRatioMismatch: 500 of 1000 units"),
             "{}",
-            healthy.message
+            skewed.message
+        );
+        let srm = skewed.sample_ratio.unwrap();
+        assert!(srm.mismatch && srm.e_value >= 1.0 / SAMPLE_RATIO_ALPHA);
+
+        let without_units = run(&spec, &window(spans(5_000, 0, 40), spans(300, 0, 40)), 5.0);
+        let srm = without_units.sample_ratio.unwrap();
+        assert!(!srm.mismatch);
+        assert_eq!(
+            srm.skipped.as_deref(),
+            Some("skipped: no span carried the bucketing value (accountId)")
         );
     }
 
     #[test]
-    fn a_threshold_that_is_not_a_number_fails_closed() {
-        let analysis = AnalysisSpec {
-            max_error_rate: Some(f64::NAN),
-            ..spec(10)
-        };
-        let verdict = run(&analysis, &window(arm(10, 0, 10), arm(10, 0, 10)));
-        assert_eq!(verdict.outcome, VerdictOutcome::Fail);
-        assert_eq!(verdict.failed_checks, ["maxErrorRate"]);
-    }
-
-    #[test]
-    fn exemplars_are_the_candidate_error_trace_ids_in_hex() {
-        let mut candidate = arm(50, 0, 10);
-        candidate.record(true, 10 * MS, [0xab; 16]);
-        let mut id = [0u8; 16];
-        id[15] = 1;
-        candidate.record(true, 10 * MS, id);
-        let mut baseline = arm(50, 0, 10);
-        baseline.record(true, 10 * MS, [0xcd; 16]);
-
-        let verdict = run(&spec(10), &window(baseline, candidate));
-        assert_eq!(
-            verdict.exemplar_trace_ids,
-            [
-                "abababababababababababababababab",
-                "00000000000000000000000000000001"
-            ]
-        );
-
-        let inconclusive = run(&spec(1000), &window(ArmWindow::default(), arm(3, 1, 10)));
-        assert_eq!(
-            inconclusive.exemplar_trace_ids,
-            ["00000000000000000000000000000000"]
-        );
+    fn percentages_read_as_people_write_them() {
+        assert_eq!(percent(0.031), "3.1%");
+        assert_eq!(percent(0.01), "1%");
+        assert_eq!(percent(0.0025), "0.25%");
+        assert_eq!(percent(0.99), "99%");
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(points(0.01), "1 point");
+        assert_eq!(points(0.025), "2.5 points");
     }
 }

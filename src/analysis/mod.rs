@@ -5,17 +5,21 @@
 //! arm (baseline or candidate) a sample belongs to, a [`Window`] aggregates the
 //! samples of one rollout's current step (mergeable, so ingest can aggregate a batch
 //! without a lock and merge once), and [`judge`] turns a window into a
-//! [`Verdict`](crate::api::Verdict). No I/O, no clock.
+//! [`Verdict`](crate::api::Verdict) with anytime-valid tests ([`sequential`])
+//! whose error budget is spent as [`spending`] says. No I/O, no clock.
 
 mod judge;
 mod routes;
+pub mod sequential;
 mod sketch;
+pub mod spending;
 mod window;
 
-pub use judge::judge;
-pub use routes::{Route, Routes};
+pub use judge::{JudgeInput, SAMPLE_RATIO_ALPHA, judge, percent};
+pub use routes::{Route, Routes, WindowEpoch};
 pub use sketch::LatencySketch;
-pub use window::{ArmWindow, Window};
+pub use spending::Spending;
+pub use window::{ArmWindow, GROUPS, MAX_UNITS, Observation, UnitSample, Window, unit_hash};
 
 /// What ingest reads off one span, borrowed from the decoded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +37,17 @@ pub struct SpanSample<'a> {
     /// end - start, in nanoseconds (0 when end precedes start).
     pub duration_ns: u64,
     pub trace_id: [u8; 16],
+    /// `feature_flag.context.id`: the targeting key the flag was evaluated for.
+    pub context_id: Option<&'a str>,
+    /// `feature_flag.result.reason` (`split` when the percentage decided).
+    pub reason: Option<&'a str>,
+}
+
+impl SpanSample<'_> {
+    /// Whether the percentage split chose the variant.
+    pub fn split(&self) -> bool {
+        self.reason.is_some_and(|r| r.eq_ignore_ascii_case("split"))
+    }
 }
 
 /// Which side of the comparison a sample is on.

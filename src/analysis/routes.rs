@@ -2,8 +2,17 @@
 
 use std::collections::HashMap;
 
-use super::{Arm, SpanSample};
+use super::window::unit_hash;
+use super::{Arm, Observation, SpanSample};
 use crate::api::FeatureRolloutSpec;
+
+/// Names one analysis window of a rollout: the status's `epoch`, which the state
+/// machine raises whenever a step starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowEpoch(pub u64);
+
+/// The context attribute a bucketing value is read from when `bucketBy` is unset.
+pub const TARGETING_KEY: &str = "targetingKey";
 
 /// What one rollout listens to during its current step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,13 +28,17 @@ pub struct Route {
     pub baseline_variant: String,
     /// The variant the steps hand out.
     pub candidate_variant: String,
+    /// The span attribute that carries the bucketing value (`spec.bucketBy`); `None`
+    /// when users are bucketed by targeting key, which spans carry as
+    /// `feature_flag.context.id`.
+    pub bucket_by: Option<String>,
     /// Changes whenever the rollout's step changes, so its window restarts.
-    pub epoch: u64,
+    pub epoch: WindowEpoch,
 }
 
 impl Route {
     /// The route of rollout `rollout` (`namespace/name`) at `epoch`.
-    pub fn from_spec(rollout: String, spec: &FeatureRolloutSpec, epoch: u64) -> Self {
+    pub fn from_spec(rollout: String, spec: &FeatureRolloutSpec, epoch: WindowEpoch) -> Self {
         Self {
             rollout,
             service: spec.service.clone(),
@@ -33,7 +46,44 @@ impl Route {
             revision: spec.revision.clone(),
             baseline_variant: spec.flag.default_variant.clone(),
             candidate_variant: spec.flag.rollout_variant.clone(),
+            bucket_by: spec
+                .bucket_by
+                .clone()
+                .filter(|b| b != TARGETING_KEY && !b.is_empty()),
             epoch,
+        }
+    }
+
+    /// The attribute whose value is a unit of this rollout, for messages.
+    pub fn unit_attribute(&self) -> &str {
+        self.bucket_by
+            .as_deref()
+            .unwrap_or("feature_flag.context.id")
+    }
+
+    /// What `sample` contributes to this route's window; `attribute` reads a span
+    /// attribute by name (for the `bucketBy` value).
+    pub fn observation<'s>(
+        &self,
+        sample: &SpanSample<'s>,
+        attribute: impl FnOnce(&str) -> Option<&'s str>,
+    ) -> Observation {
+        let unit = match &self.bucket_by {
+            Some(name) => attribute(name),
+            None => sample.context_id,
+        };
+        self.observation_of_unit(sample, unit.filter(|u| !u.is_empty()).map(unit_hash))
+    }
+
+    /// What `sample` contributes, its unit's [`unit_hash`] already known (`spangate
+    /// simulate` hashes each synthetic user once, not once a span).
+    pub fn observation_of_unit(&self, sample: &SpanSample<'_>, unit: Option<u64>) -> Observation {
+        Observation {
+            is_error: sample.is_error,
+            duration_ns: sample.duration_ns,
+            trace_id: sample.trace_id,
+            unit,
+            split: sample.split(),
         }
     }
 
@@ -120,7 +170,8 @@ mod tests {
             revision: revision.map(str::to_string),
             baseline_variant: "off".to_string(),
             candidate_variant: "on".to_string(),
-            epoch: 1,
+            bucket_by: None,
+            epoch: WindowEpoch(1),
         }
     }
 
@@ -138,6 +189,8 @@ mod tests {
             is_error: false,
             duration_ns: 1_000_000,
             trace_id: [1; 16],
+            context_id: None,
+            reason: None,
         }
     }
 
@@ -237,12 +290,41 @@ mod tests {
         }))
         .unwrap();
         let expected = Route {
-            epoch: 7,
+            epoch: WindowEpoch(7),
             ..route("shop/checkout", "checkout", "new-cart", Some("3f2c1a9"))
         };
         assert_eq!(
-            Route::from_spec("shop/checkout".to_string(), &spec, 7),
+            Route::from_spec("shop/checkout".to_string(), &spec, WindowEpoch(7)),
             expected
         );
+    }
+
+    #[test]
+    fn the_unit_is_the_bucketing_attribute_or_the_context_id() {
+        let by_user = route("shop/a", "checkout", "new-cart", None);
+        let by_account = Route {
+            bucket_by: Some("accountId".to_string()),
+            ..by_user.clone()
+        };
+        let sample = SpanSample {
+            context_id: Some("user-1"),
+            reason: Some("SPLIT"),
+            ..sample("checkout", "new-cart", "on", None)
+        };
+        let user = by_user.observation(&sample, |_| panic!("no attribute is read"));
+        assert_eq!(user.unit, Some(unit_hash("user-1")));
+        assert!(user.split);
+        let account = by_account.observation(&sample, |name| {
+            assert_eq!(name, "accountId");
+            Some("acme")
+        });
+        assert_eq!(account.unit, Some(unit_hash("acme")));
+        let missing = by_account.observation(&sample, |_| None);
+        assert_eq!(missing.unit, None);
+        let targeted = SpanSample {
+            reason: Some("targeting_match"),
+            ..sample
+        };
+        assert!(!by_user.observation(&targeted, |_| None).split);
     }
 }

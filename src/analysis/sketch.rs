@@ -79,6 +79,53 @@ impl LatencySketch {
         self.total
     }
 
+    /// Spans certainly longer than `threshold_ns`: those in buckets whose lower edge
+    /// is at or above it. Never more than the true count, so a test on it is as
+    /// conservative as the sketch is coarse (±1%).
+    pub fn count_above_ns(&self, threshold_ns: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        if threshold_ns < 0.0 {
+            return self.total;
+        }
+        if threshold_ns < MIN_TRACKED_NS {
+            // The lowest bucket's spans may lie anywhere below MIN_TRACKED_NS.
+            return self.total - self.low_count;
+        }
+        // Bucket i holds (γ^(i−1), γ^i]; it is certainly above when γ^(i−1) ≥ threshold.
+        let first = (threshold_ns.ln() / gamma().ln()).ceil() as i64 + 1;
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i64::from(self.offset) + i as i64 >= first)
+            .map(|(_, &count)| count)
+            .sum()
+    }
+
+    /// Bounds on the `rank`-th shortest span (1-based), in nanoseconds: the edges of
+    /// the bucket that holds it. `None` when the rank is outside 1..=count.
+    pub fn rank_bounds_ns(&self, rank: u64) -> Option<(f64, f64)> {
+        if rank == 0 || rank > self.total {
+            return None;
+        }
+        if rank <= self.low_count {
+            return Some((0.0, MIN_TRACKED_NS));
+        }
+        let g = gamma();
+        let mut seen = self.low_count;
+        for (i, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let index = self.offset + i as i32;
+                // The longest span is in the last bucket, so it caps that bucket's edge.
+                let upper = g.powi(index).min(self.max_ns as f64);
+                return Some((g.powi(index - 1), upper));
+            }
+        }
+        Some((self.max_ns as f64, self.max_ns as f64))
+    }
+
     /// The `q` quantile (0–1) in milliseconds, or `None` when the sketch is empty.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         self.quantile_ns(q).map(|ns| ns / 1e6)
@@ -132,6 +179,49 @@ mod tests {
                 "q{q}: got {got}, truth {truth}"
             );
         }
+    }
+
+    #[test]
+    fn counts_above_never_exceed_the_truth_and_miss_only_one_bucket() {
+        let mut sketch = LatencySketch::default();
+        let values: Vec<u64> = (1..=20_000u64).map(|i| i * 997 + 500).collect();
+        for &v in &values {
+            sketch.record_ns(v);
+        }
+        for threshold in [0.0, 700.0, 5_000.0, 1e6, 7.5e6, 1.9e7, 3e7] {
+            let truth = values.iter().filter(|&&v| v as f64 > threshold).count() as u64;
+            let got = sketch.count_above_ns(threshold);
+            assert!(got <= truth, "{threshold}: {got} > {truth}");
+            // At most the spans within one bucket (2% wide) above the threshold are missed.
+            let edge = threshold * (1.0 + 2.0 * RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
+            let within = values
+                .iter()
+                .filter(|&&v| v as f64 > threshold && (v as f64) <= edge)
+                .count() as u64;
+            assert!(truth - got <= within, "{threshold}: missed {}", truth - got);
+        }
+    }
+
+    #[test]
+    fn rank_bounds_hold_the_ranked_value() {
+        let mut sketch = LatencySketch::default();
+        let mut values: Vec<u64> = (1..=5_000u64)
+            .map(|i| (i * i) % 9_973 * 1_001 + 10)
+            .collect();
+        for &v in &values {
+            sketch.record_ns(v);
+        }
+        values.sort_unstable();
+        for rank in [1, 2, 100, 2_500, 4_950, 4_999, 5_000] {
+            let (low, high) = sketch.rank_bounds_ns(rank).unwrap();
+            let truth = values[rank as usize - 1] as f64;
+            assert!(
+                low <= truth && truth <= high,
+                "rank {rank}: {truth} not in [{low}, {high}]"
+            );
+        }
+        assert_eq!(sketch.rank_bounds_ns(0), None);
+        assert_eq!(sketch.rank_bounds_ns(5_001), None);
     }
 
     #[test]

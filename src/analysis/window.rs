@@ -1,22 +1,130 @@
-//! Aggregates of one rollout's current step, one per arm.
+//! Aggregates of one rollout's current step, one per arm: counts, a latency
+//! sketch, the same counts split into groups of units (so variances can be
+//! computed per unit, not per span), and a sample of the distinct units seen (for
+//! the sample-ratio check). Everything merges by addition or union, so windows of
+//! several receivers merge into the window one receiver would have kept.
 
 use super::{Arm, LatencySketch};
 
 /// Trace IDs of failing candidate spans kept as evidence.
 pub const MAX_EXEMPLARS: usize = 5;
 
+/// Groups the units of an arm are hashed into. Between-group variance estimates
+/// the variance of a rate whatever the correlation inside a unit (the "random
+/// groups" estimator); more groups estimate it more precisely.
+pub const GROUPS: usize = 64;
+
+/// Distinct units remembered per window for the sample-ratio check.
+pub const MAX_UNITS: usize = 1024;
+
+/// Fixed-point scale of the summed log-latencies, so sums are exact integers and
+/// merging in any order gives the same window.
+const LOG_SCALE: f64 = 1e4;
+
+/// What one span contributes to a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    pub is_error: bool,
+    pub duration_ns: u64,
+    pub trace_id: [u8; 16],
+    /// [`unit_hash`] of the span's bucketing value (the rollout's `bucketBy`
+    /// attribute, or `feature_flag.context.id`), when it carries one.
+    pub unit: Option<u64>,
+    /// The flag resolved by the percentage split (reason `split`): only such units
+    /// say whether the split's share is right.
+    pub split: bool,
+}
+
+impl Observation {
+    /// A span that carries no bucketing value.
+    pub fn span(is_error: bool, duration_ns: u64, trace_id: [u8; 16]) -> Self {
+        Self {
+            is_error,
+            duration_ns,
+            trace_id,
+            unit: None,
+            split: false,
+        }
+    }
+}
+
+/// A hash of a bucketing value, independent of the one bucketing uses (MurmurHash3
+/// of flag key and value), so a unit's group and sampling say nothing of its arm.
+pub fn unit_hash(value: &str) -> u64 {
+    // FNV-1a, then the SplitMix64 finalizer to spread the low bits.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in value.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(hash)
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The spans of the units hashed into one group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Group {
+    pub spans: u64,
+    pub errors: u64,
+    /// Σ ln(duration in ns) × [`LOG_SCALE`].
+    log_latency: i64,
+}
+
+impl Group {
+    /// Σ ln(duration in ns) of the group's spans.
+    pub fn log_latency_sum(&self) -> f64 {
+        self.log_latency as f64 / LOG_SCALE
+    }
+}
+
 /// What the spans of one arm showed.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ArmWindow {
     pub samples: u64,
     pub errors: u64,
     pub latency: LatencySketch,
+    pub groups: Box<[Group; GROUPS]>,
+    /// Σ (ln(duration in ns) × [`LOG_SCALE`])², for the latency's design effect.
+    log_latency_squares: u128,
+    /// Whether the groups are units (spans carried their bucketing value) rather
+    /// than traces.
+    pub grouped_by_unit: bool,
     /// Trace IDs of erroring spans, the first [`MAX_EXEMPLARS`] seen.
     pub error_exemplars: Vec<[u8; 16]>,
 }
 
+impl Default for ArmWindow {
+    fn default() -> Self {
+        Self {
+            samples: 0,
+            errors: 0,
+            latency: LatencySketch::default(),
+            groups: Box::new([Group::default(); GROUPS]),
+            log_latency_squares: 0,
+            grouped_by_unit: false,
+            error_exemplars: Vec::new(),
+        }
+    }
+}
+
+fn scaled_log(duration_ns: u64) -> i64 {
+    ((duration_ns.max(1) as f64).ln() * LOG_SCALE).round() as i64
+}
+
 impl ArmWindow {
-    pub fn record(&mut self, is_error: bool, duration_ns: u64, trace_id: [u8; 16]) {
+    pub fn record(&mut self, observation: &Observation) {
+        let Observation {
+            is_error,
+            duration_ns,
+            trace_id,
+            unit,
+            ..
+        } = *observation;
         self.samples += 1;
         if is_error {
             self.errors += 1;
@@ -25,12 +133,34 @@ impl ArmWindow {
             }
         }
         self.latency.record_ns(duration_ns);
+        let key = match unit {
+            Some(unit) => {
+                self.grouped_by_unit = true;
+                unit
+            }
+            None => mix(u64::from_le_bytes(
+                trace_id[..8].try_into().expect("eight bytes"),
+            )),
+        };
+        let log = scaled_log(duration_ns);
+        let group = &mut self.groups[(key % GROUPS as u64) as usize];
+        group.spans += 1;
+        group.errors += u64::from(is_error);
+        group.log_latency += log;
+        self.log_latency_squares += (log as i128 * log as i128) as u128;
     }
 
     pub fn merge(&mut self, other: &ArmWindow) {
         self.samples += other.samples;
         self.errors += other.errors;
         self.latency.merge(&other.latency);
+        for (mine, theirs) in self.groups.iter_mut().zip(other.groups.iter()) {
+            mine.spans += theirs.spans;
+            mine.errors += theirs.errors;
+            mine.log_latency += theirs.log_latency;
+        }
+        self.log_latency_squares += other.log_latency_squares;
+        self.grouped_by_unit |= other.grouped_by_unit;
         let room = MAX_EXEMPLARS.saturating_sub(self.error_exemplars.len());
         self.error_exemplars
             .extend(other.error_exemplars.iter().take(room).copied());
@@ -40,6 +170,65 @@ impl ArmWindow {
     pub fn error_rate(&self) -> Option<f64> {
         (self.samples > 0).then(|| self.errors as f64 / self.samples as f64)
     }
+
+    /// Σ ln(duration in ns)² over the arm's spans.
+    pub fn log_latency_square_sum(&self) -> f64 {
+        self.log_latency_squares as f64 / (LOG_SCALE * LOG_SCALE)
+    }
+}
+
+/// The first distinct units of a step that were assigned by the split, with the arm
+/// each was seen in first. Bounded: after [`MAX_UNITS`] no unit is added, so the
+/// sample stays a prefix of the step's units and the test on it stays sequential.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitSample {
+    /// Sorted unit hashes, the lowest bit replaced by the arm (1 = candidate).
+    units: Vec<u64>,
+    /// Spans that carried a bucketing value, split or not.
+    pub spans_with_unit: u64,
+    /// Spans that were assigned by the split and carried a bucketing value.
+    pub split_spans: u64,
+}
+
+impl UnitSample {
+    fn record(&mut self, arm: Arm, observation: &Observation) {
+        let Some(unit) = observation.unit else {
+            return;
+        };
+        self.spans_with_unit += 1;
+        if !observation.split {
+            return;
+        }
+        self.split_spans += 1;
+        self.insert(unit, arm == Arm::Candidate);
+    }
+
+    fn insert(&mut self, unit: u64, candidate: bool) {
+        let entry = (unit & !1) | u64::from(candidate);
+        match self.units.binary_search_by_key(&(unit & !1), |u| u & !1) {
+            Ok(_) => {}
+            Err(_) if self.units.len() >= MAX_UNITS => {}
+            Err(at) => self.units.insert(at, entry),
+        }
+    }
+
+    fn merge(&mut self, other: &UnitSample) {
+        self.spans_with_unit += other.spans_with_unit;
+        self.split_spans += other.split_spans;
+        for &entry in &other.units {
+            self.insert(entry & !1, entry & 1 == 1);
+        }
+    }
+
+    /// Distinct units sampled.
+    pub fn units(&self) -> u64 {
+        self.units.len() as u64
+    }
+
+    /// Distinct units sampled that were in the candidate arm.
+    pub fn candidate_units(&self) -> u64 {
+        self.units.iter().filter(|u| *u & 1 == 1).count() as u64
+    }
 }
 
 /// Both arms of one rollout during one step.
@@ -47,6 +236,7 @@ impl ArmWindow {
 pub struct Window {
     pub baseline: ArmWindow,
     pub candidate: ArmWindow,
+    pub units: UnitSample,
 }
 
 impl Window {
@@ -57,12 +247,130 @@ impl Window {
         }
     }
 
-    pub fn record(&mut self, arm: Arm, is_error: bool, duration_ns: u64, trace_id: [u8; 16]) {
-        self.arm_mut(arm).record(is_error, duration_ns, trace_id);
+    pub fn record(&mut self, arm: Arm, observation: &Observation) {
+        self.arm_mut(arm).record(observation);
+        self.units.record(arm, observation);
     }
 
     pub fn merge(&mut self, other: &Window) {
         self.baseline.merge(&other.baseline);
         self.candidate.merge(&other.candidate);
+        self.units.merge(&other.units);
+    }
+
+    /// Spans in both arms.
+    pub fn samples(&self) -> u64 {
+        self.baseline.samples + self.candidate.samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(i: u64, unit: Option<u64>, split: bool) -> Observation {
+        Observation {
+            is_error: i.is_multiple_of(7),
+            duration_ns: 1_000_000 + i * 1_337,
+            trace_id: (i as u128 * 0x9e37_79b9_7f4a_7c15).to_le_bytes(),
+            unit,
+            split,
+        }
+    }
+
+    #[test]
+    fn merging_equals_recording_everything_in_one() {
+        let mut parts = [Window::default(), Window::default(), Window::default()];
+        let mut whole = Window::default();
+        for i in 0..5_000u64 {
+            let arm = if i % 5 == 0 {
+                Arm::Candidate
+            } else {
+                Arm::Baseline
+            };
+            let obs = observation(
+                i,
+                (i % 3 != 0).then(|| unit_hash(&format!("u{}", i % 700))),
+                i % 4 != 0,
+            );
+            parts[(i % 3) as usize].record(arm, &obs);
+            whole.record(arm, &obs);
+        }
+        let mut merged = Window::default();
+        for part in parts.iter().rev() {
+            merged.merge(part);
+        }
+        assert_eq!(merged.baseline.groups, whole.baseline.groups);
+        assert_eq!(merged.candidate.groups, whole.candidate.groups);
+        assert_eq!(
+            merged.candidate.log_latency_square_sum(),
+            whole.candidate.log_latency_square_sum()
+        );
+        assert_eq!(merged.units.units(), whole.units.units());
+        assert_eq!(
+            merged.units.candidate_units(),
+            whole.units.candidate_units()
+        );
+        assert_eq!(merged.units.split_spans, whole.units.split_spans);
+        assert_eq!(merged.samples(), whole.samples());
+    }
+
+    #[test]
+    fn groups_partition_the_spans_and_keep_a_unit_together() {
+        let mut arm = ArmWindow::default();
+        for i in 0..1_000u64 {
+            arm.record(&observation(i, Some(unit_hash("one account")), true));
+        }
+        let used: Vec<_> = arm.groups.iter().filter(|g| g.spans > 0).collect();
+        assert_eq!(used.len(), 1);
+        assert_eq!(used[0].spans, 1_000);
+        assert_eq!(used[0].errors, arm.errors);
+        assert!(arm.grouped_by_unit);
+
+        let mut by_trace = ArmWindow::default();
+        for i in 0..1_000u64 {
+            by_trace.record(&observation(i, None, false));
+        }
+        let used = by_trace.groups.iter().filter(|g| g.spans > 0).count();
+        assert!(used > GROUPS / 2, "{used}");
+        assert_eq!(by_trace.groups.iter().map(|g| g.spans).sum::<u64>(), 1_000);
+        assert!(!by_trace.grouped_by_unit);
+    }
+
+    #[test]
+    fn units_are_counted_once_only_when_split_and_stop_at_the_cap() {
+        let mut window = Window::default();
+        for i in 0..100u64 {
+            let unit = Some(unit_hash(&format!("user-{}", i % 10)));
+            let arm = if i % 10 < 3 {
+                Arm::Candidate
+            } else {
+                Arm::Baseline
+            };
+            window.record(arm, &observation(i, unit, true));
+            window.record(arm, &observation(i, Some(unit_hash("targeted")), false));
+            window.record(arm, &observation(i, None, true));
+        }
+        assert_eq!(window.units.units(), 10);
+        assert_eq!(window.units.candidate_units(), 3);
+        assert_eq!(window.units.split_spans, 100);
+        assert_eq!(window.units.spans_with_unit, 200);
+
+        let mut full = Window::default();
+        for i in 0..(MAX_UNITS as u64 + 500) {
+            full.record(
+                Arm::Baseline,
+                &observation(i, Some(unit_hash(&i.to_string())), true),
+            );
+        }
+        assert_eq!(full.units.units(), MAX_UNITS as u64);
+    }
+
+    #[test]
+    fn unit_hash_spreads_near_identical_values() {
+        let groups: std::collections::HashSet<u64> = (0..200)
+            .map(|i| unit_hash(&format!("acct-{i}")) % GROUPS as u64)
+            .collect();
+        assert!(groups.len() > GROUPS * 3 / 4, "{}", groups.len());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -89,6 +89,10 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The flag: its variants, the variant everybody else gets, and the one the steps
 /// hand out.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -129,27 +133,41 @@ fn variants_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// Thresholds the rollout variant is judged against. Every threshold is optional;
-/// a rollout with none still needs `minSamples` per variant to pass.
+/// What the rollout variant is judged by. Every threshold is a tolerance: the
+/// regression the user accepts. A check alarms only when the spans show, with the
+/// rollout's `confidence`, that the rollout variant is worse than its tolerance;
+/// an unset threshold is not checked. A rollout with none still needs
+/// `minSamples` per variant to pass.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisSpec {
-    /// Spans needed per variant in the current step before any verdict.
+    /// Spans needed per variant in the current step before it may pass.
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 1))]
     pub min_samples: u64,
-    /// Highest error rate (0–1) allowed for the rollout variant.
+    /// Probability that a rollout whose variant stays within every tolerance is
+    /// never rolled back, over all its steps, checks and looks (0.99: at most 1
+    /// rollout in 100 within tolerance is rolled back).
+    #[serde(default = "default_confidence")]
+    #[schemars(range(min = 0.5, max = 0.999999))]
+    pub confidence: f64,
+    /// Longest a step may wait for `minSamples` (Go duration). Past it the step
+    /// holds, says so in status and an event, and never passes without the spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step_duration: Option<String>,
+    /// Highest error rate (0–1) tolerated for the rollout variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1))]
     pub max_error_rate: Option<f64>,
-    /// Highest allowed error rate of the rollout variant minus the default variant's.
+    /// Highest tolerated error rate of the rollout variant minus the default
+    /// variant's (0.01: one percentage point).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1))]
     pub max_error_rate_increase: Option<f64>,
-    /// Highest allowed latency quantiles of the rollout variant, in milliseconds.
+    /// Highest tolerated latency quantiles of the rollout variant, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_latency_ms: Option<LatencyQuantiles>,
-    /// Highest allowed relative p99 increase over the default variant (0.25 = 25%).
+    /// Highest tolerated relative p99 increase over the default variant (0.25 = 25%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_latency_increase: Option<f64>,
@@ -159,10 +177,16 @@ fn default_min_samples() -> u64 {
     200
 }
 
+fn default_confidence() -> f64 {
+    0.99
+}
+
 impl Default for AnalysisSpec {
     fn default() -> Self {
         Self {
             min_samples: default_min_samples(),
+            confidence: default_confidence(),
+            max_step_duration: None,
             max_error_rate: None,
             max_error_rate_increase: None,
             max_latency_ms: None,
@@ -254,9 +278,20 @@ pub struct FeatureRolloutStatus {
     #[serde(default)]
     #[schemars(range(min = 0, max = 100))]
     pub weight: f64,
-    /// When the current step started.
+    /// When the current step started, to the microsecond.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_started_at: Option<Time>,
+    pub step_started_at: Option<MicroTime>,
+    /// Counts the analysis windows: one more whenever a step starts, so the spans
+    /// of a step are told apart from those of the one before, after a restart too.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+    /// Why the current step holds although it could otherwise move on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    /// What the finished steps of this rollout showed, oldest first: the error
+    /// checks weigh them with the current step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed_steps: Vec<StepEvidence>,
     /// Fingerprint of what is being rolled out (flag, variants, revision, service,
     /// bucketing); when it changes the rollout starts again from the first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,11 +331,20 @@ impl std::fmt::Display for VerdictOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct Verdict {
     pub outcome: VerdictOutcome,
-    /// Why, in one sentence: the failed thresholds, or how many samples are missing.
+    /// Why, in one sentence: the failed checks with their evidence, or what is missing.
     pub message: String,
-    /// Names of the thresholds that failed (`maxErrorRate`, `maxLatencyMs.p99`, ...).
+    /// Names of the checks that failed (`maxErrorRate`, `maxLatencyMs.p99`, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_checks: Vec<String>,
+    /// The rollout's `analysis.confidence` the checks were run at.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// Every check run, with its estimate, interval, threshold and outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckEvidence>,
+    /// Whether the share of units that got the rollout variant fits the weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_ratio: Option<SampleRatioEvidence>,
     /// Spans of the default variant.
     pub baseline: VariantEvidence,
     /// Spans of the rollout variant.
@@ -308,6 +352,142 @@ pub struct Verdict {
     /// Trace IDs (hex) of failing spans of the rollout variant, to open in Jaeger.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exemplar_trace_ids: Vec<String>,
+}
+
+/// One check of a verdict: what it estimated, how sure, against which tolerance.
+/// Later analyses (more services, more replicas) add checks, never another schema.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckEvidence {
+    /// The threshold's name in the spec (`maxErrorRateIncrease`, `maxLatencyMs.p99`).
+    pub name: String,
+    /// `service.name` of the spans judged.
+    pub service: String,
+    /// The spans the check weighed: the current step's, or every step's so far.
+    pub scope: CheckScope,
+    /// What the estimate is: a fraction (error rates), milliseconds, or a relative
+    /// change (0.25 = +25%).
+    pub unit: EvidenceUnit,
+    /// The estimate; absent without spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f64>,
+    /// Lower end of the estimate's anytime-valid confidence interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<f64>,
+    /// Upper end of the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<f64>,
+    /// The tolerance from the spec, in the estimate's unit.
+    pub threshold: f64,
+    pub outcome: CheckOutcome,
+    /// The share of the rollout's error budget (1 − confidence) this check spends on
+    /// this scope: the chance it ever fails here while the tolerance holds.
+    pub alpha: f64,
+    /// The check in one sentence, with its numbers.
+    pub message: String,
+}
+
+/// Which spans a check weighed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CheckScope {
+    /// The current step's spans: catches a regression that shows only at this weight.
+    Step,
+    /// Every step's spans since the first, each step weighed on its own: catches a
+    /// regression early, before the step has many spans.
+    Rollout,
+}
+
+/// The unit of a check's estimate, interval and threshold.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum EvidenceUnit {
+    /// 0–1 (an error rate, or a difference of error rates).
+    Fraction,
+    Milliseconds,
+    /// A relative change: 0.25 = +25%.
+    Relative,
+}
+
+/// What one check concluded.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CheckOutcome {
+    /// Not shown to exceed its tolerance (yet).
+    Pass,
+    /// Shown, with the rollout's confidence, to exceed its tolerance.
+    Fail,
+    /// No spans to estimate from.
+    Inconclusive,
+}
+
+impl std::fmt::Display for CheckOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The sample-ratio check: the share of units that got the rollout variant,
+/// against the step's weight.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SampleRatioEvidence {
+    /// Distinct units (bucketing values) assigned by the split, as sampled.
+    pub units: u64,
+    /// Of those, the ones in the rollout variant.
+    pub candidate_units: u64,
+    /// The weight as a fraction.
+    pub expected_share: f64,
+    /// The e-value against "the share equals the weight"; at `1/alpha` or more the
+    /// data cannot be trusted.
+    pub e_value: f64,
+    pub alpha: f64,
+    /// Whether the share departs from the weight by more than chance allows.
+    pub mismatch: bool,
+    /// Why the check could not be run, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// Why a step holds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Hold {
+    /// The share of units in the rollout variant does not fit the weight.
+    SampleRatioMismatch,
+    /// `analysis.maxStepDuration` passed before both variants had `minSamples`.
+    StepDeadlineExceeded,
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What a finished step showed, kept so later steps can weigh it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepEvidence {
+    pub step: u32,
+    pub weight: f64,
+    pub baseline: ArmEvidence,
+    pub candidate: ArmEvidence,
+}
+
+/// The error counts of one arm during one step.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmEvidence {
+    pub samples: u64,
+    pub errors: u64,
+    /// Variance of the error rate computed between groups of units, when spans
+    /// carried their bucketing value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_unit_variance: Option<f64>,
+    /// Groups of units the variance was computed from.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub unit_groups: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The verdict as recorded in status: when, and at which step.
@@ -334,6 +514,25 @@ pub struct VariantEvidence {
     /// Latency quantiles in milliseconds; absent when there are no samples.
     #[serde(default)]
     pub latency_ms: LatencyQuantiles,
+    /// Variance of the error rate computed between groups of units, when spans
+    /// carried their bucketing value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_unit_variance: Option<f64>,
+    /// Groups of units that variance was computed from.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub unit_groups: u32,
+}
+
+impl VariantEvidence {
+    /// The counts a later step weighs this one by.
+    pub fn arm_evidence(&self) -> ArmEvidence {
+        ArmEvidence {
+            samples: self.samples,
+            errors: self.errors,
+            error_rate_unit_variance: self.error_rate_unit_variance,
+            unit_groups: self.unit_groups,
+        }
+    }
 }
 
 /// One change of phase or step, kept in `status.history`.

@@ -1,5 +1,6 @@
 //! Command-line front ends that are more than wiring: `get`'s rendering of rollouts,
-//! and the kubectl plugin.
+//! the kubectl plugin, and `simulate`'s arguments and report.
 
 pub mod get;
 pub mod kubectl;
+pub mod simulate;

@@ -14,7 +14,7 @@ mod published;
 mod targeting;
 
 pub use metrics::Metrics;
-pub use publish::{compile_flag, epoch_of, served_flag};
+pub use publish::{compile_flag, served_flag};
 pub use published::{Entry, Publisher};
 pub use targeting::{CompiledSpec, SegmentCatalog, SpecCache, compile_spec};
 
@@ -24,7 +24,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tracing::{Instrument, info_span};
 
-use crate::analysis::{Route, Routes, Window, judge};
+use crate::analysis::{JudgeInput, Route, Routes, Window, WindowEpoch, judge};
 use crate::api::{FeatureRolloutStatus, Phase};
 use crate::rollout::{Action, EventType, Input, Request, decide, reject};
 use crate::serve::PublishedFlags;
@@ -33,7 +33,7 @@ use crate::store::{FlagdFile, Reload, RolloutEvent, RolloutKey, RolloutStore, St
 /// Where the controller reads span windows and tells ingest what to route.
 pub trait SpanWindows: Send + Sync + 'static {
     /// The window of `rollout` for `epoch` (empty when there is none).
-    fn window(&self, rollout: &str, epoch: u64) -> Window;
+    fn window(&self, rollout: &str, epoch: WindowEpoch) -> Window;
     /// Replaces the routes ingest uses.
     fn set_routes(&self, routes: Vec<Route>);
     /// Samples recorded into any window so far: grows exactly when there is new
@@ -42,7 +42,7 @@ pub trait SpanWindows: Send + Sync + 'static {
 }
 
 impl SpanWindows for crate::ingest::Ingestor {
-    fn window(&self, rollout: &str, epoch: u64) -> Window {
+    fn window(&self, rollout: &str, epoch: WindowEpoch) -> Window {
         crate::ingest::Ingestor::window(self, rollout, epoch)
     }
 
@@ -167,7 +167,7 @@ impl<S: RolloutStore> Reconciler<S> {
             verdict = tracing::field::Empty,
         );
         self.metrics.reconciled();
-        let status = self
+        let (status, wake_at) = self
             .decide_and_save(rollout, conflict, request, now)
             .instrument(span)
             .await?;
@@ -175,7 +175,7 @@ impl<S: RolloutStore> Reconciler<S> {
             Ok(spec) if status.phase == Phase::Progressing => Some(Route::from_spec(
                 rollout.key.to_string(),
                 spec,
-                epoch_of(&status),
+                WindowEpoch(status.epoch),
             )),
             _ => None,
         };
@@ -190,10 +190,7 @@ impl<S: RolloutStore> Reconciler<S> {
                 route,
             },
         );
-        Ok(Reconciled {
-            wake_at: status_wake(rollout, &status),
-            status,
-        })
+        Ok(Reconciled { wake_at, status })
     }
 
     /// Stops serving a rollout that is gone.
@@ -208,7 +205,7 @@ impl<S: RolloutStore> Reconciler<S> {
         conflict: Option<String>,
         request: Option<Request>,
         now: Timestamp,
-    ) -> anyhow::Result<FeatureRolloutStatus> {
+    ) -> anyhow::Result<(FeatureRolloutStatus, Option<Timestamp>)> {
         let span = tracing::Span::current();
         let decision = match (&rollout.spec, conflict.as_ref()) {
             (Err(message), _) | (Ok(_), Some(message)) => {
@@ -227,15 +224,23 @@ impl<S: RolloutStore> Reconciler<S> {
                 }
                 let verdict =
                     (rollout.status.phase == Phase::Progressing && !spec.paused).then(|| {
-                        let window = self
-                            .windows
-                            .window(&rollout.key.to_string(), epoch_of(&rollout.status));
-                        judge(
-                            &spec.analysis,
-                            &window,
-                            &spec.flag.default_variant,
-                            &spec.flag.rollout_variant,
-                        )
+                        let route = Route::from_spec(
+                            rollout.key.to_string(),
+                            spec,
+                            WindowEpoch(rollout.status.epoch),
+                        );
+                        let window = self.windows.window(&route.rollout, route.epoch);
+                        judge(&JudgeInput {
+                            analysis: &spec.analysis,
+                            steps: &spec.steps,
+                            service: &spec.service,
+                            baseline_variant: &spec.flag.default_variant,
+                            candidate_variant: &spec.flag.rollout_variant,
+                            weight: rollout.status.weight,
+                            unit_attribute: route.unit_attribute(),
+                            completed: &rollout.status.completed_steps,
+                            window: &window,
+                        })
                     });
                 if let Some(verdict) = &verdict {
                     self.metrics.verdict(verdict.outcome);
@@ -250,6 +255,7 @@ impl<S: RolloutStore> Reconciler<S> {
                 })
             }
         };
+        let wake_at = decision.wake_at;
         let status = decision.status;
         span.record("phase", status.phase.to_string());
         if let Some(step) = status.current_step {
@@ -265,16 +271,18 @@ impl<S: RolloutStore> Reconciler<S> {
             self.store.write_status(&rollout.key, &status).await?;
         }
         for action in &decision.actions {
-            if let Action::Event {
-                type_,
-                reason,
-                note,
-            } = action
-            {
-                self.emit(rollout, &status, *type_, reason, note).await;
+            match action {
+                Action::Event {
+                    type_,
+                    reason,
+                    note,
+                } => self.emit(rollout, &status, *type_, reason, note).await,
+                // The route published below carries the new epoch: ingest starts the
+                // new window when it sees it.
+                Action::RestartWindow(_) => {}
             }
         }
-        Ok(status)
+        Ok((status, wake_at))
     }
 
     async fn emit(
@@ -407,16 +415,19 @@ impl<S: RolloutStore> Controller<S> {
 }
 
 /// Runs passes until `shutdown` resolves: every `tick`, or sooner when a rollout's
-/// dwell ends. `on_pass` sees every pass (readiness, progress displays).
+/// dwell ends. `clock` tells the time (the wall clock, or `spangate simulate`'s
+/// virtual one, with tokio's time paused). `on_pass` sees every pass (readiness,
+/// progress displays).
 pub async fn run<S: RolloutStore>(
     mut controller: Controller<S>,
     tick: Duration,
+    clock: impl Fn() -> Timestamp + Send,
     mut on_pass: impl FnMut(&PassReport) + Send,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     tokio::pin!(shutdown);
     loop {
-        let now = Timestamp::now();
+        let now = clock();
         let mut sleep_for = tick;
         match controller.pass(now).await {
             Ok(report) => {
@@ -460,16 +471,4 @@ fn invalid_targeting(spec: &crate::api::FeatureRolloutSpec, targeting: &str) -> 
         Ok(_) => format!("invalid spec: {targeting}"),
         Err(invalid) => format!("invalid spec: {invalid}; {targeting}"),
     }
-}
-
-fn status_wake(rollout: &StoredRollout, status: &FeatureRolloutStatus) -> Option<Timestamp> {
-    let spec = rollout.spec.as_ref().ok()?;
-    if status.phase != Phase::Progressing {
-        return None;
-    }
-    let dwell = crate::api::parse_duration(&spec.step_duration).ok()?;
-    let started = status.step_started_at.as_ref()?.0;
-    started
-        .checked_add(jiff::SignedDuration::try_from(dwell).ok()?)
-        .ok()
 }

@@ -1,5 +1,4 @@
-//! What the controller publishes from a rollout's status: its flag, and the epoch
-//! that names the current step's analysis window.
+//! What the controller publishes from a rollout's status: its flag.
 
 use serde_json::{Map, Value};
 
@@ -77,19 +76,6 @@ pub fn compile_flag(
         metadata,
         private_attributes: compiled.private_attributes.clone(),
     })
-}
-
-/// Names the current step's window. Derived from the status alone, so it is the
-/// same after a restart and changes exactly when the step (or what is rolled out)
-/// does.
-pub fn epoch_of(status: &FeatureRolloutStatus) -> u64 {
-    let text = format!(
-        "{}|{:?}|{:?}",
-        status.target.as_deref().unwrap_or(""),
-        status.current_step,
-        status.step_started_at.as_ref().map(|t| t.0.as_nanosecond()),
-    );
-    fnv1a(text.as_bytes())
 }
 
 /// Changes exactly when any served flag changes; the OFREP bulk ETag. A content

@@ -15,9 +15,8 @@ use anyhow::Context as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::analysis::judge;
-use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, VariantEvidence};
-use crate::controller::{PassReport, epoch_of};
+use crate::api::{CheckOutcome, FeatureRolloutSpec, FeatureRolloutStatus, Phase, VariantEvidence};
+use crate::controller::PassReport;
 use crate::ingest::IngestLimits;
 use crate::standalone::{Standalone, StandaloneConfig};
 use crate::store::RolloutKey;
@@ -211,15 +210,13 @@ pub async fn run(
         if status.phase.is_terminal() {
             break status;
         }
-        if last_line.elapsed() >= Duration::from_secs(1) {
-            let window = standalone
-                .ingestor
-                .window(&key.to_string(), epoch_of(&status));
-            let live = judge(&spec.analysis, &window, "off", "on");
+        if last_line.elapsed() >= Duration::from_secs(1)
+            && let Some(record) = &status.last_verdict
+        {
             writeln!(
                 out,
                 "{}",
-                progress_line(started.elapsed(), &spec, &status, &live)
+                progress_line(started.elapsed(), &spec, &status, &record.verdict)
             )?;
             last_line = Instant::now();
         }
@@ -316,8 +313,13 @@ fn print_evidence(
         v.outcome,
         v.message
     )?;
-    if !v.failed_checks.is_empty() {
-        writeln!(out, "  failed checks   {}", v.failed_checks.join(", "))?;
+    for check in &v.checks {
+        let mark = match check.outcome {
+            CheckOutcome::Fail => "✘",
+            CheckOutcome::Pass => "✔",
+            CheckOutcome::Inconclusive => "…",
+        };
+        writeln!(out, "  {mark} {}", check.message)?;
     }
     writeln!(out, "  baseline        {}", arm_text(&v.baseline))?;
     writeln!(out, "  candidate       {}", arm_text(&v.candidate))?;

@@ -19,6 +19,8 @@ const SERVICE_VERSION: &str = "service.version";
 const FLAG_KEY: &str = "feature_flag.key";
 const FLAG_VARIANT: &str = "feature_flag.result.variant";
 const LEGACY_FLAG_VARIANT: &str = "feature_flag.variant";
+const FLAG_CONTEXT_ID: &str = "feature_flag.context.id";
+const FLAG_REASON: &str = "feature_flag.result.reason";
 const FLAG_EVENT: &str = "feature_flag.evaluation";
 const LEGACY_FLAG_EVENT: &str = "feature_flag";
 
@@ -41,6 +43,7 @@ pub enum InvalidSpan {
 struct ResourceInfo<'a> {
     service: &'a str,
     revision: Option<&'a str>,
+    attributes: &'a [KeyValue],
 }
 
 impl<'a> ResourceInfo<'a> {
@@ -51,6 +54,7 @@ impl<'a> ResourceInfo<'a> {
             service: string_attribute(attributes, SERVICE_NAME).unwrap_or_default(),
             revision: string_attribute(attributes, VCS_REVISION)
                 .or_else(|| string_attribute(attributes, SERVICE_VERSION)),
+            attributes,
         }
     }
 }
@@ -80,16 +84,29 @@ impl<'a> ValidSpan<'a> {
             .saturating_sub(span.start_time_unix_nano);
         evaluations(span)
             .enumerate()
-            .filter(move |&(i, (key, _))| !evaluations(span).take(i).any(|(seen, _)| seen == key))
-            .map(move |(_, (flag_key, variant))| SpanSample {
+            .filter(move |&(i, ref evaluation)| {
+                !evaluations(span)
+                    .take(i)
+                    .any(|seen| seen.key == evaluation.key)
+            })
+            .map(move |(_, evaluation)| SpanSample {
                 service: resource.service,
                 revision: resource.revision,
-                flag_key,
-                variant,
+                flag_key: evaluation.key,
+                variant: evaluation.variant,
                 is_error,
                 duration_ns,
                 trace_id,
+                context_id: evaluation.context_id,
+                reason: evaluation.reason,
             })
+    }
+
+    /// The string attribute `name` of the span, else of its resource: where a
+    /// rollout's `bucketBy` value (an account ID, say) is read from.
+    pub fn attribute(&self, name: &str) -> Option<&'a str> {
+        string_attribute(&self.span.attributes, name)
+            .or_else(|| string_attribute(self.resource.attributes, name))
     }
 }
 
@@ -134,8 +151,17 @@ pub fn valid_ids(span: &Span) -> Result<[u8; 16], InvalidSpan> {
     Ok(trace_id)
 }
 
-/// (flag key, variant) of every evaluation the span records, duplicates included.
-fn evaluations(span: &Span) -> impl Iterator<Item = (&str, &str)> {
+/// One flag evaluation a span records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Evaluation<'a> {
+    key: &'a str,
+    variant: &'a str,
+    context_id: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+/// Every evaluation the span records, duplicates included.
+fn evaluations(span: &Span) -> impl Iterator<Item = Evaluation<'_>> {
     let events = span
         .events
         .iter()
@@ -144,11 +170,16 @@ fn evaluations(span: &Span) -> impl Iterator<Item = (&str, &str)> {
     evaluation(&span.attributes).into_iter().chain(events)
 }
 
-fn evaluation(attributes: &[KeyValue]) -> Option<(&str, &str)> {
+fn evaluation(attributes: &[KeyValue]) -> Option<Evaluation<'_>> {
     let key = string_attribute(attributes, FLAG_KEY)?;
     let variant = string_attribute(attributes, FLAG_VARIANT)
         .or_else(|| string_attribute(attributes, LEGACY_FLAG_VARIANT))?;
-    Some((key, variant))
+    Some(Evaluation {
+        key,
+        variant,
+        context_id: string_attribute(attributes, FLAG_CONTEXT_ID),
+        reason: string_attribute(attributes, FLAG_REASON),
+    })
 }
 
 /// The value of attribute `key` when it is a string.
@@ -241,8 +272,36 @@ mod tests {
                 is_error: true,
                 duration_ns: 4_000,
                 trace_id: [7; 16],
+                context_id: None,
+                reason: None,
             }]
         );
+    }
+
+    #[test]
+    fn reads_the_unit_and_reason_of_an_evaluation() {
+        let request = request(
+            vec![kv(SERVICE_NAME, "checkout"), kv("region", "eu")],
+            vec![span(
+                vec![kv("accountId", "acme")],
+                vec![event(
+                    FLAG_EVENT,
+                    vec![
+                        kv(FLAG_KEY, "a"),
+                        kv(FLAG_VARIANT, "on"),
+                        kv(FLAG_CONTEXT_ID, "user-7"),
+                        kv(FLAG_REASON, "split"),
+                    ],
+                )],
+            )],
+        );
+        let sample = samples(&request)[0];
+        assert_eq!(sample.context_id, Some("user-7"));
+        assert!(sample.split());
+        let span = spans(&request).next().unwrap().unwrap();
+        assert_eq!(span.attribute("accountId"), Some("acme"));
+        assert_eq!(span.attribute("region"), Some("eu"));
+        assert_eq!(span.attribute("plan"), None);
     }
 
     #[test]

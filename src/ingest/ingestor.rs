@@ -14,7 +14,7 @@ use super::events::{
 };
 use super::extract::{self, InvalidSpan};
 use super::forward::Forwarder;
-use crate::analysis::{Routes, Window};
+use crate::analysis::{Arm, Observation, Route, Routes, Window, WindowEpoch};
 
 /// What became of one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl IngestReport {
 
 #[derive(Debug)]
 struct StepWindow {
-    epoch: u64,
+    epoch: WindowEpoch,
     window: Window,
 }
 
@@ -126,17 +126,38 @@ impl Ingestor {
                 report.samples += 1;
                 for (route, arm) in routes.route(&sample) {
                     report.routed += 1;
-                    batch
-                        .entry(route.rollout.as_str())
-                        .or_insert_with(|| StepWindow {
-                            epoch: route.epoch,
-                            window: Window::default(),
-                        })
-                        .window
-                        .record(arm, sample.is_error, sample.duration_ns, sample.trace_id);
+                    let observation = route.observation(&sample, |name| span.attribute(name));
+                    record(&mut batch, route, arm, &observation);
                 }
             }
         }
+        self.finish(batch, &report);
+        report
+    }
+
+    /// Records observations already routed: what `spangate simulate` feeds the
+    /// windows with, through the same merge as received spans.
+    pub fn record_observations<'r>(
+        &self,
+        observations: impl IntoIterator<Item = (&'r Route, Arm, Observation)>,
+    ) {
+        let mut batch: HashMap<&str, StepWindow> = HashMap::new();
+        let mut report = IngestReport::default();
+        for (route, arm, observation) in observations {
+            report.spans += 1;
+            report.samples += 1;
+            report.routed += 1;
+            record(&mut batch, route, arm, &observation);
+        }
+        self.finish(batch, &report);
+    }
+
+    /// The routes samples are routed by now.
+    pub fn routes(&self) -> std::sync::Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    fn finish(&self, batch: HashMap<&str, StepWindow>, report: &IngestReport) {
         let stale = self.merge(batch);
 
         for (rollout, samples) in stale {
@@ -155,7 +176,6 @@ impl Ingestor {
             routed: report.routed,
         }
         .emit(&self.counters);
-        report
     }
 
     /// Merges a batch into the windows; returns the rollouts whose samples were of
@@ -183,7 +203,7 @@ impl Ingestor {
 
     /// A copy of `rollout`'s window for `epoch`; empty when the rollout is not routed
     /// or is at another epoch.
-    pub fn window(&self, rollout: &str, epoch: u64) -> Window {
+    pub fn window(&self, rollout: &str, epoch: WindowEpoch) -> Window {
         self.lock_windows()
             .get(rollout)
             .filter(|current| current.epoch == epoch)
@@ -218,6 +238,23 @@ impl Ingestor {
         // one half-written: the data behind a poisoned lock is still sound.
         self.windows.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Adds one observation to the batch's window of `route`.
+fn record<'r>(
+    batch: &mut HashMap<&'r str, StepWindow>,
+    route: &'r Route,
+    arm: Arm,
+    observation: &Observation,
+) {
+    batch
+        .entry(route.rollout.as_str())
+        .or_insert_with(|| StepWindow {
+            epoch: route.epoch,
+            window: Window::default(),
+        })
+        .window
+        .record(arm, observation);
 }
 
 #[cfg(test)]
@@ -272,7 +309,8 @@ mod tests {
             revision: None,
             baseline_variant: "off".to_string(),
             candidate_variant: "on".to_string(),
-            epoch,
+            bucket_by: None,
+            epoch: WindowEpoch(epoch),
         }])
     }
 
@@ -298,14 +336,20 @@ mod tests {
         assert_eq!(report.response().partial_success, None);
         ingestor.ingest(&request(vec![span("on", false, 3_000_000)]));
 
-        let window = ingestor.window("shop/checkout", 1);
+        let window = ingestor.window("shop/checkout", WindowEpoch(1));
         assert_eq!((window.baseline.samples, window.baseline.errors), (1, 0));
         assert_eq!((window.candidate.samples, window.candidate.errors), (2, 1));
         assert_eq!(window.candidate.error_exemplars, [[9; 16]]);
         let slowest_ms = window.candidate.latency.quantile_ms(1.0).unwrap();
         assert!((slowest_ms - 9.0).abs() <= 9.0 * 0.01, "{slowest_ms}");
-        assert_eq!(ingestor.window("shop/checkout", 2), Window::default());
-        assert_eq!(ingestor.window("shop/other", 1), Window::default());
+        assert_eq!(
+            ingestor.window("shop/checkout", WindowEpoch(2)),
+            Window::default()
+        );
+        assert_eq!(
+            ingestor.window("shop/other", WindowEpoch(1)),
+            Window::default()
+        );
 
         let stats = ingestor.stats();
         assert_eq!(
@@ -325,16 +369,37 @@ mod tests {
         ingestor.set_routes(routes(1));
         ingestor.ingest(&request(vec![span("on", false, 1_000)]));
         ingestor.set_routes(routes(1));
-        assert_eq!(ingestor.window("shop/checkout", 1).candidate.samples, 1);
+        assert_eq!(
+            ingestor
+                .window("shop/checkout", WindowEpoch(1))
+                .candidate
+                .samples,
+            1
+        );
 
         ingestor.set_routes(routes(2));
-        assert_eq!(ingestor.window("shop/checkout", 1), Window::default());
-        assert_eq!(ingestor.window("shop/checkout", 2), Window::default());
+        assert_eq!(
+            ingestor.window("shop/checkout", WindowEpoch(1)),
+            Window::default()
+        );
+        assert_eq!(
+            ingestor.window("shop/checkout", WindowEpoch(2)),
+            Window::default()
+        );
         ingestor.ingest(&request(vec![span("on", false, 1_000)]));
-        assert_eq!(ingestor.window("shop/checkout", 2).candidate.samples, 1);
+        assert_eq!(
+            ingestor
+                .window("shop/checkout", WindowEpoch(2))
+                .candidate
+                .samples,
+            1
+        );
 
         ingestor.set_routes(Routes::default());
-        assert_eq!(ingestor.window("shop/checkout", 2), Window::default());
+        assert_eq!(
+            ingestor.window("shop/checkout", WindowEpoch(2)),
+            Window::default()
+        );
         assert_eq!(
             ingestor
                 .ingest(&request(vec![span("on", false, 1_000)]))
@@ -350,11 +415,26 @@ mod tests {
         let mut old = HashMap::new();
         old.insert("shop/checkout", {
             let mut window = Window::default();
-            window.record(crate::analysis::Arm::Candidate, false, 1_000, [1; 16]);
-            StepWindow { epoch: 1, window }
+            window.record(
+                Arm::Candidate,
+                &Observation {
+                    is_error: false,
+                    duration_ns: 1_000,
+                    trace_id: [1; 16],
+                    unit: None,
+                    split: false,
+                },
+            );
+            StepWindow {
+                epoch: WindowEpoch(1),
+                window,
+            }
         });
         assert_eq!(ingestor.merge(old), [("shop/checkout", 1)]);
-        assert_eq!(ingestor.window("shop/checkout", 2), Window::default());
+        assert_eq!(
+            ingestor.window("shop/checkout", WindowEpoch(2)),
+            Window::default()
+        );
     }
 
     #[test]
@@ -371,7 +451,7 @@ mod tests {
                 });
             }
         });
-        let window = ingestor.window("shop/checkout", 1);
+        let window = ingestor.window("shop/checkout", WindowEpoch(1));
         assert_eq!(
             (window.baseline.samples, window.candidate.errors),
             (1_000, 1_000)

@@ -2,12 +2,13 @@
 //! verdict and the time, to the next status and what the shell must do about it.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 
 use super::plan::{Plan, plan};
+use crate::analysis::WindowEpoch;
 use crate::api::{
-    FeatureRolloutSpec, FeatureRolloutStatus, Phase, Transition, Verdict, VerdictOutcome,
-    VerdictRecord,
+    FeatureRolloutSpec, FeatureRolloutStatus, Hold, Phase, StepEvidence, Transition, Verdict,
+    VerdictOutcome, VerdictRecord,
 };
 
 /// Transitions kept in `status.history`.
@@ -53,8 +54,8 @@ pub enum Action {
         reason: &'static str,
         note: String,
     },
-    /// The step changed: start a new analysis window.
-    RestartWindow,
+    /// The step changed: judge the spans of this new window from now on.
+    RestartWindow(WindowEpoch),
 }
 
 /// The machine's answer.
@@ -96,9 +97,14 @@ pub fn decide(input: Input<'_>) -> Decision {
         .map(|index| format!("{}/{}", index + 1, plan.steps.len()));
     set_conditions(&mut next, input.generation, input.now);
     let wake_at = (next.phase == Phase::Progressing)
-        .then(|| dwell_end(&next, &plan))
-        .flatten()
-        .filter(|&t| t > input.now);
+        .then(|| {
+            [dwell_end(&next, &plan), step_deadline(&next, &plan)]
+                .into_iter()
+                .flatten()
+                .filter(|&t| t > input.now)
+                .min()
+        })
+        .flatten();
     Decision {
         status: next,
         actions,
@@ -134,6 +140,8 @@ pub fn reject(
     next.target = None;
     next.step_started_at = None;
     next.step = None;
+    next.hold = None;
+    next.completed_steps.clear();
     set_conditions(&mut next, generation, now);
     Decision {
         status: next,
@@ -151,6 +159,8 @@ fn serve(next: &mut FeatureRolloutStatus, actions: &mut Vec<Action>, plan: &Plan
     next.last_verdict = None;
     next.verdict = None;
     next.step_started_at = None;
+    next.hold = None;
+    next.completed_steps.clear();
     let message = "serving the flag: no steps, so its targeting decides and everyone else \
                    gets the default variant"
         .to_string();
@@ -179,6 +189,8 @@ fn start(
     next.target = Some(plan.target.clone());
     next.last_verdict = None;
     next.verdict = None;
+    next.hold = None;
+    next.completed_steps.clear();
     if input.spec.paused {
         let message = "paused before the first step; set spec.paused to false to start".to_string();
         transition(
@@ -217,8 +229,7 @@ fn enter_step(
     why: String,
 ) {
     let weight = plan.steps[index as usize];
-    next.step_started_at = Some(Time(now));
-    actions.push(Action::RestartWindow);
+    restart_window(next, actions, now);
     if weight >= 100.0 {
         let message = format!("{why}; every user gets the rollout variant");
         transition(
@@ -278,7 +289,7 @@ fn follow(
             };
             let index = index.min(plan.last_step());
             // Dwell starts again: the time spent paused says nothing about health.
-            next.step_started_at = Some(Time(input.now));
+            next.step_started_at = Some(MicroTime(input.now));
             let weight = plan.steps[index as usize];
             let message = format!(
                 "resumed at step {}/{} ({weight}%)",
@@ -370,14 +381,40 @@ fn follow(
             next.message = Some(message);
         }
         VerdictOutcome::Inconclusive => {
-            next.message = Some(format!(
-                "step {}/{} at {weight}%: {}",
-                index + 1,
-                plan.steps.len(),
-                verdict.message
-            ));
+            let mismatch = verdict.sample_ratio.as_ref().is_some_and(|s| s.mismatch);
+            let overdue = step_deadline(next, plan).is_some_and(|deadline| input.now >= deadline);
+            let hold = if mismatch {
+                Some(Hold::SampleRatioMismatch)
+            } else if overdue {
+                Some(Hold::StepDeadlineExceeded)
+            } else {
+                None
+            };
+            let position = format!("step {}/{} at {weight}%", index + 1, plan.steps.len());
+            let message = match hold {
+                Some(Hold::StepDeadlineExceeded) => format!(
+                    "{position}: holding, maxStepDuration {} passed without the spans to judge \
+                     by; {}",
+                    humantime(plan.max_step_duration.unwrap_or_default()),
+                    verdict.message
+                ),
+                _ => format!("{position}: {}", verdict.message),
+            };
+            if hold.is_some() && hold != next.hold {
+                actions.push(Action::Event {
+                    type_: EventType::Warning,
+                    reason: match hold {
+                        Some(Hold::SampleRatioMismatch) => "SampleRatioMismatch",
+                        _ => "StepDeadlineExceeded",
+                    },
+                    note: message.clone(),
+                });
+            }
+            next.hold = hold;
+            next.message = Some(message);
         }
         VerdictOutcome::Pass => {
+            next.hold = None;
             let due = dwell_end(next, plan).is_none_or(|end| input.now >= end);
             if !due {
                 next.message = Some(format!(
@@ -393,6 +430,13 @@ fn follow(
                     plan.steps.len(),
                     verdict.message
                 );
+                // Kept so later steps' error checks can weigh what this one showed.
+                next.completed_steps.push(StepEvidence {
+                    step: index,
+                    weight,
+                    baseline: verdict.baseline.arm_evidence(),
+                    candidate: verdict.candidate.arm_evidence(),
+                });
                 enter_step(
                     next,
                     actions,
@@ -429,8 +473,7 @@ fn carry_out(
         Request::Promote if !matches!(next.phase, Phase::Promoted | Phase::Invalid) => {
             let message =
                 format!("promoted by request at {at}; every user gets the rollout variant");
-            next.step_started_at = Some(Time(now));
-            actions.push(Action::RestartWindow);
+            restart_window(next, actions, now);
             transition(
                 next,
                 actions,
@@ -465,10 +508,30 @@ fn carry_out(
     }
 }
 
+/// Starts the analysis window of a new step: a new epoch, and the dwell from now.
+fn restart_window(next: &mut FeatureRolloutStatus, actions: &mut Vec<Action>, now: Timestamp) {
+    next.epoch += 1;
+    next.step_started_at = Some(MicroTime(now));
+    next.hold = None;
+    actions.push(Action::RestartWindow(WindowEpoch(next.epoch)));
+}
+
 fn dwell_end(status: &FeatureRolloutStatus, plan: &Plan) -> Option<Timestamp> {
+    after_step_start(status, plan.step_duration)
+}
+
+/// When the step must have its samples (`analysis.maxStepDuration`).
+fn step_deadline(status: &FeatureRolloutStatus, plan: &Plan) -> Option<Timestamp> {
+    after_step_start(status, plan.max_step_duration?)
+}
+
+fn after_step_start(
+    status: &FeatureRolloutStatus,
+    after: std::time::Duration,
+) -> Option<Timestamp> {
     let started = status.step_started_at.as_ref()?.0;
-    let dwell = SignedDuration::try_from(plan.step_duration).ok()?;
-    started.checked_add(dwell).ok()
+    let after = SignedDuration::try_from(after).ok()?;
+    started.checked_add(after).ok()
 }
 
 fn humantime(d: std::time::Duration) -> String {
@@ -522,6 +585,10 @@ fn set_conditions(status: &mut FeatureRolloutStatus, generation: Option<i64>, no
     let phase = status.phase;
     let message = status.message.clone().unwrap_or_default();
     let (ready, ready_reason) = match phase {
+        Phase::Progressing if status.hold.is_some() => (
+            "False",
+            status.hold.map(|h| h.to_string()).unwrap_or_default(),
+        ),
         Phase::Progressing | Phase::Promoted | Phase::Paused | Phase::Serving => {
             ("True", phase.to_string())
         }

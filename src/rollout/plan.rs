@@ -12,6 +12,8 @@ pub struct Plan {
     /// Step percentages, as written; empty for a flag that is only served.
     pub steps: Vec<f64>,
     pub step_duration: Duration,
+    /// Longest a step may wait for `minSamples` before it holds and says so.
+    pub max_step_duration: Option<Duration>,
     /// Fingerprint of the flag, variants, service, revision and bucketing: a change
     /// restarts the rollout from the first step.
     pub target: String,
@@ -114,6 +116,31 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
         }
     };
     check_analysis(spec, &mut problems);
+    let max_step_duration = match spec
+        .analysis
+        .max_step_duration
+        .as_deref()
+        .map(parse_duration)
+    {
+        None => None,
+        Some(Ok(d)) if d < step_duration => {
+            problems.push(format!(
+                "spec.analysis.maxStepDuration ({}) is shorter than spec.stepDuration ({}); \
+                 no step could wait out its dwell",
+                spec.analysis
+                    .max_step_duration
+                    .as_deref()
+                    .unwrap_or_default(),
+                spec.step_duration
+            ));
+            None
+        }
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            problems.push(format!("spec.analysis.maxStepDuration: {e}"));
+            None
+        }
+    };
 
     if !problems.is_empty() {
         return Err(InvalidSpec { problems });
@@ -121,6 +148,7 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
     Ok(Plan {
         steps: spec.steps.clone(),
         step_duration,
+        max_step_duration,
         target: fingerprint(spec),
     })
 }
@@ -148,6 +176,13 @@ fn check_steps(steps: &[f64], problems: &mut Vec<String>) {
 
 fn check_analysis(spec: &FeatureRolloutSpec, problems: &mut Vec<String>) {
     let a = &spec.analysis;
+    if !(a.confidence.is_finite() && a.confidence >= 0.5 && a.confidence < 1.0) {
+        problems.push(format!(
+            "spec.analysis.confidence is {}; it is a probability of at least 0.5 and below 1 \
+             (0.99: at most 1 healthy rollout in 100 rolled back)",
+            a.confidence
+        ));
+    }
     if a.min_samples == 0 {
         problems.push(
             "spec.analysis.minSamples is 0; at least 1 span per variant is needed for a verdict"

@@ -2,16 +2,18 @@
 //!
 //! The controller lists rollouts and writes their status through [`RolloutStore`];
 //! [`FileStore`] keeps them in a folder of YAML files (standalone mode), and
-//! [`KubeStore`] in a cluster's API server. The same
-//! reconcile code runs on both.
+//! [`KubeStore`] in a cluster's API server, and [`MemoryStore`] in memory for
+//! `spangate simulate`. The same reconcile code runs on all three.
 
 mod file;
 mod flagd_file;
 mod kube;
+mod memory;
 
 pub use file::{FileStore, write_atomically};
 pub use flagd_file::{FlagdFile, Reload};
 pub use kube::{FIELD_MANAGER, KubeStore, REPORTING_CONTROLLER, list_segments};
+pub use memory::MemoryStore;
 
 use std::fmt;
 use std::future::Future;

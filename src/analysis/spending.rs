@@ -1,0 +1,121 @@
+//! How a rollout's error budget (`1 − analysis.confidence`) is spent across its
+//! checks and steps, derived from the spec alone so that every replica and every
+//! restart spends it the same way.
+//!
+//! The budget is split evenly between the checks that are set. Each error-rate
+//! check spends half of its share on the rollout scope (every step's spans so
+//! far, weighed step by step: one anytime-valid test that runs for the whole
+//! rollout) and half on the step scope, split evenly between the steps that are
+//! judged (those below 100%); a latency check spends all of its share on the step
+//! scope. By the union bound, the chance that any check ever alarms on any step
+//! while every tolerance holds is at most the budget.
+
+use crate::api::AnalysisSpec;
+
+/// Effective samples at which a step's boundaries are tightest, as a multiple of
+/// `minSamples`: decisions that matter are made after a step has its minimum.
+pub const PLANNED_SAMPLES_PER_MIN_SAMPLE: f64 = 4.0;
+
+/// The error budget of every check of one rollout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spending {
+    /// 1 − confidence.
+    pub total: f64,
+    /// Checks that are set.
+    pub checks: u32,
+    /// Steps below 100%: the ones that are judged.
+    pub judged_steps: u32,
+}
+
+impl Spending {
+    /// The spending of `analysis` over `steps` (percentages).
+    pub fn of(analysis: &AnalysisSpec, steps: &[f64]) -> Self {
+        let latency_quantiles = analysis
+            .max_latency_ms
+            .as_ref()
+            .map_or(0, |q| q.iter().count() as u32);
+        let checks = u32::from(analysis.max_error_rate.is_some())
+            + u32::from(analysis.max_error_rate_increase.is_some())
+            + u32::from(analysis.max_latency_increase.is_some())
+            + latency_quantiles;
+        Self {
+            total: (1.0 - analysis.confidence).clamp(1e-9, 0.5),
+            checks,
+            judged_steps: steps.iter().filter(|&&w| w < 100.0).count().max(1) as u32,
+        }
+    }
+
+    fn per_check(&self) -> f64 {
+        self.total / f64::from(self.checks.max(1))
+    }
+
+    /// Whether error checks also weigh every step's spans together: only when there
+    /// is more than one step to weigh.
+    pub fn accumulates(&self) -> bool {
+        self.judged_steps > 1
+    }
+
+    /// The budget of an error-rate check on one step's spans.
+    pub fn error_step(&self) -> f64 {
+        let share = if self.accumulates() { 0.5 } else { 1.0 };
+        self.per_check() * share / f64::from(self.judged_steps)
+    }
+
+    /// The budget of an error-rate check on every step's spans, for the whole rollout.
+    pub fn error_rollout(&self) -> f64 {
+        self.per_check() * 0.5
+    }
+
+    /// The budget of a latency check on one step's spans.
+    pub fn latency_step(&self) -> f64 {
+        self.per_check() / f64::from(self.judged_steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LatencyQuantiles;
+
+    fn analysis() -> AnalysisSpec {
+        AnalysisSpec {
+            max_error_rate: Some(0.05),
+            max_error_rate_increase: Some(0.01),
+            max_latency_increase: Some(0.25),
+            max_latency_ms: Some(LatencyQuantiles {
+                p99: Some(800.0),
+                ..LatencyQuantiles::default()
+            }),
+            ..AnalysisSpec::default()
+        }
+    }
+
+    #[test]
+    fn the_whole_budget_is_spent_and_never_more() {
+        let steps = [1.0, 5.0, 25.0, 50.0, 100.0];
+        let spending = Spending::of(&analysis(), &steps);
+        assert_eq!((spending.checks, spending.judged_steps), (4, 4));
+        let judged = f64::from(spending.judged_steps);
+        let spent = 2.0 * (spending.error_rollout() + judged * spending.error_step())
+            + 2.0 * judged * spending.latency_step();
+        assert!((spent - 0.01).abs() < 1e-15, "{spent}");
+    }
+
+    #[test]
+    fn one_judged_step_spends_it_all_on_the_step() {
+        let spending = Spending::of(&analysis(), &[10.0, 100.0]);
+        assert!(!spending.accumulates());
+        assert!((spending.error_step() - 0.0025).abs() < 1e-15);
+        assert!((spending.latency_step() - 0.0025).abs() < 1e-15);
+    }
+
+    #[test]
+    fn confidence_sets_the_budget() {
+        let strict = AnalysisSpec {
+            confidence: 0.999,
+            ..analysis()
+        };
+        let spending = Spending::of(&strict, &[50.0, 100.0]);
+        assert!((spending.total - 0.001).abs() < 1e-15);
+    }
+}
