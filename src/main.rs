@@ -259,8 +259,10 @@ impl ForwardArgs {
 #[derive(clap::Args)]
 struct OfrepArgs {
     /// Context attributes used for targeting that must never be shown: not in
-    /// logs, traces, status or events (comma-separated names or a.b paths), on top
-    /// of each rollout's spec.privateAttributes.
+    /// logs, traces, status, events or forwarded spans (comma-separated names or
+    /// a.b paths), on top of each rollout's spec.privateAttributes. A value hides
+    /// when its name (keys joined with dots, through lists and arrays) is one or
+    /// ends with a dot and one: `email` hides `user.email`, not `user_email`.
     #[arg(long, env = "SPANGATE_PRIVATE_ATTRIBUTES", value_delimiter = ',')]
     private_attributes: Vec<String>,
     /// Require OFREP clients to authenticate with one of the tokens in this file

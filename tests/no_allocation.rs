@@ -1,15 +1,25 @@
 //! Evaluating compiled targeting allocates nothing: an allocator that counts this
 //! thread's allocations watches thousands of evaluations through every path
 //! (targets, exclusions, each operator, segments, rule splits, the percentage).
+//! Neither does hiding private attributes in a forwarded batch that holds none, at
+//! any depth of key-value lists and arrays.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use jiff::Timestamp;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde_json::{Map, Value, json};
 use spangate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, SegmentSpec};
 use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
-use spangate::flags::Context;
+use spangate::flags::{Context, PrivateAttributes};
+use spangate::ingest::hide_private;
 use spangate::store::{RolloutKey, StoredSegment};
 
 struct Counting;
@@ -152,4 +162,94 @@ targeting:
         }
     }
     assert_eq!(allocations() - before, 0, "evaluations allocated");
+}
+
+fn attribute(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn string(value: &str) -> any_value::Value {
+    any_value::Value::StringValue(value.to_string())
+}
+
+fn list(values: Vec<KeyValue>) -> any_value::Value {
+    any_value::Value::KvlistValue(KeyValueList { values })
+}
+
+fn array(values: Vec<any_value::Value>) -> any_value::Value {
+    any_value::Value::ArrayValue(ArrayValue {
+        values: values
+            .into_iter()
+            .map(|value| AnyValue { value: Some(value) })
+            .collect(),
+    })
+}
+
+#[test]
+fn hiding_private_attributes_where_there_are_none_allocates_nothing() {
+    // Near misses of every private path, at every depth and on every list.
+    let attributes = vec![
+        attribute("user_email", string("a@b.example")),
+        attribute("feature_flag.context.key", string("u-1")),
+        attribute("http.response.status_code", any_value::Value::IntValue(200)),
+        attribute(
+            "address",
+            list(vec![
+                attribute("city", string("Lyon")),
+                attribute("street.number", string("12")),
+            ]),
+        ),
+        attribute(
+            "arr",
+            array(vec![
+                list(vec![attribute("emails", array(vec![string("x")]))]),
+                array(vec![
+                    string("tags"),
+                    list(vec![attribute("phone_hash", string("h"))]),
+                ]),
+            ]),
+        ),
+    ];
+    let span = Span {
+        trace_id: vec![7; 16],
+        span_id: vec![3; 8],
+        attributes: attributes.clone(),
+        events: vec![Event {
+            attributes: attributes.clone(),
+            ..Default::default()
+        }],
+        links: vec![Link {
+            attributes: attributes.clone(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut batch = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: attributes.clone(),
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span; 64],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let sent = batch.clone();
+    let private =
+        PrivateAttributes::parse(&["email", "phone", "address.street", "tags.1", "targetingKey"])
+            .unwrap();
+
+    let before = allocations();
+    for _ in 0..100 {
+        hide_private(std::hint::black_box(&mut batch), &private);
+    }
+    assert_eq!(allocations() - before, 0, "hiding allocated");
+    assert_eq!(batch, sent);
 }

@@ -1,6 +1,8 @@
 //! Private attributes: context attributes that targeting may read but that never
-//! leave the process. Whatever shows a context (a debug log of an evaluation, a
-//! span) shows it through [`PrivateAttributes::redact`].
+//! leave the process. Whatever shows a context (a debug log of an evaluation) or
+//! telemetry that may carry one (a forwarded span) shows it through
+//! [`PrivateAttributes::redact`] or asks [`PrivateAttributes::hides`] about each
+//! value, so one rule decides everywhere.
 
 use serde_json::{Map, Value};
 
@@ -10,11 +12,57 @@ use super::attribute::TARGETING_KEY;
 pub const REDACTED: &str = "[private]";
 
 /// Where OpenTelemetry's conventions put a targeting key on telemetry.
-const TARGETING_KEY_CONVENTIONS: [&str; 2] = ["feature_flag.context.id", "enduser.id"];
+const TARGETING_KEY_CONVENTIONS: [&[&str]; 2] =
+    [&["feature_flag", "context", "id"], &["enduser", "id"]];
+
+/// The most parts a private attribute path may have: a match is tracked as one bit
+/// per part, so matching stays linear in the depth of a value however the path's
+/// parts repeat.
+const MAX_PATH_PARTS: usize = 64;
 
 /// Attribute paths (`email`, `address.street`) whose values must not be shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrivateAttributes(Vec<Box<[Box<str>]>>);
+
+/// One step on the way to a value: a key (of a context, an attribute list, a
+/// key-value list, an object), or an item of an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step<'a> {
+    Key(&'a str),
+    Item(usize),
+}
+
+/// Where a value sits: its last step and the path of what holds it. Each path
+/// borrows its parent, so a walk down nested values keeps the whole path on its
+/// stack and never allocates.
+#[derive(Debug, Clone, Copy)]
+pub struct ValuePath<'a> {
+    step: Step<'a>,
+    parent: Option<&'a ValuePath<'a>>,
+}
+
+impl<'a> ValuePath<'a> {
+    /// The value named `key` inside `parent`, or at the top when there is none.
+    pub fn under(parent: Option<&'a ValuePath<'a>>, key: &'a str) -> Self {
+        Self {
+            step: Step::Key(key),
+            parent,
+        }
+    }
+
+    /// The `index`th item of this array.
+    pub fn item(&'a self, index: usize) -> Self {
+        Self {
+            step: Step::Item(index),
+            parent: Some(self),
+        }
+    }
+
+    /// The steps from this value up to the top.
+    fn up(&self) -> impl Iterator<Item = Step<'a>> {
+        std::iter::successors(Some(*self), |path| path.parent.copied()).map(|path| path.step)
+    }
+}
 
 impl PrivateAttributes {
     /// Parses attribute names; every problem is named.
@@ -27,6 +75,11 @@ impl PrivateAttributes {
             if name.is_empty() || parts.iter().any(|p| p.is_empty()) {
                 problems.push(format!(
                     "private attribute {name:?} is not an attribute name or a.b.c path"
+                ));
+            } else if parts.len() > MAX_PATH_PARTS {
+                problems.push(format!(
+                    "private attribute {name:?} has {} parts; at most {MAX_PATH_PARTS} are accepted",
+                    parts.len()
                 ));
             } else {
                 paths.push(parts.into_boxed_slice());
@@ -66,65 +119,143 @@ impl PrivateAttributes {
             .any(|p| p.len() == 1 && &*p[0] == TARGETING_KEY)
     }
 
-    /// Whether a telemetry attribute named `key` (a span's, a resource's) would show
-    /// a private attribute. Applications name context attributes in their own way,
-    /// so a key hides when it is the attribute's path (`email`, `address.street`) or
-    /// ends with it after a dot (`user.email`, `feature_flag.context.email`); a
-    /// private targeting key also hides `feature_flag.context.id` and `enduser.id`,
-    /// where OpenTelemetry puts it. Erring towards hiding is the safe side.
-    pub fn hides_key(&self, key: &str) -> bool {
-        if self.hides_targeting_key() && TARGETING_KEY_CONVENTIONS.contains(&key) {
-            return true;
-        }
-        self.0.iter().any(|path| {
-            let mut segments = key.rsplit('.');
-            path.iter()
-                .rev()
-                .all(|part| segments.next() == Some(&**part))
-        })
+    /// Whether the value at `path` (in a context, or in telemetry: a span's
+    /// attributes, a resource's, nested key-value lists and arrays) would show a
+    /// private attribute. Applications name context attributes in their own way, so
+    /// the value hides when its name ends with a private attribute's path at a dot:
+    /// the name is the keys on the way to it joined with dots, each array item
+    /// named by its array's key, with or without its index. Private `email` hides
+    /// `email`, `user.email`, `contacts.0.email` and `contacts.email`;
+    /// `tags.0` hides the first item of `tags`. A private targeting key also hides
+    /// `feature_flag.context.id` and `enduser.id`, where OpenTelemetry puts it.
+    /// Erring towards hiding is the safe side.
+    pub fn hides(&self, path: &ValuePath<'_>) -> bool {
+        self.0.iter().any(|parts| ends_with(path, parts))
+            || (self.hides_targeting_key()
+                && TARGETING_KEY_CONVENTIONS
+                    .iter()
+                    .any(|parts| ends_with(path, parts)))
     }
 
-    /// A copy of `context` with every private attribute's value replaced by
-    /// [`REDACTED`].
+    /// A copy of `context` with the value of every name [`hides`](Self::hides)
+    /// replaced by [`REDACTED`].
     pub fn redact(&self, context: &Map<String, Value>) -> Map<String, Value> {
-        let mut copy = context.clone();
-        for path in &self.0 {
-            redact_path(&mut copy, path);
+        self.redact_object(context, None)
+    }
+
+    fn redact_object(
+        &self,
+        object: &Map<String, Value>,
+        parent: Option<&ValuePath<'_>>,
+    ) -> Map<String, Value> {
+        object
+            .iter()
+            .map(|(key, value)| {
+                let path = ValuePath::under(parent, key);
+                (key.clone(), self.redact_value(value, &path))
+            })
+            .collect()
+    }
+
+    fn redact_value(&self, value: &Value, path: &ValuePath<'_>) -> Value {
+        if self.hides(path) {
+            return Value::from(REDACTED);
         }
-        copy
+        match value {
+            Value::Object(object) => Value::Object(self.redact_object(object, Some(path))),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| self.redact_value(item, &path.item(index)))
+                .collect(),
+            other => other.clone(),
+        }
     }
 }
 
-fn redact_path(map: &mut Map<String, Value>, path: &[Box<str>]) {
-    let Some((first, rest)) = path.split_first() else {
-        return;
-    };
-    let Some(value) = map.get_mut(&**first) else {
-        return;
-    };
-    if rest.is_empty() {
-        *value = Value::from(REDACTED);
-        return;
-    }
-    match value {
-        Value::Object(inner) => redact_path(inner, rest),
-        Value::Array(items) => {
-            if let Some(item) = rest[0].parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                if rest.len() == 1 {
-                    *item = Value::from(REDACTED);
-                } else if let Value::Object(inner) = item {
-                    redact_path(inner, &rest[1..]);
+/// Whether the name of the value at `path` ends with `parts` at a dot. Read from
+/// the value up, bit `r - 1` of `ways` says that the steps read so far match the
+/// last `parts.len() - r` parts, `r` still to match; an array item either matches a
+/// part equal to its index or is passed over, so several ways are followed at once.
+fn ends_with<P: AsRef<str>>(path: &ValuePath<'_>, parts: &[P]) -> bool {
+    debug_assert!((1..=MAX_PATH_PARTS).contains(&parts.len()));
+    let mut ways: u64 = 1 << (parts.len() - 1);
+    for step in path.up() {
+        match step {
+            Step::Key(key) => {
+                for segment in key.rsplit('.') {
+                    match advance(ways, parts, |part| part == segment) {
+                        Advance::Matched => return true,
+                        Advance::Left(0) => return false,
+                        Advance::Left(left) => ways = left,
+                    }
+                }
+            }
+            Step::Item(index) => {
+                match advance(ways, parts, |part| part.parse::<usize>() == Ok(index)) {
+                    Advance::Matched => return true,
+                    Advance::Left(left) => ways |= left,
                 }
             }
         }
-        _ => {}
     }
+    false
+}
+
+enum Advance {
+    /// A way matched every part.
+    Matched,
+    /// The ways that go on, as in [`ends_with`].
+    Left(u64),
+}
+
+/// The ways that go on after one more name: each way whose next part `fits` it.
+fn advance<P: AsRef<str>>(ways: u64, parts: &[P], fits: impl Fn(&str) -> bool) -> Advance {
+    let mut left = 0;
+    let mut rest = ways;
+    while rest != 0 {
+        let bit = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        if fits(parts[bit].as_ref()) {
+            if bit == 0 {
+                return Advance::Matched;
+            }
+            left |= 1 << (bit - 1);
+        }
+    }
+    Advance::Left(left)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The path of `steps`, given from the top: a string is a key, a number an item.
+    fn hides(private: &PrivateAttributes, steps: &[Value]) -> bool {
+        fn at(
+            private: &PrivateAttributes,
+            parent: Option<&ValuePath<'_>>,
+            steps: &[Value],
+        ) -> bool {
+            let Some((first, rest)) = steps.split_first() else {
+                unreachable!("a path has a step")
+            };
+            let path = match first {
+                Value::String(key) => ValuePath::under(parent, key),
+                Value::Number(index) => parent
+                    .expect("an item is inside an array")
+                    .item(index.as_u64().unwrap() as usize),
+                _ => unreachable!("a step is a key or an index"),
+            };
+            if rest.is_empty() {
+                private.hides(&path)
+            } else {
+                at(private, Some(&path), rest)
+            }
+        }
+        at(private, None, steps)
+    }
 
     #[test]
     fn redacts_names_and_nested_paths_and_nothing_else() {
@@ -133,6 +264,9 @@ mod tests {
             "targetingKey": "u1",
             "email": "a@b.c",
             "address": {"street": "1 Main St", "state": "CA"},
+            "contacts": [{"email": "d@e.f", "name": "Ann"}, "g@h.i"],
+            "billing.address": [[{"street": "2 Side St"}]],
+            "user_email": "shown",
         });
         let redacted = private.redact(context.as_object().unwrap());
         assert_eq!(
@@ -141,6 +275,9 @@ mod tests {
                 "targetingKey": "u1",
                 "email": REDACTED,
                 "address": {"street": REDACTED, "state": "CA"},
+                "contacts": [{"email": REDACTED, "name": "Ann"}, "g@h.i"],
+                "billing.address": [[{"street": REDACTED}]],
+                "user_email": "shown",
             })
         );
         assert!(!private.hides_targeting_key());
@@ -152,35 +289,82 @@ mod tests {
     }
 
     #[test]
-    fn telemetry_keys_hide_when_they_end_with_a_private_path() {
-        let private = PrivateAttributes::parse(&["email", "address.street"]).unwrap();
+    fn names_hide_when_they_end_with_a_private_path_at_a_dot() {
+        let private = PrivateAttributes::parse(&["email", "address.street", "tags.0"]).unwrap();
         for hidden in [
-            "email",
-            "user.email",
-            "feature_flag.context.email",
-            "address.street",
-            "billing.address.street",
+            json!(["email"]),
+            json!(["user.email"]),
+            json!(["feature_flag.context.email"]),
+            json!(["user", "email"]),
+            json!(["address.street"]),
+            json!(["billing.address.street"]),
+            json!(["billing", "address", "street"]),
+            json!(["billing.address", "street"]),
+            // The shape: a key-value list inside an array.
+            json!(["arr", 0, "email"]),
+            json!(["a", 3, 1, "b", 0, "email"]),
+            json!(["address", 2, "street"]),
+            json!(["tags", 0]),
+            json!(["user.tags", 0]),
+            json!(["tags", 1, 0]),
+            json!(["tags", "0"]),
         ] {
-            assert!(private.hides_key(hidden), "{hidden}");
+            assert!(hides(&private, hidden.as_array().unwrap()), "{hidden}");
         }
         for shown in [
-            "emails",
-            "user.email_verified",
-            "street",
-            "address.street.number",
-            "address",
-            "feature_flag.context.id",
+            json!(["emails"]),
+            json!(["user_email"]),
+            json!(["user.email_verified"]),
+            json!(["street"]),
+            json!(["address.street.number"]),
+            json!(["address", "street", "number"]),
+            json!(["address"]),
+            json!(["address", 0]),
+            json!(["tags", 1]),
+            json!(["tags"]),
+            json!(["arr", 0, "email_hash"]),
+            json!(["feature_flag.context.id"]),
         ] {
-            assert!(!private.hides_key(shown), "{shown}");
+            assert!(!hides(&private, shown.as_array().unwrap()), "{shown}");
         }
         let key = PrivateAttributes::parse(&["targetingKey"]).unwrap();
-        assert!(key.hides_key("feature_flag.context.id") && key.hides_key("enduser.id"));
-        assert!(!key.hides_key("service.name"));
+        for hidden in [
+            json!(["targetingKey"]),
+            json!(["feature_flag.context.id"]),
+            json!(["enduser.id"]),
+            json!(["enduser", "id"]),
+            json!(["evaluations", 2, "feature_flag.context.id"]),
+        ] {
+            assert!(hides(&key, hidden.as_array().unwrap()), "{hidden}");
+        }
+        assert!(!hides(&key, &[json!("service.name")]));
+        assert!(!hides(&key, &[json!("user.id")]));
+    }
+
+    #[test]
+    fn deep_arrays_and_repeated_parts_are_matched() {
+        let zeros = vec!["0"; MAX_PATH_PARTS].join(".");
+        let private = PrivateAttributes::parse(&[zeros.as_str()]).unwrap();
+        // Followed one by one, the ways to match 64 zeros among 200 nested first
+        // items would be too many to count.
+        let mut steps = vec![json!("a")];
+        steps.extend(std::iter::repeat_n(json!(0), 200));
+        assert!(hides(&private, &steps));
+        steps[140] = json!(1);
+        assert!(
+            hides(&private, &steps),
+            "an item that is not a first one is passed over"
+        );
+        let mut shallow = vec![json!("a")];
+        shallow.extend(std::iter::repeat_n(json!(0), MAX_PATH_PARTS - 1));
+        assert!(!hides(&private, &shallow));
     }
 
     #[test]
     fn malformed_names_are_refused() {
-        let problems = PrivateAttributes::parse(&["", "a..b", "ok"]).unwrap_err();
-        assert_eq!(problems.len(), 2);
+        let long = vec!["a"; MAX_PATH_PARTS + 1].join(".");
+        let problems = PrivateAttributes::parse(&["", "a..b", "ok", long.as_str()]).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[2].contains("at most 64"), "{problems:?}");
     }
 }

@@ -250,8 +250,12 @@ fn decode(format: Format, body: &[u8]) -> Result<ExportTraceServiceRequest, Refu
     match format {
         Format::Protobuf => ExportTraceServiceRequest::decode(body)
             .map_err(|error| Refusal::Malformed(format!("invalid OTLP protobuf: {error}"))),
-        Format::Json => json::decode(body)
-            .map_err(|error| Refusal::Malformed(format!("invalid OTLP JSON: {error}"))),
+        Format::Json => json::decode(body).map_err(|error| {
+            Refusal::Malformed(format!(
+                "invalid OTLP JSON: {}",
+                json::without_values(&error)
+            ))
+        }),
     }
 }
 

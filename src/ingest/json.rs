@@ -24,6 +24,38 @@ pub(super) fn decode(body: &[u8]) -> Result<ExportTraceServiceRequest, serde_jso
     serde_json::from_value(value).map_err(|_| error)
 }
 
+/// What is wrong with a refused request, without the value at fault: serde quotes
+/// it (`invalid type: string "ann@example.com", expected a boolean`), it may be a
+/// private attribute's, and the refusal is logged. Its kind, what was expected and
+/// where are kept.
+pub(super) fn without_values(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    match unexpected_value(&message) {
+        Some((prefix, kind, rest)) => format!("{prefix}{kind}{rest}"),
+        None => message,
+    }
+}
+
+/// The prefix, the kind of the unexpected value (`string`, `integer`) and the rest
+/// of a serde "invalid type" or "invalid value" message.
+fn unexpected_value(message: &str) -> Option<(&'static str, &str, &str)> {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // The expectation comes from the types, never from the request, so the
+            // last one is the real one whatever the value holds.
+            let at = rest.rfind(", expected ")?;
+            let unexpected = &rest[..at];
+            let kind = unexpected
+                .split(['"', '`'])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            return Some((prefix, kind, &rest[at..]));
+        }
+    }
+    None
+}
+
 /// Drops `null` members and adds the members the generated types require, for the
 /// message `value` found under member `field` (every element of a repeated field
 /// is found under its name). serde_json caps nesting at 128 levels, which bounds
@@ -106,6 +138,32 @@ mod tests {
         assert!(matches!(value(0), Some(AnyValue::ArrayValue(a)) if a.values.is_empty()));
         assert!(matches!(value(1), Some(AnyValue::KvlistValue(l)) if l.values.len() == 1));
         assert_eq!(value(2), None);
+    }
+
+    #[test]
+    fn refusals_do_not_quote_the_values_at_fault() {
+        for (value, kind) in [
+            (r#"{"boolValue": "secret-a, expected x"}"#, "string"),
+            (r#"{"boolValue": 12345678}"#, "integer"),
+            (r#"{"doubleValue": "secret-b"}"#, "string"),
+            (r#"{"stringValue": 1.25}"#, "floating point"),
+            (r#"{"stringValue": true}"#, "boolean"),
+        ] {
+            let body = request_with(
+                "{}",
+                &format!(r#", "attributes": [{{"key": "email", "value": {value}}}]"#),
+            );
+            let error = decode(body.as_bytes()).unwrap_err();
+            let told = without_values(&error);
+            for secret in ["secret-a", "secret-b", "12345678", "1.25", "true"] {
+                assert!(!told.contains(secret), "{told}");
+            }
+            assert!(
+                told.starts_with(&format!("invalid type: {kind}, expected")),
+                "{told}"
+            );
+            assert!(told.contains("at line 3 column"), "{told}");
+        }
     }
 
     #[test]

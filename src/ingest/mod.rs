@@ -2,7 +2,8 @@
 //! HTTP ([`serve_http`], port 4318, protobuf and JSON), and the [`Ingestor`] they
 //! share, which reads each span's flag evaluations ([`extract`]) and records them
 //! into the window of every rollout they count for ([`Routes`](crate::analysis::Routes)),
-//! and, when configured, forwards them to the tracing backend ([`forwarder`]).
+//! and, when configured, forwards them to the tracing backend ([`forwarder`]) with
+//! private attributes hidden ([`hide_private`]).
 //!
 //! Bad input is refused as the OTLP specification says, with a reason, and never
 //! stops a receiver: an undecodable request is rejected whole (INVALID_ARGUMENT /
@@ -16,6 +17,7 @@ mod grpc;
 mod http;
 mod ingestor;
 mod json;
+mod redact;
 #[cfg(test)]
 mod test_attributes;
 
@@ -28,6 +30,7 @@ pub use forward::{
 pub use grpc::serve_grpc;
 pub use http::{http_router, serve_http};
 pub use ingestor::{IngestReport, Ingestor};
+pub use redact::hide_private;
 
 /// Limits on what a receiver accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -99,6 +99,11 @@ impl TraceBackend {
         spans
     }
 
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<ExportTraceServiceRequest> {
+        self.0.lock().unwrap().clone()
+    }
+
     /// Everything received, as text to search.
     pub fn text(&self) -> String {
         format!("{:?}", self.0.lock().unwrap())
