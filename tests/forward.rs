@@ -19,7 +19,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
 use spangate::flags::PrivateAttributes;
 use spangate::ingest::{
-    ForwardConfig, ForwardProtocol, IngestLimits, Ingestor, forwarder, serve_grpc, serve_http,
+    ForwardConfig, ForwardProtocol, IngestLimits, Ingestor, ReceiverOptions, forwarder, serve_grpc,
+    serve_http,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,10 +47,14 @@ impl Drop for Receivers {
 }
 
 async fn receivers(endpoint: &str, protocol: ForwardProtocol) -> Receivers {
-    let config = ForwardConfig::new(endpoint, protocol, 64).unwrap();
+    let config =
+        ForwardConfig::new(endpoint, protocol, ForwardConfig::DEFAULT_QUEUE_BYTES).unwrap();
     let private = PrivateAttributes::parse(&["email"]).unwrap();
     let (forwarder, worker) = forwarder(config, Box::new(move || private.clone()));
-    let ingestor = Arc::new(Ingestor::forwarding(forwarder));
+    let ingestor = Arc::new(Ingestor::with_limits(
+        IngestLimits::default(),
+        Some(forwarder),
+    ));
     let stop = CancellationToken::new();
     tokio::spawn(worker.run(stop.clone()));
     let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -62,14 +67,14 @@ async fn receivers(endpoint: &str, protocol: ForwardProtocol) -> Receivers {
     tokio::spawn(serve_grpc(
         grpc_listener,
         ingestor.clone(),
-        IngestLimits::default(),
+        ReceiverOptions::new("otlp-grpc"),
         async move { done.cancelled().await },
     ));
     let done = stop.clone();
     tokio::spawn(serve_http(
         http_listener,
         ingestor.clone(),
-        IngestLimits::default(),
+        ReceiverOptions::new("otlp-http"),
         async move { done.cancelled().await },
     ));
     Receivers {
@@ -220,7 +225,7 @@ async fn an_absent_backend_costs_senders_nothing_and_forwarding_resumes() {
         (spangate.ingestor.stats().forwarded.failed == 2).then_some(())
     })
     .await;
-    assert_eq!(spangate.ingestor.stats().spans_received, 2);
+    assert_eq!(spangate.ingestor.stats().spans_accepted, 2);
 
     let received = TraceBackend::default();
     let listener = TcpListener::bind(port)

@@ -139,6 +139,8 @@ pub async fn run(
             ofrep: crate::serve::OfrepConfig::default(),
             flags_file: None,
             forward: None,
+            server: crate::net::ServerLimits::default(),
+            otlp_tokens: crate::net::Tokens::default(),
         },
         {
             let (latest, changed) = (latest.clone(), changed.clone());
