@@ -27,7 +27,6 @@ mod test_attributes;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use decode::Rejected;
 pub use events::{IngestStats, RejectReason, Transport};
 pub use extract::SpanChecks;
 pub use forward::{

@@ -407,12 +407,13 @@ async fn connection(
                 }
                 stats.closed_idle.fetch_add(1, Ordering::Relaxed);
                 match expiry {
-                    // Said goodbye (HTTP/2 GOAWAY), then closed if the client lingers.
-                    Expiry::Idle => {
+                    // Said goodbye (HTTP/2 GOAWAY, so a client reconnects without
+                    // losing a call), then closed if the client lingers.
+                    Expiry::Silent | Expiry::Idle => {
                         connection.as_mut().graceful_shutdown();
                         closing_by = Some(Instant::now() + limits.header_read_timeout);
                     }
-                    Expiry::Silent | Expiry::Stuck => return,
+                    Expiry::Stuck => return,
                 }
             }
         }

@@ -75,6 +75,7 @@ pub struct OfrepStats {
     forbidden: AtomicU64,
     rate_limited: AtomicU64,
     too_large: AtomicU64,
+    too_deep: AtomicU64,
     timed_out: AtomicU64,
 }
 
@@ -96,6 +97,7 @@ impl OfrepStats {
                 ("{reason=\"forbidden\"}", read(&self.forbidden)),
                 ("{reason=\"rate_limited\"}", read(&self.rate_limited)),
                 ("{reason=\"too_large\"}", read(&self.too_large)),
+                ("{reason=\"too_deep\"}", read(&self.too_deep)),
                 ("{reason=\"timed_out\"}", read(&self.timed_out)),
             ],
         );
@@ -380,6 +382,7 @@ impl FromRequest<Arc<Ofrep>> for EvaluationContext {
         let depth = depth(&context);
         let max = state.config.max_context_depth;
         if depth > max {
+            OfrepStats::count(&state.config.stats.too_deep);
             return Err(OfrepError::invalid_context(format!(
                 "the context nests {depth} levels deep; at most {max} are accepted"
             )));
