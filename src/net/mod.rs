@@ -11,8 +11,7 @@ mod files;
 mod server;
 mod tokens;
 
-pub use body::{BodyTimedOut, RequestBody, body_timed_out};
+pub use body::{BodyTimedOut, body_timed_out};
 pub use budget::{MemoryBudget, Reservation};
-pub use files::RESERVED_FILES;
 pub use server::{ListenerStats, Protocols, ServerLimits, ServerStats, serve};
 pub use tokens::{Admission, Tokens};
