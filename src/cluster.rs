@@ -26,6 +26,7 @@ use crate::controller::{
 };
 use crate::flags::FlagSet;
 use crate::ingest::{ForwardConfig, IngestLimits};
+use crate::net::{ServerLimits, ServerStats, Tokens};
 use crate::serve::{PublishedFlags, Readiness};
 use crate::standalone::{BoundAddrs, ListenAddrs, Listeners, Served, ingestor, render_metrics};
 use crate::store::{KubeStore, list_segments};
@@ -49,6 +50,10 @@ pub struct RunConfig {
     pub identity: Option<String>,
     /// Where received spans go on to, if anywhere.
     pub forward: Option<ForwardConfig>,
+    /// Connection limits and timeouts of every listener, and the shutdown timeout.
+    pub server: ServerLimits,
+    /// Tokens the OTLP receivers require; empty: none.
+    pub otlp_tokens: Tokens,
 }
 
 /// Which lease, and how long it holds.
@@ -79,6 +84,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let ingestor = ingestor(
         config.forward.clone(),
+        config.ingest_limits,
         &config.ofrep,
         &flags,
         &mut tasks,
@@ -91,16 +97,19 @@ pub async fn run(
     let reconciler = Reconciler::new(store, ingestor.clone(), flags.clone());
     let publisher = reconciler.publisher().clone();
     let metrics = reconciler.metrics().clone();
+    let stats = Arc::new(ServerStats::default());
     listeners.serve(
         &mut tasks,
         &cancel,
         Served {
             ingestor: ingestor.clone(),
-            limits: config.ingest_limits,
             flags: flags.clone(),
             ofrep: config.ofrep.clone(),
             readiness: readiness.clone(),
-            metrics: render_metrics(&reconciler, &ingestor),
+            metrics: render_metrics(&reconciler, &ingestor, &config.ofrep, &stats),
+            server: config.server,
+            otlp_tokens: config.otlp_tokens.clone(),
+            stats,
         },
     );
     on_listening(addrs)?;
@@ -139,12 +148,12 @@ pub async fn run(
     // Ready, serving flags from status, before competing for the lease: once it
     // holds the lease, nothing may delay renewing it.
     tokio::select! {
-        _ = cancel.cancelled() => return finish(tasks, None).await,
+        _ = cancel.cancelled() => return finish(tasks, None, config.server.shutdown_timeout).await,
         _ = listed_rx => {}
     }
     if let Some(elector) = &elector {
         tokio::select! {
-            _ = cancel.cancelled() => return finish(tasks, None).await,
+            _ = cancel.cancelled() => return finish(tasks, None, config.server.shutdown_timeout).await,
             _ = elector.acquire() => {}
         }
     }
@@ -173,8 +182,9 @@ pub async fn run(
             None => std::future::pending().await,
         }
     };
+    let shutdown_timeout = config.server.shutdown_timeout;
     tokio::select! {
-        _ = cancel.cancelled() => finish(tasks, elector.as_ref()).await,
+        _ = cancel.cancelled() => finish(tasks, elector.as_ref(), shutdown_timeout).await,
         failed = wait_any(&mut tasks) => {
             cancel.cancel();
             Err(failed)
@@ -262,13 +272,29 @@ async fn wait_any(tasks: &mut JoinSet<anyhow::Result<()>>) -> anyhow::Error {
     }
 }
 
-/// Stops everything, and hands the lease over at once.
+/// Stops everything, within `timeout` (what has not finished by then is
+/// stopped), and hands the lease over at once.
 async fn finish(
     mut tasks: JoinSet<anyhow::Result<()>>,
     elector: Option<&LeaderElector>,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
-    while let Some(done) = tasks.join_next().await {
-        done.context("a server task panicked")??;
+    let finished = tokio::time::timeout(timeout, async {
+        while let Some(done) = tasks.join_next().await {
+            done.context("a server task panicked")??;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    match finished {
+        Ok(result) => result?,
+        Err(_) => {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "stopping what did not finish within the shutdown timeout"
+            );
+            tasks.abort_all();
+        }
     }
     if let Some(elector) = elector
         && let Err(error) = elector.release().await

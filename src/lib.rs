@@ -1,7 +1,8 @@
 //! spangate: progressive feature rollouts judged by OpenTelemetry traces.
 //!
 //! Pure core: [`flags`], [`rollout`], [`analysis`] (no I/O, no clock, no async).
-//! Shells: [`ingest`], [`serve`], [`store`], [`controller`], [`telemetry`].
+//! Shells: [`ingest`], [`serve`], [`store`], [`controller`], [`telemetry`], and
+//! [`net`], the HTTP serving under limits that `ingest` and `serve` share.
 
 pub mod analysis;
 pub mod api;
@@ -12,6 +13,7 @@ pub mod demo;
 pub mod fingerprint;
 pub mod flags;
 pub mod ingest;
+pub mod net;
 pub mod rollout;
 pub mod serve;
 pub mod simulate;

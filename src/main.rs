@@ -1,6 +1,7 @@
 //! The `spangate` command.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use spangate::cli::get::{OutputFormat, render};
 use spangate::cluster::{LeaseSettings, RunConfig};
 use spangate::demo::{DemoOptions, Scenario};
 use spangate::flags::PrivateAttributes;
-use spangate::ingest::{ForwardConfig, ForwardProtocol, IngestLimits};
+use spangate::ingest::{ForwardConfig, ForwardProtocol, IngestLimits, SpanChecks};
+use spangate::net::{ServerLimits, Tokens};
 use spangate::serve::{Access, OfrepConfig};
 use spangate::standalone::{ListenAddrs, Standalone, StandaloneConfig};
 use spangate::store::FileStore;
@@ -101,8 +103,9 @@ enum Command {
         /// Longest time between two reconcile passes.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         tick: Duration,
-        /// Largest OTLP request body accepted, in bytes.
-        #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
+        /// Largest OTLP request body accepted, in bytes (compressed or not); larger
+        /// ones get 413 / RESOURCE_EXHAUSTED.
+        #[arg(long, default_value_t = IngestLimits::default().max_body_bytes, value_parser = at_least_one)]
         max_body_bytes: usize,
         /// Once listening and the first pass has published the flags, write the
         /// bound addresses here as JSON (for scripts).
@@ -112,6 +115,8 @@ enum Command {
         ofrep: OfrepArgs,
         #[command(flatten)]
         forward: ForwardArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Run the operator against a Kubernetes API server (what the Helm chart runs).
     ///
@@ -146,8 +151,9 @@ enum Command {
         /// when its spans changed, and when its step's dwell ends.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         tick: Duration,
-        /// Largest OTLP request body accepted, in bytes.
-        #[arg(long, default_value_t = IngestLimits::default().max_body_bytes)]
+        /// Largest OTLP request body accepted, in bytes (compressed or not); larger
+        /// ones get 413 / RESOURCE_EXHAUSTED.
+        #[arg(long, default_value_t = IngestLimits::default().max_body_bytes, value_parser = at_least_one)]
         max_body_bytes: usize,
         /// Namespace of the lease and the flag-set ConfigMap [default: the pod's, or
         /// the kubeconfig context's].
@@ -176,6 +182,8 @@ enum Command {
         ofrep: OfrepArgs,
         #[command(flatten)]
         forward: ForwardArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Print rollouts and their status, like `kubectl get`.
     Get {
@@ -237,10 +245,11 @@ struct ForwardArgs {
         env = "SPANGATE_FORWARD_PROTOCOL"
     )]
     forward_protocol: ForwardProtocol,
-    /// Span batches held while the endpoint is slow; beyond it, new batches are
-    /// dropped (counted in /metrics) rather than slowing the applications.
-    #[arg(long, default_value_t = ForwardConfig::DEFAULT_QUEUE_BATCHES)]
-    forward_queue: usize,
+    /// Memory, in bytes, that span batches waiting for the endpoint (or being sent
+    /// to it) may hold; beyond it, new batches are dropped (counted in /metrics)
+    /// rather than slowing the applications.
+    #[arg(long, default_value_t = ForwardConfig::DEFAULT_QUEUE_BYTES, value_parser = at_least_one)]
+    forward_queue_bytes: usize,
 }
 
 impl ForwardArgs {
@@ -248,7 +257,7 @@ impl ForwardArgs {
         self.forward_endpoint
             .filter(|endpoint| !endpoint.trim().is_empty())
             .map(|endpoint| {
-                ForwardConfig::new(&endpoint, self.forward_protocol, self.forward_queue)
+                ForwardConfig::new(&endpoint, self.forward_protocol, self.forward_queue_bytes)
                     .context("--forward-endpoint")
             })
             .transpose()
@@ -271,11 +280,12 @@ struct OfrepArgs {
     #[arg(long, env = "SPANGATE_OFREP_TOKENS_FILE")]
     ofrep_tokens_file: Option<PathBuf>,
     /// Most OFREP requests a second (all clients together); beyond it clients get
-    /// 429 with Retry-After. Unlimited by default.
-    #[arg(long, env = "SPANGATE_OFREP_RATE_LIMIT")]
-    ofrep_rate_limit: Option<u32>,
-    /// Largest OFREP request body, in bytes; larger ones get 400 INVALID_CONTEXT.
-    #[arg(long, default_value_t = spangate::serve::MAX_BODY_BYTES)]
+    /// 429 with Retry-After. Unlimited when left out.
+    #[arg(long, env = "SPANGATE_OFREP_RATE_LIMIT", value_parser = parse_rate_limit)]
+    ofrep_rate_limit: Option<NonZeroU32>,
+    /// Largest OFREP request body, in bytes; larger ones get 413 (at once when
+    /// their Content-Length says so).
+    #[arg(long, default_value_t = spangate::serve::MAX_BODY_BYTES, value_parser = at_least_one)]
     ofrep_max_body_bytes: usize,
     /// Deepest nesting of an OFREP context; deeper ones get 400 INVALID_CONTEXT.
     #[arg(long, default_value_t = spangate::serve::MAX_CONTEXT_DEPTH)]
@@ -287,8 +297,8 @@ impl OfrepArgs {
         let private_attributes = PrivateAttributes::parse(&self.private_attributes)
             .map_err(|problems| anyhow::anyhow!("--private-attributes: {}", problems.join("; ")))?;
         let tokens = match &self.ofrep_tokens_file {
-            None => Vec::new(),
-            Some(path) => read_tokens(path)?,
+            None => Tokens::default(),
+            Some(path) => Tokens::read_file(path, "the OFREP tokens file")?,
         };
         Ok(OfrepConfig {
             private_attributes,
@@ -298,28 +308,126 @@ impl OfrepArgs {
             },
             max_body_bytes: self.ofrep_max_body_bytes,
             max_context_depth: self.ofrep_max_context_depth,
+            ..OfrepConfig::default()
         })
     }
 }
 
-/// The OFREP tokens of a file: one a line, blank lines and `#` comments skipped.
-fn read_tokens(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the OFREP tokens file {}", path.display()))?;
-    let tokens: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    if tokens.is_empty() {
-        anyhow::bail!("the OFREP tokens file {} holds no token", path.display());
+/// What a client can make spangate spend, in `standalone` and `run`: each limit's
+/// answer is in the README's "Limits and failure modes".
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Require OTLP senders (gRPC and HTTP) to authenticate with one of the tokens
+    /// in this file (one a line; `#` comments), sent as `Authorization: Bearer
+    /// <token>` (OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer <token>") or
+    /// `X-API-Key: <token>`; others get 401 / UNAUTHENTICATED.
+    #[arg(long, env = "SPANGATE_OTLP_TOKENS_FILE")]
+    otlp_tokens_file: Option<PathBuf>,
+    /// Most memory, in bytes, one OTLP request may take once decoded (estimated
+    /// before decoding); larger ones get 413 / RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = IngestLimits::default().max_decoded_bytes, value_parser = at_least_one)]
+    max_decoded_bytes: usize,
+    /// Most memory, in bytes, all OTLP requests in flight may hold together; beyond
+    /// it requests get 503 with Retry-After / UNAVAILABLE.
+    #[arg(long, default_value_t = IngestLimits::default().max_in_flight_bytes, value_parser = at_least_one)]
+    max_in_flight_bytes: usize,
+    /// Deepest nesting of span attribute values; a deeper span is rejected alone,
+    /// in the partial success (at most 24).
+    #[arg(long, default_value_t = IngestLimits::default().max_attribute_depth, value_parser = at_least_one)]
+    max_attribute_depth: usize,
+    /// Longest span accepted; a longer one (or one that ends before it starts) is
+    /// rejected in the partial success and not judged.
+    #[arg(long, default_value = "24h", value_parser = parse_positive_duration)]
+    max_span_duration: Duration,
+    /// Connections each OTLP listener keeps open at once; beyond, new ones are
+    /// closed at once. Lowered to fit the open-files limit.
+    #[arg(long, default_value_t = ServerLimits::default().otlp_max_connections, value_parser = at_least_one)]
+    otlp_max_connections: usize,
+    /// Connections the OFREP listener keeps open at once.
+    #[arg(long, default_value_t = ServerLimits::default().ofrep_max_connections, value_parser = at_least_one)]
+    ofrep_max_connections: usize,
+    /// Connections the probes and metrics listener keeps open at once.
+    #[arg(long, default_value_t = ServerLimits::default().probe_max_connections, value_parser = at_least_one)]
+    probe_max_connections: usize,
+    /// Time a client has to send a request's headers; also how long a new or
+    /// keep-alive HTTP/1.1 connection may stay silent before it is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    header_read_timeout: Duration,
+    /// Time a client has to send a request's body, from the end of its headers;
+    /// then 408 / DEADLINE_EXCEEDED.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    body_read_timeout: Duration,
+    /// How long an HTTP/2 connection (gRPC) may stay open with no request in
+    /// progress before it is closed (GOAWAY).
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    idle_timeout: Duration,
+    /// Requests (streams) one HTTP/2 connection may have in progress at once.
+    #[arg(long, default_value_t = ServerLimits::default().http2_max_streams, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_streams: u32,
+    /// On SIGTERM, how long requests in progress may take before every connection
+    /// is closed and the process exits.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    shutdown_timeout: Duration,
+}
+
+impl LimitArgs {
+    /// The ingest limits (with `max_body_bytes`, a flag of its own), the listeners'
+    /// limits, and the OTLP tokens.
+    fn config(self, max_body_bytes: usize) -> anyhow::Result<(IngestLimits, ServerLimits, Tokens)> {
+        let ingest = IngestLimits {
+            max_body_bytes,
+            max_decoded_bytes: self.max_decoded_bytes,
+            max_in_flight_bytes: self.max_in_flight_bytes,
+            max_attribute_depth: self.max_attribute_depth,
+            span_checks: SpanChecks {
+                max_duration: self.max_span_duration,
+            },
+        };
+        ingest.check()?;
+        let server = ServerLimits {
+            otlp_max_connections: self.otlp_max_connections,
+            ofrep_max_connections: self.ofrep_max_connections,
+            probe_max_connections: self.probe_max_connections,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            idle_timeout: self.idle_timeout,
+            http2_max_streams: self.http2_max_streams,
+            shutdown_timeout: self.shutdown_timeout,
+        };
+        let tokens = match &self.otlp_tokens_file {
+            None => Tokens::default(),
+            Some(path) => Tokens::read_file(path, "the OTLP tokens file")?,
+        };
+        Ok((ingest, server, tokens))
     }
-    Ok(tokens)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     spangate::api::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be longer than 0s".to_string());
+    }
+    Ok(duration)
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A rate of at least one request a second: 0 would refuse every request.
+fn parse_rate_limit(text: &str) -> Result<NonZeroU32, String> {
+    let rate: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    NonZeroU32::new(rate).ok_or_else(|| {
+        "must be at least 1 request a second; leave --ofrep-rate-limit out for no limit".to_string()
+    })
 }
 
 fn main() -> ExitCode {
@@ -433,9 +541,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ready_file,
             ofrep,
             forward,
+            limits,
         } => runtime()?.block_on(async {
             let ofrep = ofrep.config()?;
             let forward = forward.config()?;
+            let (ingest_limits, server, otlp_tokens) = limits.config(max_body_bytes)?;
             let telemetry = telemetry::init(cli.log_format, "info")?;
             let config = RunConfig {
                 ofrep,
@@ -445,7 +555,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ofrep: ofrep_addr,
                     probes: probe_addr,
                 },
-                ingest_limits: IngestLimits { max_body_bytes },
+                ingest_limits,
                 tick,
                 namespace,
                 flags_configmap,
@@ -455,6 +565,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }),
                 identity,
                 forward,
+                server,
+                otlp_tokens,
             };
             let cancel = tokio_util::sync::CancellationToken::new();
             let stop = cancel.clone();
@@ -488,9 +600,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ready_file,
             ofrep,
             forward,
+            limits,
         } => runtime()?.block_on(async {
             let ofrep = ofrep.config()?;
             let forward = forward.config()?;
+            let (ingest_limits, server, otlp_tokens) = limits.config(max_body_bytes)?;
             // Without a rollout folder (only --flags), an empty one stands in.
             let empty_dir = match &dir {
                 Some(_) => None,
@@ -508,10 +622,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ofrep_addr,
                 probe_addr,
                 tick,
-                ingest_limits: IngestLimits { max_body_bytes },
+                ingest_limits,
                 ofrep,
                 flags_file: flags,
                 forward,
+                server,
+                otlp_tokens,
             };
             let first_pass = Arc::new(tokio::sync::Notify::new());
             let passed = first_pass.clone();

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::{self, Controller, PassReport};
 use crate::flags::FlagSet;
-use crate::ingest::{self, ForwardConfig, IngestLimits, Ingestor};
+use crate::ingest::{self, ForwardConfig, IngestLimits, Ingestor, ReceiverOptions};
+use crate::net::{self, Protocols, ServerLimits, ServerStats, Tokens};
 use crate::serve::{self, OfrepConfig, PublishedFlags, Readiness, RenderMetrics};
 use crate::store::{FileStore, FlagdFile};
 
@@ -38,6 +39,10 @@ pub struct StandaloneConfig {
     pub flags_file: Option<PathBuf>,
     /// Where received spans go on to, if anywhere.
     pub forward: Option<ForwardConfig>,
+    /// Connection limits and timeouts of every listener, and the shutdown timeout.
+    pub server: ServerLimits,
+    /// Tokens the OTLP receivers require; empty: none.
+    pub otlp_tokens: Tokens,
 }
 
 /// The addresses actually bound (they differ from the config when it asked for port 0).
@@ -58,6 +63,7 @@ pub struct Standalone {
     pub store: FileStore,
     cancel: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
+    shutdown_timeout: Duration,
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
@@ -116,36 +122,52 @@ impl Listeners {
     ) {
         let Served {
             ingestor,
-            limits,
             flags,
             ofrep,
             readiness,
             metrics,
+            server,
+            otlp_tokens,
+            stats,
         } = what;
+        let server = server.fitted_to_open_files();
+        let receiving = |stats: &Arc<net::ListenerStats>| ReceiverOptions {
+            tokens: otlp_tokens.clone(),
+            server,
+            stats: stats.clone(),
+        };
         let stop = cancel.clone();
         tasks.spawn(ingest::serve_grpc(
             self.grpc,
             ingestor.clone(),
-            limits,
+            receiving(&stats.otlp_grpc),
             async move { stop.cancelled().await },
         ));
         let stop = cancel.clone();
         tasks.spawn(ingest::serve_http(
             self.http,
             ingestor,
-            limits,
+            receiving(&stats.otlp_http),
             async move { stop.cancelled().await },
         ));
         let stop = cancel.clone();
-        tasks.spawn(serve::serve(
+        tasks.spawn(net::serve(
             self.ofrep,
+            Protocols::Http1And2,
+            server.ofrep_max_connections,
             serve::ofrep_router(flags, ofrep),
+            server,
+            stats.ofrep.clone(),
             async move { stop.cancelled().await },
         ));
         let stop = cancel.clone();
-        tasks.spawn(serve::serve(
+        tasks.spawn(net::serve(
             self.probes,
+            Protocols::Http1And2,
+            server.probe_max_connections,
             serve::health_router(readiness).merge(serve::metrics_router(metrics)),
+            server,
+            stats.probes.clone(),
             async move { stop.cancelled().await },
         ));
     }
@@ -154,12 +176,15 @@ impl Listeners {
 /// What the listeners serve.
 pub struct Served {
     pub ingestor: Arc<Ingestor>,
-    pub limits: IngestLimits,
     pub flags: PublishedFlags,
     /// How OFREP is served (private attributes, access, limits).
     pub ofrep: OfrepConfig,
     pub readiness: Readiness,
     pub metrics: RenderMetrics,
+    /// Connection limits and timeouts, fitted to the open-files limit when served.
+    pub server: ServerLimits,
+    pub otlp_tokens: Tokens,
+    pub stats: Arc<ServerStats>,
 }
 
 /// The ingestor every receiver feeds. With `forward`, it also hands each batch to a
@@ -167,13 +192,14 @@ pub struct Served {
 /// attributes and those of every flag served at the time of each export.
 pub fn ingestor(
     forward: Option<ForwardConfig>,
+    limits: IngestLimits,
     ofrep: &OfrepConfig,
     flags: &PublishedFlags,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     cancel: &CancellationToken,
 ) -> Arc<Ingestor> {
     let Some(forward) = forward else {
-        return Arc::new(Ingestor::new());
+        return Arc::new(Ingestor::with_limits(limits, None));
     };
     let operator_private = ofrep.private_attributes.clone();
     let flags = flags.clone();
@@ -182,18 +208,55 @@ pub fn ingestor(
         Box::new(move || operator_private.union(flags.load().private_attributes())),
     );
     tasks.spawn(worker.run(cancel.clone()));
-    Arc::new(Ingestor::forwarding(forwarder))
+    Arc::new(Ingestor::with_limits(limits, Some(forwarder)))
 }
 
-/// The `/metrics` exposition of a reconciler and an ingestor.
+/// The `/metrics` exposition of a reconciler, an ingestor, OFREP and the listeners.
 pub fn render_metrics<S: crate::store::RolloutStore>(
     reconciler: &controller::Reconciler<S>,
     ingestor: &Arc<Ingestor>,
+    ofrep: &OfrepConfig,
+    server: &Arc<ServerStats>,
 ) -> RenderMetrics {
     let metrics = reconciler.metrics().clone();
     let publisher = reconciler.publisher().clone();
-    let ingestor = ingestor.clone();
-    Arc::new(move || metrics.render(&publisher.phases(), &ingestor.stats()))
+    let (ingestor, ofrep, server) = (ingestor.clone(), ofrep.stats.clone(), server.clone());
+    Arc::new(move || {
+        let stats = ingestor.stats();
+        let mut out = metrics.render(&publisher.phases(), &stats);
+        stats.render_limits(&mut out);
+        ofrep.render(&mut out);
+        server.render(&mut out);
+        crate::telemetry::write_family(
+            &mut out,
+            "spangate_log_warnings_suppressed_total",
+            "counter",
+            "Repeated warnings not written (at most one line per kind every 10 s), by event.",
+            ingestor
+                .suppressed_warnings()
+                .into_iter()
+                .chain(server.suppressed_warnings())
+                .map(|(event, n)| (format!("{{event=\"{event}\"}}"), n)),
+        );
+        out
+    })
+}
+
+/// Waits for every task; a task that ends before `cancel` is an error.
+async fn finish_tasks(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) if cancel.is_cancelled() => continue,
+            Ok(Ok(())) => anyhow::bail!("a server stopped unexpectedly"),
+            Ok(Err(e)) => return Err(e),
+            Err(e) if e.is_cancelled() => continue,
+            Err(e) => return Err(e).context("a server task panicked"),
+        }
+    }
+    Ok(())
 }
 
 impl Standalone {
@@ -225,6 +288,7 @@ impl Standalone {
         let mut tasks = JoinSet::new();
         let ingestor = ingestor(
             config.forward.clone(),
+            config.ingest_limits,
             &config.ofrep,
             &flags,
             &mut tasks,
@@ -236,16 +300,19 @@ impl Standalone {
             controller = controller.with_flags_file(FlagdFile::open(path)?);
         }
         controller.reconciler().metrics().set_leader(true);
+        let stats = Arc::new(ServerStats::default());
         listeners.serve(
             &mut tasks,
             &cancel,
             Served {
                 ingestor: ingestor.clone(),
-                limits: config.ingest_limits,
                 flags: flags.clone(),
                 ofrep: config.ofrep.clone(),
                 readiness: readiness.clone(),
-                metrics: render_metrics(controller.reconciler(), &ingestor),
+                metrics: render_metrics(controller.reconciler(), &ingestor, &config.ofrep, &stats),
+                server: config.server,
+                otlp_tokens: config.otlp_tokens.clone(),
+                stats,
             },
         );
         let stop = cancel.clone();
@@ -271,20 +338,31 @@ impl Standalone {
             store,
             cancel,
             tasks,
+            shutdown_timeout: config.server.shutdown_timeout,
         })
     }
 
-    /// Waits until a component fails (its error is returned) or shutdown is asked.
+    /// Waits until a component fails (its error is returned) or shutdown is asked;
+    /// then gives everything the shutdown timeout to finish, and stops what has not.
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        while let Some(done) = self.tasks.join_next().await {
-            match done {
-                Ok(Ok(())) if self.cancel.is_cancelled() => continue,
-                Ok(Ok(())) => anyhow::bail!("a server stopped unexpectedly"),
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(e).context("a server task panicked"),
-            }
+        let cancel = self.cancel.clone();
+        tokio::select! {
+            result = finish_tasks(&mut self.tasks, &cancel) => return result,
+            () = cancel.cancelled() => {}
         }
-        Ok(())
+        let finished = tokio::time::timeout(
+            self.shutdown_timeout,
+            finish_tasks(&mut self.tasks, &cancel),
+        )
+        .await;
+        finished.unwrap_or_else(|_| {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "stopping what did not finish within the shutdown timeout"
+            );
+            self.tasks.abort_all();
+            Ok(())
+        })
     }
 
     /// A handle that stops everything when cancelled.

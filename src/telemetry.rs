@@ -6,6 +6,10 @@
 //! reconcile and per decision, carrying the flag, variant, revision, step, weight
 //! and verdict, so a rollout reads as a timeline in Jaeger.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{SpanExporter, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
@@ -99,4 +103,110 @@ fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// Lets a repeated warning be written at most once per interval; the ones held
+/// back are counted, said in the next line written, and shown in `/metrics`.
+#[derive(Debug)]
+pub struct WarnThrottle {
+    /// Milliseconds since [`WarnThrottle::epoch`] before which lines are held back.
+    next_ms: AtomicU64,
+    /// Held back since the last line written.
+    pending: AtomicU64,
+    /// Held back since start.
+    suppressed: AtomicU64,
+}
+
+impl Default for WarnThrottle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WarnThrottle {
+    /// One line per this long at most, per kind of warning.
+    pub const INTERVAL: Duration = Duration::from_secs(10);
+
+    pub const fn new() -> Self {
+        Self {
+            next_ms: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may be written now; if so, how many were held back before it.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(epoch().elapsed())
+    }
+
+    /// [`WarnThrottle::admit`] at `now`, measured from any fixed origin.
+    pub fn admit_at(&self, now: Duration) -> Option<u64> {
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Acquire);
+        let interval = Self::INTERVAL.as_millis() as u64;
+        if now_ms >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now_ms.saturating_add(interval),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            return Some(self.pending.swap(0, Ordering::AcqRel));
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Lines held back since start.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed.load(Ordering::Relaxed)
+    }
+}
+
+/// The origin of [`WarnThrottle`]'s clock.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Writes one metric family in the Prometheus text exposition: `samples` are
+/// (labels such as `{reason="malformed"}`, or empty; value).
+pub fn write_family<L: AsRef<str>>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{} {value}", labels.as_ref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::WarnThrottle;
+
+    #[test]
+    fn one_line_per_interval_with_the_count_held_back() {
+        let throttle = WarnThrottle::new();
+        let at = Duration::from_secs;
+        assert_eq!(throttle.admit_at(at(0)), Some(0));
+        assert_eq!(throttle.admit_at(at(1)), None);
+        assert_eq!(throttle.admit_at(at(9)), None);
+        assert_eq!(throttle.admit_at(at(10)), Some(2));
+        assert_eq!(throttle.admit_at(at(19)), None);
+        assert_eq!(throttle.admit_at(at(30)), Some(1));
+        assert_eq!(throttle.suppressed(), 3);
+    }
 }

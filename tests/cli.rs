@@ -120,6 +120,64 @@ fn a_forward_endpoint_spangate_cannot_reach_is_refused_before_anything_listens()
 }
 
 #[test]
+fn limits_that_cannot_work_are_refused_at_startup_with_the_reason() {
+    let dir = examples();
+    let path = dir.path().to_str().unwrap();
+    let standalone = |extra: &[&str]| {
+        let mut args = vec![
+            "standalone",
+            "--dir",
+            path,
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend([
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--ofrep-addr",
+            "127.0.0.1:0",
+        ]);
+        args.extend(["--probe-addr", "127.0.0.1:0"]);
+        args.extend(extra);
+        // Were the value accepted, the process would serve: bound the wait.
+        let log = dir.path().join("limits.log");
+        let mut process = ChildGuard::spawn(Command::new(BIN).args(&args), &log);
+        let status = wait_for(
+            "spangate to refuse the value",
+            Duration::from_secs(30),
+            || process.exited(),
+        );
+        (status.code(), std::fs::read_to_string(&log).unwrap())
+    };
+    // A rate of 0 would refuse every request: a usage error (exit code 2).
+    let (code, stderr) = standalone(&["--ofrep-rate-limit", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--ofrep-rate-limit")
+            && stderr.contains("must be at least 1 request a second"),
+        "{stderr}"
+    );
+    for flag in [
+        "--otlp-max-connections",
+        "--max-decoded-bytes",
+        "--forward-queue-bytes",
+    ] {
+        let (code, stderr) = standalone(&[flag, "0"]);
+        assert_eq!(code, Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("must be at least 1"), "{flag}: {stderr}");
+    }
+    let (code, stderr) = standalone(&["--shutdown-timeout", "0s"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    // Limits that cannot work together: an error that names the flags.
+    let (code, stderr) = standalone(&["--max-in-flight-bytes", "1000"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--max-in-flight-bytes (1000) must hold"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn export_prints_a_flagd_flag_set() {
     let dir = examples();
     let out = spangate(&["export", "--dir", dir.path().to_str().unwrap()]);

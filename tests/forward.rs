@@ -19,7 +19,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
 use spangate::flags::PrivateAttributes;
 use spangate::ingest::{
-    ForwardConfig, ForwardProtocol, IngestLimits, Ingestor, forwarder, serve_grpc, serve_http,
+    ForwardConfig, ForwardProtocol, IngestLimits, Ingestor, ReceiverOptions, forwarder, serve_grpc,
+    serve_http,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,10 +47,22 @@ impl Drop for Receivers {
 }
 
 async fn receivers(endpoint: &str, protocol: ForwardProtocol) -> Receivers {
-    let config = ForwardConfig::new(endpoint, protocol, 64).unwrap();
+    receivers_queueing(endpoint, protocol, ForwardConfig::DEFAULT_QUEUE_BYTES).await
+}
+
+/// [`receivers`] whose forward queue holds `queue_bytes`.
+async fn receivers_queueing(
+    endpoint: &str,
+    protocol: ForwardProtocol,
+    queue_bytes: usize,
+) -> Receivers {
+    let config = ForwardConfig::new(endpoint, protocol, queue_bytes).unwrap();
     let private = PrivateAttributes::parse(&["email"]).unwrap();
     let (forwarder, worker) = forwarder(config, Box::new(move || private.clone()));
-    let ingestor = Arc::new(Ingestor::forwarding(forwarder));
+    let ingestor = Arc::new(Ingestor::with_limits(
+        IngestLimits::default(),
+        Some(forwarder),
+    ));
     let stop = CancellationToken::new();
     tokio::spawn(worker.run(stop.clone()));
     let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -62,14 +75,14 @@ async fn receivers(endpoint: &str, protocol: ForwardProtocol) -> Receivers {
     tokio::spawn(serve_grpc(
         grpc_listener,
         ingestor.clone(),
-        IngestLimits::default(),
+        ReceiverOptions::new("otlp-grpc"),
         async move { done.cancelled().await },
     ));
     let done = stop.clone();
     tokio::spawn(serve_http(
         http_listener,
         ingestor.clone(),
-        IngestLimits::default(),
+        ReceiverOptions::new("otlp-http"),
         async move { done.cancelled().await },
     ));
     Receivers {
@@ -220,7 +233,7 @@ async fn an_absent_backend_costs_senders_nothing_and_forwarding_resumes() {
         (spangate.ingestor.stats().forwarded.failed == 2).then_some(())
     })
     .await;
-    assert_eq!(spangate.ingestor.stats().spans_received, 2);
+    assert_eq!(spangate.ingestor.stats().spans_accepted, 2);
 
     let received = TraceBackend::default();
     let listener = TcpListener::bind(port)
@@ -247,4 +260,52 @@ async fn an_absent_backend_costs_senders_nothing_and_forwarding_resumes() {
         "{forwarded:?}"
     );
     assert!(span_names(&received).iter().all(|name| name == "found"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_never_answers_holds_no_more_than_the_queue_bytes() {
+    // Accepts connections and reads nothing, answers nothing.
+    let black_hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", black_hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = black_hole.accept().await {
+            held.push(connection);
+        }
+    });
+    const QUEUE_BYTES: usize = 2 * 1024 * 1024;
+    for protocol in [ForwardProtocol::Grpc, ForwardProtocol::HttpProtobuf] {
+        let spangate = receivers_queueing(&endpoint, protocol, QUEUE_BYTES).await;
+        // 20 batches of about 450 kB each, several times the queue.
+        let padding = "x".repeat(4_000);
+        let batch = || {
+            request(
+                (1..=100)
+                    .map(|i| {
+                        let mut span = span(i, "big");
+                        span.attributes.push(kv("padding", &padding));
+                        span
+                    })
+                    .collect(),
+            )
+        };
+        for _ in 0..20 {
+            send_http(spangate.http, batch()).await;
+            let held = spangate.ingestor.stats().forwarded.queue_bytes;
+            assert!(held <= QUEUE_BYTES as u64, "{protocol}: {held} bytes held");
+        }
+        let forwarded = wait_until("batches to be dropped", || {
+            let forwarded = spangate.ingestor.stats().forwarded;
+            (forwarded.dropped > 0).then_some(forwarded)
+        })
+        .await;
+        assert_eq!(forwarded.sent, 0, "{protocol}");
+        assert_eq!(forwarded.dropped % 100, 0, "whole batches: {forwarded:?}");
+        assert_eq!(forwarded.queue_limit_bytes, QUEUE_BYTES as u64);
+        assert_eq!(
+            spangate.ingestor.stats().spans_accepted,
+            2_000,
+            "every sender answered"
+        );
+    }
 }

@@ -168,12 +168,25 @@ fn default_values_render_a_locked_down_operator() {
             "--ofrep-addr=0.0.0.0:8016",
             "--lease-name=spangate-leader",
             "--flags-configmap=spangate-flags",
+            // The limits' defaults, as the binary's own.
+            "--max-body-bytes=4194304",
+            "--max-decoded-bytes=33554432",
+            "--max-in-flight-bytes=67108864",
+            "--forward-queue-bytes=33554432",
+            "--otlp-max-connections=256",
+            "--header-read-timeout=10s",
+            "--shutdown-timeout=10s",
         ] {
             assert!(
                 args.iter().any(|a| a == expected),
                 "{which}: {expected} not in {args:?}"
             );
         }
+        assert_eq!(pod["terminationGracePeriodSeconds"], 30, "{which}");
+        assert!(
+            container["volumeMounts"].is_null(),
+            "{which}: no token Secret by default"
+        );
         let ports: Vec<i64> = find(&docs, "Service")["spec"]["ports"]
             .as_array()
             .unwrap()
@@ -224,6 +237,11 @@ fn other_values_change_what_they_say() {
         "privateAttributes={email,address.street}",
         "ofrep.tokensSecret=ofrep-tokens",
         "ofrep.rateLimit=500",
+        "otlp.tokensSecret=otlp-tokens",
+        "limits.maxInFlightBytes=33554432",
+        "limits.shutdownTimeout=20s",
+        "limits.otlpMaxConnections=512",
+        "terminationGracePeriodSeconds=45",
     ];
     for (which, helm) in helms() {
         let (text, docs) = render(&helm, &values);
@@ -285,6 +303,28 @@ fn other_values_change_what_they_say() {
         );
         assert_eq!(mount["name"], pod["volumes"][0]["name"]);
         assert_eq!(pod["volumes"][0]["secret"]["secretName"], "ofrep-tokens");
+        let otlp_tokens = var("SPANGATE_OTLP_TOKENS_FILE").unwrap();
+        let mount = &pod["containers"][0]["volumeMounts"][1];
+        assert!(
+            otlp_tokens
+                .as_str()
+                .unwrap()
+                .starts_with(mount["mountPath"].as_str().unwrap()),
+            "{which}: {otlp_tokens} is under {mount}"
+        );
+        assert_eq!(mount["name"], pod["volumes"][1]["name"]);
+        assert_eq!(pod["volumes"][1]["secret"]["secretName"], "otlp-tokens");
+        for expected in [
+            "--max-in-flight-bytes=33554432",
+            "--shutdown-timeout=20s",
+            "--otlp-max-connections=512",
+        ] {
+            assert!(
+                args.contains(&expected.to_string()),
+                "{which}: {expected} not in {args:?}"
+            );
+        }
+        assert_eq!(pod["terminationGracePeriodSeconds"], 45, "{which}");
         let monitor = find(&docs, "ServiceMonitor");
         assert_eq!(
             monitor["metadata"]["labels"]["release"], "prometheus",

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use spangate::flags::{
     Attribute, Context, Flag, FlagSet, FlagState, PercentageRollout, Variant, WEIGHT_SCALE,
 };
+use spangate::net::{self, ListenerStats, Protocols, ServerLimits, Tokens};
 use spangate::serve::{
     self, Access, MAX_BODY_BYTES, MAX_CONTEXT_DEPTH, OfrepConfig, PublishedFlags, Readiness,
 };
@@ -39,9 +40,17 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let router = serve::router(flags.clone(), config, readiness.clone());
-        let task = tokio::spawn(serve::serve(listener, router, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(net::serve(
+            listener,
+            Protocols::Http1And2,
+            64,
+            router,
+            ServerLimits::default(),
+            ListenerStats::new("ofrep"),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             base,
             client: Client::new(),
@@ -336,7 +345,7 @@ async fn a_missing_or_null_context_is_an_empty_one() {
 }
 
 #[tokio::test]
-async fn an_oversized_body_or_a_deep_context_is_400_invalid_context() {
+async fn an_oversized_body_is_413_and_a_deep_context_400_invalid_context() {
     let server = Server::start(FlagSet::new([checkout(0, None)], 1)).await;
     let padding = "x".repeat(MAX_BODY_BYTES);
     let body = json!({"context": {"targetingKey": "user-1", "padding": padding}}).to_string();
@@ -345,9 +354,13 @@ async fn an_oversized_body_or_a_deep_context_is_400_invalid_context() {
         "/ofrep/v1/evaluate/flags".into(),
     ] {
         let response = server.post_raw(&path, body.clone()).await;
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(
+            response.headers()[header::CONNECTION],
+            "close",
+            "answered before the body was read"
+        );
         let answer: Value = response.json().await.unwrap();
-        assert_eq!(answer["errorCode"], "INVALID_CONTEXT", "{path}");
         assert_eq!(
             answer["errorDetails"],
             format!("the request body is larger than {MAX_BODY_BYTES} bytes")
@@ -526,7 +539,7 @@ async fn serve_returns_once_shutdown_completes() {
 async fn with_tokens_configured_requests_must_authenticate() {
     let config = OfrepConfig {
         access: Access {
-            tokens: vec!["t0k3n".into()],
+            tokens: Tokens::new(["t0k3n"]),
             requests_per_second: None,
         },
         ..OfrepConfig::default()
@@ -579,8 +592,8 @@ async fn with_tokens_configured_requests_must_authenticate() {
 async fn beyond_the_rate_limit_requests_get_429_with_retry_after() {
     let config = OfrepConfig {
         access: Access {
-            tokens: Vec::new(),
-            requests_per_second: Some(3),
+            tokens: Tokens::default(),
+            requests_per_second: std::num::NonZeroU32::new(3),
         },
         ..OfrepConfig::default()
     };

@@ -24,7 +24,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
 use spangate::analysis::{ArmWindow, Route, Routes, Window, WindowEpoch};
-use spangate::ingest::{IngestLimits, Ingestor, serve_grpc, serve_http};
+use spangate::ingest::{IngestLimits, Ingestor, ReceiverOptions, serve_grpc, serve_http};
 use std::io::Write as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,7 +51,7 @@ struct Receivers {
 }
 
 async fn start(limits: IngestLimits, revision: Option<&str>) -> Receivers {
-    let ingestor = Arc::new(Ingestor::new());
+    let ingestor = Arc::new(Ingestor::with_limits(limits, None));
     ingestor.set_routes(Routes::new(vec![Route {
         rollout: ROLLOUT.to_string(),
         service: "checkout".to_string(),
@@ -71,7 +71,7 @@ async fn start(limits: IngestLimits, revision: Option<&str>) -> Receivers {
     tokio::spawn(serve_grpc(
         grpc_listener,
         Arc::clone(&ingestor),
-        limits,
+        ReceiverOptions::new("otlp-grpc"),
         async {
             grpc_stopped.await.ok();
         },
@@ -79,7 +79,7 @@ async fn start(limits: IngestLimits, revision: Option<&str>) -> Receivers {
     tokio::spawn(serve_http(
         http_listener,
         Arc::clone(&ingestor),
-        limits,
+        ReceiverOptions::new("otlp-http"),
         async {
             http_stopped.await.ok();
         },
@@ -250,7 +250,7 @@ async fn grpc_exporter_spans_are_counted_per_arm() {
     let stats = receivers.ingestor.stats();
     assert_eq!(
         (
-            stats.spans_received,
+            stats.spans_accepted,
             stats.samples_extracted,
             stats.samples_routed
         ),
@@ -727,6 +727,7 @@ async fn malformed_requests_are_refused_and_the_receivers_keep_serving() {
 async fn oversized_requests_are_refused_and_the_receivers_keep_serving() {
     let limits = IngestLimits {
         max_body_bytes: 16 * 1024,
+        ..IngestLimits::default()
     };
     let receivers = start(limits, None).await;
     let big = good_request(400);

@@ -110,8 +110,8 @@ impl Metrics {
         metric(
             "spangate_spans_ingested_total",
             "counter",
-            "Spans in ingested OTLP requests, rejected ones included.",
-            &[("", ingest.spans_received)],
+            "Spans accepted from OTLP requests; the ones refused are in spangate_spans_rejected_total.",
+            &[("", ingest.spans_accepted)],
         );
         metric(
             "spangate_spans_rejected_total",
@@ -150,7 +150,7 @@ mod tests {
         metrics.reconciled();
         metrics.verdict(VerdictOutcome::Fail);
         let ingest = IngestStats {
-            spans_received: 7,
+            spans_accepted: 7,
             spans_rejected: 2,
             ..Default::default()
         };

@@ -138,6 +138,8 @@ pub async fn run(
             ofrep: crate::serve::OfrepConfig::default(),
             flags_file: None,
             forward: None,
+            server: crate::net::ServerLimits::default(),
+            otlp_tokens: crate::net::Tokens::default(),
         },
         {
             let (latest, changed) = (latest.clone(), changed.clone());
@@ -313,6 +315,9 @@ fn print_evidence(
         v.outcome,
         v.message
     )?;
+    if !v.failed_checks.is_empty() {
+        writeln!(out, "  failed checks   {}", v.failed_checks.join(", "))?;
+    }
     for check in &v.checks {
         let mark = match check.outcome {
             CheckOutcome::Fail => "✘",

@@ -101,7 +101,13 @@ pub async fn run(
                     return None;
                 }
                 let answer: serde_json::Value = response.json().await.ok()?;
-                answer["variant"].as_str().map(|v| (user, v.to_string()))
+                let reason = answer["reason"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_lowercase();
+                answer["variant"]
+                    .as_str()
+                    .map(|v| (user, v.to_string(), reason))
             }
         }))
         .await;
@@ -113,12 +119,12 @@ pub async fn run(
         {
             recent.pop_front();
         }
-        let answers: Vec<(u32, String)> = answers.into_iter().flatten().collect();
-        recent.extend(answers.iter().map(|(_, v)| (now, v == "on")));
+        let answers: Vec<(u32, String, String)> = answers.into_iter().flatten().collect();
+        recent.extend(answers.iter().map(|(_, v, _)| (now, v == "on")));
         let on_share =
             recent.iter().filter(|(_, on)| *on).count() as f64 / recent.len().max(1) as f64;
         let saturated = on_share > SATURATION_SHARE;
-        for (user, variant) in answers {
+        for (user, variant, reason) in answers {
             let on_new_path = variant == "on";
             let (latency, failed) = simulate(config.scenario, on_new_path, saturated);
             let end = SystemTime::now();
@@ -130,7 +136,10 @@ pub async fn run(
                     KeyValue::new("feature_flag.key", FLAG_KEY),
                     KeyValue::new("feature_flag.result.variant", variant),
                     KeyValue::new("feature_flag.provider.name", "ofrep"),
+                    KeyValue::new("feature_flag.result.reason", reason),
                     KeyValue::new("feature_flag.context.id", format!("user-{user}")),
+                    // The bucketing value, so the judge counts accounts, not spans.
+                    KeyValue::new("accountId", format!("acct-{}", user % config.accounts)),
                     KeyValue::new("http.request.method", "POST"),
                 ])
                 .start(&tracer);

@@ -1,23 +1,29 @@
 //! Everything noteworthy that happens to a batch, one type per kind of event. Each
 //! event bumps its counters and writes its log line in one place, so the names in
-//! logs and the numbers in metrics cannot drift apart.
+//! logs and the numbers in metrics cannot drift apart. Warnings are written at most
+//! once per [`WarnThrottle::INTERVAL`] per kind; the counters count every event.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::{fmt, io};
 
 use super::extract::InvalidSpan;
 use super::forward::ForwardStats;
+use crate::telemetry::{WarnThrottle, write_family};
 
 /// Running totals since start, for `/metrics`.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     batches_received: AtomicU64,
     batches_rejected: AtomicU64,
-    spans_received: AtomicU64,
+    spans_accepted: AtomicU64,
     spans_rejected: AtomicU64,
     samples_extracted: AtomicU64,
     samples_routed: AtomicU64,
     samples_stale: AtomicU64,
+    /// Requests refused whole, by transport and reason.
+    refused: [[AtomicU64; RejectReason::ALL.len()]; 2],
+    refused_warnings: [WarnThrottle; RejectReason::ALL.len()],
+    spans_rejected_warning: WarnThrottle,
 }
 
 impl Counters {
@@ -26,13 +32,34 @@ impl Counters {
         IngestStats {
             batches_received: read(&self.batches_received),
             batches_rejected: read(&self.batches_rejected),
-            spans_received: read(&self.spans_received),
+            spans_accepted: read(&self.spans_accepted),
             spans_rejected: read(&self.spans_rejected),
             samples_extracted: read(&self.samples_extracted),
             samples_routed: read(&self.samples_routed),
             samples_stale: read(&self.samples_stale),
+            refused: self.refused.each_ref().map(|row| row.each_ref().map(read)),
+            in_flight_bytes: 0,
+            in_flight_limit_bytes: 0,
             forwarded: ForwardStats::default(),
         }
+    }
+
+    /// Warning lines held back, by the event they were about.
+    pub(super) fn suppressed_warnings(&self) -> Vec<(String, u64)> {
+        RejectReason::ALL
+            .iter()
+            .zip(&self.refused_warnings)
+            .map(|(reason, throttle)| {
+                (
+                    format!("otlp_request_refused_{reason}"),
+                    throttle.suppressed(),
+                )
+            })
+            .chain([(
+                "otlp_spans_rejected".to_string(),
+                self.spans_rejected_warning.suppressed(),
+            )])
+            .collect()
     }
 }
 
@@ -45,11 +72,13 @@ fn add(counter: &AtomicU64, n: u64) {
 pub struct IngestStats {
     /// Requests decoded and ingested.
     pub batches_received: u64,
-    /// Requests refused whole: undecodable, too large, unsupported media type.
+    /// Requests refused whole: undecodable, too large, unsupported media type,
+    /// unauthenticated, over the in-flight budget, too slow.
     pub batches_rejected: u64,
-    /// Spans in ingested requests, rejected ones included.
-    pub spans_received: u64,
-    /// Spans refused as invalid (reported back as partial success).
+    /// Spans accepted: the valid spans of ingested requests.
+    pub spans_accepted: u64,
+    /// Spans of ingested requests left out as invalid (reported to the sender as
+    /// partial success).
     pub spans_rejected: u64,
     /// Flag evaluations read off spans.
     pub samples_extracted: u64,
@@ -57,15 +86,74 @@ pub struct IngestStats {
     pub samples_routed: u64,
     /// Samples dropped because their rollout changed step while the batch was read.
     pub samples_stale: u64,
+    /// Requests refused whole, by transport (gRPC, HTTP) and [`RejectReason`].
+    pub refused: [[u64; RejectReason::ALL.len()]; 2],
+    /// Memory held by requests being received and decoded.
+    pub in_flight_bytes: u64,
+    pub in_flight_limit_bytes: u64,
     /// Spans sent on to the tracing backend, when spans are forwarded.
     pub forwarded: ForwardStats,
+}
+
+impl IngestStats {
+    /// The `/metrics` families of ingest's limits: refusals by reason, the
+    /// in-flight budget and the forward queue.
+    pub fn render_limits(&self, out: &mut String) {
+        let refused = Transport::ALL.iter().flat_map(|transport| {
+            RejectReason::ALL.iter().map(move |reason| {
+                (
+                    format!("{{transport=\"{transport}\",reason=\"{reason}\"}}"),
+                    self.refused[*transport as usize][*reason as usize],
+                )
+            })
+        });
+        write_family(
+            out,
+            "spangate_otlp_requests_refused_total",
+            "counter",
+            "OTLP requests refused whole, by transport and reason.",
+            refused,
+        );
+        write_family(
+            out,
+            "spangate_otlp_in_flight_bytes",
+            "gauge",
+            "Memory held by OTLP requests being received and decoded (estimated).",
+            [("", self.in_flight_bytes)],
+        );
+        write_family(
+            out,
+            "spangate_otlp_in_flight_limit_bytes",
+            "gauge",
+            "Most memory OTLP requests in flight may hold; beyond, requests are told to retry.",
+            [("", self.in_flight_limit_bytes)],
+        );
+        write_family(
+            out,
+            "spangate_forward_queue_bytes",
+            "gauge",
+            "Memory held by spans waiting to be forwarded or being forwarded (estimated).",
+            [("", self.forwarded.queue_bytes)],
+        );
+        write_family(
+            out,
+            "spangate_forward_queue_limit_bytes",
+            "gauge",
+            "Most memory the forward queue may hold; beyond, new batches are dropped.",
+            [("", self.forwarded.queue_limit_bytes)],
+        );
+    }
 }
 
 /// The receiver a batch came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    Grpc,
-    Http,
+    Grpc = 0,
+    Http = 1,
+}
+
+impl Transport {
+    const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
 }
 
 impl fmt::Display for Transport {
@@ -81,11 +169,28 @@ impl fmt::Display for Transport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
     /// Not decodable as an OTLP trace request.
-    Malformed,
-    /// Over the body limit, compressed or not.
-    TooLarge,
+    Malformed = 0,
+    /// Over the body limit, compressed or not, or over the decoded-memory limit.
+    TooLarge = 1,
     /// A content type or content encoding this receiver does not read.
-    Unsupported,
+    Unsupported = 2,
+    /// No accepted token.
+    Unauthenticated = 3,
+    /// The requests in flight already hold the memory budget: retry later.
+    Overloaded = 4,
+    /// The body did not arrive in time.
+    TimedOut = 5,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 6] = [
+        RejectReason::Malformed,
+        RejectReason::TooLarge,
+        RejectReason::Unsupported,
+        RejectReason::Unauthenticated,
+        RejectReason::Overloaded,
+        RejectReason::TimedOut,
+    ];
 }
 
 impl fmt::Display for RejectReason {
@@ -94,6 +199,9 @@ impl fmt::Display for RejectReason {
             RejectReason::Malformed => "malformed",
             RejectReason::TooLarge => "too_large",
             RejectReason::Unsupported => "unsupported",
+            RejectReason::Unauthenticated => "unauthenticated",
+            RejectReason::Overloaded => "overloaded",
+            RejectReason::TimedOut => "timed_out",
         })
     }
 }
@@ -108,18 +216,25 @@ pub(super) struct BatchRejected<'a> {
 impl BatchRejected<'_> {
     pub(super) fn emit(self, counters: &Counters) {
         add(&counters.batches_rejected, 1);
-        tracing::warn!(
-            transport = %self.transport,
-            reason = %self.reason,
-            detail = self.detail,
-            "rejected an OTLP trace batch"
+        add(
+            &counters.refused[self.transport as usize][self.reason as usize],
+            1,
         );
+        if let Some(held_back) = counters.refused_warnings[self.reason as usize].admit() {
+            tracing::warn!(
+                transport = %self.transport,
+                reason = %self.reason,
+                detail = self.detail,
+                similar_warnings_held_back = held_back,
+                "refused an OTLP trace request (all counted in spangate_otlp_requests_refused_total)"
+            );
+        }
     }
 }
 
 /// A request was ingested.
 pub(super) struct BatchIngested {
-    pub spans: u64,
+    pub accepted: u64,
     pub samples: u64,
     pub routed: u64,
 }
@@ -127,11 +242,11 @@ pub(super) struct BatchIngested {
 impl BatchIngested {
     pub(super) fn emit(self, counters: &Counters) {
         add(&counters.batches_received, 1);
-        add(&counters.spans_received, self.spans);
+        add(&counters.spans_accepted, self.accepted);
         add(&counters.samples_extracted, self.samples);
         add(&counters.samples_routed, self.routed);
         tracing::debug!(
-            spans = self.spans,
+            accepted = self.accepted,
             samples = self.samples,
             routed = self.routed,
             "ingested an OTLP trace batch"
@@ -140,15 +255,22 @@ impl BatchIngested {
 }
 
 /// Some spans of an ingested request were invalid and left out.
-pub(super) struct SpansRejected {
+pub(super) struct SpansRejected<'a> {
     pub count: u64,
-    pub first: InvalidSpan,
+    pub first: &'a InvalidSpan,
 }
 
-impl SpansRejected {
+impl SpansRejected<'_> {
     pub(super) fn emit(self, counters: &Counters) {
         add(&counters.spans_rejected, self.count);
-        tracing::warn!(count = self.count, first = %self.first, "rejected invalid spans");
+        if let Some(held_back) = counters.spans_rejected_warning.admit() {
+            tracing::warn!(
+                count = self.count,
+                first = %self.first,
+                similar_warnings_held_back = held_back,
+                "rejected invalid spans (all counted in spangate_spans_rejected_total)"
+            );
+        }
     }
 }
 
@@ -166,17 +288,5 @@ impl StaleSamplesDropped<'_> {
             samples = self.samples,
             "dropped samples of a rollout's previous step"
         );
-    }
-}
-
-/// TCP_NODELAY could not be set on an accepted connection; it is served anyway,
-/// its answers perhaps delayed.
-pub(super) struct NoDelayFailed<'a> {
-    pub error: &'a io::Error,
-}
-
-impl NoDelayFailed<'_> {
-    pub(super) fn emit(self) {
-        tracing::debug!(error = %self.error, "could not set TCP_NODELAY on an OTLP connection");
     }
 }

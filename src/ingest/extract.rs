@@ -5,6 +5,8 @@
 //! (legacy `feature_flag.variant`) attributes, or from `feature_flag.evaluation`
 //! (legacy `feature_flag`) span events carrying them.
 
+use std::time::Duration;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -24,9 +26,12 @@ const FLAG_REASON: &str = "feature_flag.result.reason";
 const FLAG_EVENT: &str = "feature_flag.evaluation";
 const LEGACY_FLAG_EVENT: &str = "feature_flag";
 
-/// Why a span is invalid under OTLP: its IDs are required, and an ID of the wrong
-/// length or of all zeroes is invalid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a span is left out. Under OTLP its IDs are required, and an ID of the
+/// wrong length or of all zeroes is invalid; a span that ends before it starts,
+/// or lasts longer than any spangate judges, cannot be measured; and a span (or
+/// its resource or scope) that cannot be decoded, or nests deeper than decoding
+/// allows, is refused alone rather than with its whole request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidSpan {
     #[error("trace_id has {0} bytes, OTLP requires 16")]
     TraceIdLength(usize),
@@ -36,6 +41,54 @@ pub enum InvalidSpan {
     SpanIdLength(usize),
     #[error("span_id is all zeroes")]
     ZeroSpanId,
+    #[error("end_time_unix_nano is before start_time_unix_nano")]
+    EndBeforeStart,
+    #[error("the span lasts longer than {max_seconds} s, the longest spangate accepts")]
+    TooLong { max_seconds: u64 },
+    #[error("{part} attribute values nest deeper than {max} levels")]
+    TooDeep { part: Part, max: usize },
+    #[error("{part} could not be decoded: {detail}")]
+    Undecodable { part: Part, detail: String },
+}
+
+/// The part of a request a span was left out for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Span,
+    Resource,
+    Scope,
+}
+
+impl Part {
+    pub(super) fn undecodable(self, detail: String) -> InvalidSpan {
+        InvalidSpan::Undecodable { part: self, detail }
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::Span => "span",
+            Part::Resource => "resource",
+            Part::Scope => "instrumentation scope",
+        })
+    }
+}
+
+/// What makes a decoded span valid beyond its IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanChecks {
+    /// Longest duration accepted; a longer span is invalid.
+    pub max_duration: Duration,
+}
+
+impl Default for SpanChecks {
+    /// A day: longer than any request spangate judges.
+    fn default() -> Self {
+        Self {
+            max_duration: Duration::from_secs(24 * 60 * 60),
+        }
+    }
 }
 
 /// What the resource of a group of spans says about all of them.
@@ -59,12 +112,13 @@ impl<'a> ResourceInfo<'a> {
     }
 }
 
-/// A span whose IDs are valid, ready to give its samples.
+/// A valid span, ready to give its samples.
 #[derive(Debug, Clone, Copy)]
 pub struct ValidSpan<'a> {
     resource: ResourceInfo<'a>,
     span: &'a Span,
     trace_id: [u8; 16],
+    duration_ns: u64,
 }
 
 impl<'a> ValidSpan<'a> {
@@ -79,9 +133,7 @@ impl<'a> ValidSpan<'a> {
             .status
             .as_ref()
             .is_some_and(|status| status.code == StatusCode::Error as i32);
-        let duration_ns = span
-            .end_time_unix_nano
-            .saturating_sub(span.start_time_unix_nano);
+        let duration_ns = self.duration_ns;
         evaluations(span)
             .enumerate()
             .filter(move |&(i, ref evaluation)| {
@@ -114,27 +166,57 @@ impl<'a> ValidSpan<'a> {
 /// with the reason.
 pub fn spans(
     request: &ExportTraceServiceRequest,
+    checks: SpanChecks,
 ) -> impl Iterator<Item = Result<ValidSpan<'_>, InvalidSpan>> {
-    request.resource_spans.iter().flat_map(|resource_spans| {
-        let resource = ResourceInfo::of(resource_spans.resource.as_ref());
-        resource_spans
-            .scope_spans
-            .iter()
-            .flat_map(|scope_spans| scope_spans.spans.iter())
-            .map(move |span| validate(resource, span))
-    })
+    request
+        .resource_spans
+        .iter()
+        .flat_map(move |resource_spans| {
+            let resource = ResourceInfo::of(resource_spans.resource.as_ref());
+            resource_spans
+                .scope_spans
+                .iter()
+                .flat_map(|scope_spans| scope_spans.spans.iter())
+                .map(move |span| validate(resource, span, checks))
+        })
 }
 
-fn validate<'a>(resource: ResourceInfo<'a>, span: &'a Span) -> Result<ValidSpan<'a>, InvalidSpan> {
+fn validate<'a>(
+    resource: ResourceInfo<'a>,
+    span: &'a Span,
+    checks: SpanChecks,
+) -> Result<ValidSpan<'a>, InvalidSpan> {
     Ok(ValidSpan {
         resource,
         span,
         trace_id: valid_ids(span)?,
+        duration_ns: valid_duration(span, checks)?,
     })
 }
 
+/// Whether `span` is valid, as [`spans`] judges it.
+pub fn check(span: &Span, checks: SpanChecks) -> Result<(), InvalidSpan> {
+    valid_ids(span)?;
+    valid_duration(span, checks)?;
+    Ok(())
+}
+
+/// The span's duration, when it can be measured.
+fn valid_duration(span: &Span, checks: SpanChecks) -> Result<u64, InvalidSpan> {
+    let duration_ns = span
+        .end_time_unix_nano
+        .checked_sub(span.start_time_unix_nano)
+        .ok_or(InvalidSpan::EndBeforeStart)?;
+    if u128::from(duration_ns) > checks.max_duration.as_nanos() {
+        return Err(InvalidSpan::TooLong {
+            max_seconds: checks.max_duration.as_secs(),
+        });
+    }
+    Ok(duration_ns)
+}
+
 /// The span's trace ID, when its IDs are valid under OTLP.
-pub fn valid_ids(span: &Span) -> Result<[u8; 16], InvalidSpan> {
+fn valid_ids(span: &Span) -> Result<[u8; 16], InvalidSpan> {
     let trace_id: [u8; 16] = span
         .trace_id
         .as_slice()
@@ -239,7 +321,7 @@ mod tests {
     }
 
     fn samples(request: &ExportTraceServiceRequest) -> Vec<SpanSample<'_>> {
-        spans(request)
+        spans(request, SpanChecks::default())
             .flat_map(|span| span.unwrap().samples().collect::<Vec<_>>())
             .collect()
     }
@@ -298,7 +380,10 @@ mod tests {
         let sample = samples(&request)[0];
         assert_eq!(sample.context_id, Some("user-7"));
         assert!(sample.split());
-        let span = spans(&request).next().unwrap().unwrap();
+        let span = spans(&request, SpanChecks::default())
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!(span.attribute("accountId"), Some("acme"));
         assert_eq!(span.attribute("region"), Some("eu"));
         assert_eq!(span.attribute("plan"), None);
@@ -379,16 +464,46 @@ mod tests {
             ],
         );
         assert!(samples(&request).is_empty());
-        assert_eq!(spans(&request).count(), 3);
+        assert_eq!(spans(&request, SpanChecks::default()).count(), 3);
     }
 
     #[test]
-    fn end_before_start_is_zero_duration() {
-        let mut backwards = span(vec![kv(FLAG_KEY, "a"), kv(FLAG_VARIANT, "on")], vec![]);
+    fn spans_that_cannot_be_measured_are_invalid() {
+        let flagged = || span(vec![kv(FLAG_KEY, "a"), kv(FLAG_VARIANT, "on")], vec![]);
+        let mut backwards = flagged();
         backwards.end_time_unix_nano = 10;
-        let request = request(vec![], vec![backwards]);
-        let got = samples(&request);
-        assert_eq!((got[0].duration_ns, got[0].service), (0, ""));
+        let mut endless = flagged();
+        endless.end_time_unix_nano = u64::MAX;
+        let mut a_day = flagged();
+        a_day.end_time_unix_nano = a_day.start_time_unix_nano + 86_400_000_000_000;
+        let mut instant = flagged();
+        instant.end_time_unix_nano = instant.start_time_unix_nano;
+        let request = request(vec![], vec![backwards, endless, a_day.clone(), instant]);
+        let checks = SpanChecks::default();
+        let got: Vec<_> = spans(&request, checks).map(|s| s.err()).collect();
+        assert_eq!(
+            got,
+            [
+                Some(InvalidSpan::EndBeforeStart),
+                Some(InvalidSpan::TooLong {
+                    max_seconds: 86_400
+                }),
+                None,
+                None,
+            ]
+        );
+        assert_eq!(check(&a_day, checks), Ok(()));
+        let hour = SpanChecks {
+            max_duration: Duration::from_secs(3_600),
+        };
+        assert!(check(&a_day, hour).is_err());
+        assert_eq!(
+            InvalidSpan::TooLong {
+                max_seconds: 86_400
+            }
+            .to_string(),
+            "the span lasts longer than 86400 s, the longest spangate accepts"
+        );
     }
 
     #[test]
@@ -406,7 +521,9 @@ mod tests {
             vec![],
             vec![short_trace, zero_trace, no_span_id, zero_span_id, flagged()],
         );
-        let got: Vec<_> = spans(&request).map(|s| s.err()).collect();
+        let got: Vec<_> = spans(&request, SpanChecks::default())
+            .map(|s| s.err())
+            .collect();
         assert_eq!(
             got,
             [

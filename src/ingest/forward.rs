@@ -3,7 +3,8 @@
 //! backend instead of beside it. Receivers only queue a batch ([`Forwarder::offer`]);
 //! a [`ForwardWorker`] task merges what is queued, hides private attributes and
 //! exports it, off the request path. A slow or absent backend never slows ingest:
-//! when the queue is full, batches are dropped and counted.
+//! the queue is bounded by the memory its batches hold (until their export ends),
+//! and when it is full new batches are dropped and counted.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,9 +19,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::extract;
 use super::redact::hide_private;
 use crate::flags::PrivateAttributes;
+use crate::net::{MemoryBudget, Reservation};
+use crate::telemetry::WarnThrottle;
 
 /// How spans are sent on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,20 +49,22 @@ pub struct ForwardConfig {
     /// `http://host:port`, without a path.
     pub endpoint: String,
     pub protocol: ForwardProtocol,
-    /// Batches held while the backend is busy; beyond it new ones are dropped.
-    pub queue_batches: usize,
+    /// Memory the batches waiting or being exported may hold (decoded, and their
+    /// encoded copy); beyond it new ones are dropped.
+    pub queue_bytes: usize,
 }
 
 impl ForwardConfig {
-    /// Enough to ride out a slow answer; little enough to bound memory: a decoded
-    /// batch of 512 spans takes a few hundred kB.
-    pub const DEFAULT_QUEUE_BATCHES: usize = 64;
+    /// Enough to ride out a slow answer (a decoded batch of 512 spans takes a few
+    /// hundred kB); little enough to fit the chart's memory limit beside the
+    /// receivers' own budget.
+    pub const DEFAULT_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 
     /// Checks the endpoint, saying what is wrong.
     pub fn new(
         endpoint: &str,
         protocol: ForwardProtocol,
-        queue_batches: usize,
+        queue_bytes: usize,
     ) -> anyhow::Result<Self> {
         let endpoint = endpoint.trim_end_matches('/');
         let uri: axum::http::Uri = endpoint
@@ -84,13 +88,13 @@ impl ForwardConfig {
             );
         }
         anyhow::ensure!(
-            queue_batches > 0,
-            "the forward queue must hold at least one batch"
+            queue_bytes > 0,
+            "the forward queue must hold at least one byte"
         );
         Ok(Self {
             endpoint: endpoint.to_string(),
             protocol,
-            queue_batches,
+            queue_bytes,
         })
     }
 }
@@ -104,6 +108,9 @@ pub struct ForwardStats {
     pub dropped: u64,
     /// Spans whose export failed (backend unreachable or refusing).
     pub failed: u64,
+    /// Memory held by batches queued or being exported, and its limit.
+    pub queue_bytes: u64,
+    pub queue_limit_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -111,13 +118,28 @@ struct Counters {
     sent: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+    dropped_warning: WarnThrottle,
+    failed_warning: WarnThrottle,
+}
+
+/// A batch waiting for export, with the memory it holds until the export ends.
+struct Queued {
+    request: ExportTraceServiceRequest,
+    held: Reservation,
 }
 
 /// What a receiver hands batches to.
 #[derive(Debug)]
 pub struct Forwarder {
-    queue: mpsc::Sender<ExportTraceServiceRequest>,
+    queue: mpsc::UnboundedSender<Queued>,
+    budget: Arc<MemoryBudget>,
     counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Queued({} bytes)", self.held.bytes())
+    }
 }
 
 /// Hides private attributes: called once per export, so a rollout that starts
@@ -127,7 +149,7 @@ pub type PrivateSource = Box<dyn Fn() -> PrivateAttributes + Send + Sync>;
 /// The task that exports what the [`Forwarder`] queued.
 pub struct ForwardWorker {
     config: ForwardConfig,
-    queue: mpsc::Receiver<ExportTraceServiceRequest>,
+    queue: mpsc::UnboundedReceiver<Queued>,
     counters: Arc<Counters>,
     private: PrivateSource,
 }
@@ -143,11 +165,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A forwarder and the worker that empties its queue.
 pub fn forwarder(config: ForwardConfig, private: PrivateSource) -> (Forwarder, ForwardWorker) {
-    let (sender, receiver) = mpsc::channel(config.queue_batches);
+    // Bounded by the bytes its batches hold, not by their count.
+    let (sender, receiver) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
     (
         Forwarder {
             queue: sender,
+            budget: MemoryBudget::new(config.queue_bytes),
             counters: Arc::clone(&counters),
         },
         ForwardWorker {
@@ -160,19 +184,31 @@ pub fn forwarder(config: ForwardConfig, private: PrivateSource) -> (Forwarder, F
 }
 
 impl Forwarder {
-    /// Queues `request` for export without waiting; drops it when the queue is full.
-    pub fn offer(&self, request: ExportTraceServiceRequest) {
-        if let Err(error) = self.queue.try_send(request) {
-            let spans = span_count(&error.into_inner());
-            let before = self.counters.dropped.fetch_add(spans, Ordering::Relaxed);
-            // Warned once: under overload a line per batch would add to the load; the
-            // counter tells the rest.
-            if before == 0 {
-                tracing::warn!(
-                    spans,
-                    "the forward queue is full: dropping spans (counted in spangate_spans_forwarded_total{{outcome=\"dropped\"}})"
-                );
-            }
+    /// Queues `request` for export without waiting; drops it when the queue holds
+    /// no room for it. `decoded_bytes` is what the decoded request holds; its
+    /// encoded copy, made to export it, is counted on top.
+    pub fn offer(&self, request: ExportTraceServiceRequest, decoded_bytes: usize) {
+        let bytes = decoded_bytes.saturating_add(request.encoded_len());
+        let Some(held) = self.budget.try_reserve(bytes) else {
+            self.drop_batch(&request);
+            return;
+        };
+        if let Err(error) = self.queue.send(Queued { request, held }) {
+            // The worker has stopped: the process is shutting down.
+            self.drop_batch(&error.0.request);
+        }
+    }
+
+    fn drop_batch(&self, request: &ExportTraceServiceRequest) {
+        let spans = span_count(request);
+        self.counters.dropped.fetch_add(spans, Ordering::Relaxed);
+        if let Some(held_back) = self.counters.dropped_warning.admit() {
+            tracing::warn!(
+                spans,
+                queue_limit_bytes = self.budget.limit(),
+                similar_warnings_held_back = held_back,
+                "the forward queue is full: dropping spans (counted in spangate_spans_forwarded_total{{outcome=\"dropped\"}})"
+            );
         }
     }
 
@@ -182,7 +218,23 @@ impl Forwarder {
             sent: read(&self.counters.sent),
             dropped: read(&self.counters.dropped),
             failed: read(&self.counters.failed),
+            queue_bytes: self.budget.used() as u64,
+            queue_limit_bytes: self.budget.limit() as u64,
         }
+    }
+
+    /// Warning lines held back since start, by the event they were about.
+    pub(super) fn suppressed_warnings(&self) -> [(String, u64); 2] {
+        [
+            (
+                "forward_queue_full".to_string(),
+                self.counters.dropped_warning.suppressed(),
+            ),
+            (
+                "forward_failed".to_string(),
+                self.counters.failed_warning.suppressed(),
+            ),
+        ]
     }
 }
 
@@ -268,11 +320,14 @@ impl Outcomes {
             }
             Err(error) => {
                 self.counters.failed.fetch_add(spans, Ordering::Relaxed);
-                if !self.failing.swap(true, Ordering::Relaxed) {
+                if !self.failing.swap(true, Ordering::Relaxed)
+                    && let Some(held_back) = self.counters.failed_warning.admit()
+                {
                     tracing::warn!(
                         endpoint = %self.endpoint,
                         spans,
                         error = format!("{error:#}"),
+                        similar_warnings_held_back = held_back,
                         "could not forward spans; dropping them until the endpoint answers"
                     );
                 } else {
@@ -336,11 +391,18 @@ impl ForwardWorker {
         Ok(())
     }
 
-    /// `first` with whatever else is queued now, up to [`MERGED_BATCHES`].
-    fn merge_queued(&mut self, mut first: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+    /// `first` with whatever else is queued now, up to [`MERGED_BATCHES`]; their
+    /// memory stays held until the export ends.
+    fn merge_queued(&mut self, mut first: Queued) -> Queued {
         for _ in 1..MERGED_BATCHES {
             match self.queue.try_recv() {
-                Ok(more) => first.resource_spans.extend(more.resource_spans),
+                Ok(more) => {
+                    first
+                        .request
+                        .resource_spans
+                        .extend(more.request.resource_spans);
+                    first.held.absorb(more.held);
+                }
                 Err(_) => break,
             }
         }
@@ -352,35 +414,25 @@ impl ForwardWorker {
         in_flight: &mut JoinSet<()>,
         client: &Client,
         outcomes: &Arc<Outcomes>,
-        mut batch: ExportTraceServiceRequest,
+        batch: Queued,
     ) {
-        prepare(&mut batch, &(self.private)());
-        let spans = span_count(&batch);
+        let Queued { mut request, held } = batch;
+        prepare(&mut request, &(self.private)());
+        let spans = span_count(&request);
         if spans == 0 {
             return;
         }
         let (client, outcomes) = (client.clone(), Arc::clone(outcomes));
-        in_flight.spawn(async move { outcomes.record(spans, client.export(batch).await) });
+        in_flight.spawn(async move {
+            outcomes.record(spans, client.export(request).await);
+            drop(held);
+        });
     }
 }
 
-/// Readies a batch for the backend: leaves out spans with invalid IDs (the
-/// receiver already refused them as a partial success) and hides private
-/// attributes ([`hide_private`]).
+/// Readies a batch for the backend: hides private attributes wherever they nest
+/// ([`hide_private`]). Spans the receiver rejected were left out already.
 fn prepare(request: &mut ExportTraceServiceRequest, private: &PrivateAttributes) {
-    for resource_spans in &mut request.resource_spans {
-        for scope_spans in &mut resource_spans.scope_spans {
-            scope_spans
-                .spans
-                .retain(|span| extract::valid_ids(span).is_ok());
-        }
-        resource_spans
-            .scope_spans
-            .retain(|scope_spans| !scope_spans.spans.is_empty());
-    }
-    request
-        .resource_spans
-        .retain(|resource_spans| !resource_spans.scope_spans.is_empty());
     hide_private(request, private);
 }
 
@@ -420,37 +472,28 @@ mod tests {
     }
 
     #[test]
-    fn invalid_spans_are_left_out_and_empty_groups_removed() {
-        let mut invalid = span(2);
-        invalid.trace_id = vec![0; 16];
-        let mut batch = request(vec![span(1), invalid.clone()]);
-        prepare(&mut batch, &PrivateAttributes::default());
-        assert_eq!(span_count(&batch), 1);
-        assert_eq!(
-            batch.resource_spans[0].scope_spans[0].spans[0].span_id,
-            [1; 8]
-        );
-
-        let mut only_invalid = request(vec![invalid]);
-        prepare(&mut only_invalid, &PrivateAttributes::default());
-        assert!(only_invalid.resource_spans.is_empty());
-    }
-
-    #[test]
-    fn a_full_queue_drops_and_counts_spans() {
-        let config = ForwardConfig::new("http://127.0.0.1:4317", ForwardProtocol::Grpc, 1).unwrap();
-        let (forwarder, _worker) = forwarder(config, Box::new(PrivateAttributes::default));
-        forwarder.offer(request(vec![span(1), span(2)]));
-        forwarder.offer(request(vec![span(3)]));
-        forwarder.offer(request(vec![span(4)]));
+    fn a_full_queue_drops_and_counts_spans_by_the_bytes_it_holds() {
+        let config =
+            ForwardConfig::new("http://127.0.0.1:4317", ForwardProtocol::Grpc, 10_000).unwrap();
+        let (forwarder, worker) = forwarder(config, Box::new(PrivateAttributes::default));
+        let two = request(vec![span(1), span(2)]);
+        let encoded = two.encoded_len();
+        forwarder.offer(two, 6_000);
+        forwarder.offer(request(vec![span(3)]), 4_000);
+        forwarder.offer(request(vec![span(4)]), 1_000);
         assert_eq!(
             forwarder.stats(),
             ForwardStats {
                 sent: 0,
-                dropped: 2,
-                failed: 0
+                dropped: 1,
+                failed: 0,
+                queue_bytes: (6_000 + encoded + 1_000 + request(vec![span(4)]).encoded_len())
+                    as u64,
+                queue_limit_bytes: 10_000,
             }
         );
+        drop(worker);
+        assert_eq!(forwarder.stats().queue_bytes, 0, "dropped with the queue");
     }
 
     #[test]

@@ -1,143 +1,231 @@
 //! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`,
-//! plain or gzip.
+//! plain or gzip, over HTTP/2.
+//!
+//! The unary call is answered here rather than by a generated server, so that the
+//! message is read under the same limits as OTLP/HTTP bodies (memory reserved
+//! before it is read, a deadline, decoding one span at a time) and every refusal
+//! carries the code OTLP specifies, always as a trailers-only answer.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use anyhow::Context as _;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
+use axum::routing::post;
+use http_body::Frame;
+use http_body_util::StreamBody;
+use prost::Message;
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
-use tonic::codegen::Service;
-use tonic::codegen::http::{self, HeaderMap, HeaderValue};
-use tonic::server::NamedService;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Code, Request, Response, Status};
+use tonic::Code;
 
-use super::{IngestLimits, Ingestor, RejectReason, Transport};
+use super::decode::{self, Encoding};
+use super::refusal::{self, Received, Refusal};
+use super::{Ingestor, ReceiverOptions, Transport};
+use crate::net::{self, Admission, Protocols, Tokens};
+
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const GRPC: &str = "application/grpc";
+/// Compressed flag and length before each message.
+const PREFIX_BYTES: usize = 5;
+
+/// The OTLP/gRPC routes, for serving alone ([`serve_grpc`]) or beside others.
+pub fn grpc_router(ingestor: Arc<Ingestor>, tokens: Tokens) -> Router {
+    Router::new()
+        .route(EXPORT, post(export))
+        .fallback(unimplemented)
+        .with_state(Arc::new(Receiver { ingestor, tokens }))
+}
 
 /// Serves OTLP/gRPC on `listener` until `shutdown` completes, then finishes the
-/// requests in flight.
+/// requests in flight within the shutdown timeout.
 pub async fn serve_grpc(
     listener: TcpListener,
     ingestor: Arc<Ingestor>,
-    limits: IngestLimits,
+    options: ReceiverOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Exporters send small batches and wait for each answer: do not let Nagle's
-    // algorithm hold the answer back.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
-        .add_service(trace_service(ingestor, limits))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .context("the OTLP/gRPC receiver failed")
+    net::serve(
+        listener,
+        Protocols::Http2,
+        options.server.otlp_max_connections,
+        grpc_router(ingestor, options.tokens),
+        options.server,
+        options.stats,
+        shutdown,
+    )
+    .await
 }
 
-fn trace_service(
+struct Receiver {
     ingestor: Arc<Ingestor>,
-    limits: IngestLimits,
-) -> OtlpStatusCodes<TraceServiceServer<TraceReceiver>> {
-    let server = TraceServiceServer::new(TraceReceiver {
-        ingestor: Arc::clone(&ingestor),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .send_compressed(CompressionEncoding::Gzip)
-    .max_decoding_message_size(limits.max_body_bytes);
-    OtlpStatusCodes {
-        inner: server,
-        ingestor,
+    tokens: Tokens,
+}
+
+async fn unimplemented(State(receiver): State<Arc<Receiver>>, request: Request) -> Response<Body> {
+    let message = format!("unknown method {}", request.uri().path());
+    receiver
+        .ingestor
+        .reject_batch(Transport::Grpc, super::RejectReason::Unsupported, &message);
+    status(Code::Unimplemented, &message)
+}
+
+async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let is_grpc = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(GRPC));
+    if !is_grpc {
+        // gRPC's own answer to a request that is not gRPC.
+        return Response::builder()
+            .status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            .body(Body::empty())
+            .unwrap_or_default();
     }
-}
-
-struct TraceReceiver {
-    ingestor: Arc<Ingestor>,
-}
-
-#[tonic::async_trait]
-impl TraceService for TraceReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let report = self.ingestor.accept(request.into_inner());
-        Ok(Response::new(report.response()))
-    }
-}
-
-/// Gives requests tonic refuses before they reach [`TraceReceiver`] the codes OTLP
-/// specifies, and records each refusal.
-///
-/// tonic answers an undecodable message with INTERNAL and a message over the size
-/// limit with OUT_OF_RANGE, which OTLP lists as retryable, so exporters would resend
-/// a batch that can never fit; OTLP wants INVALID_ARGUMENT and RESOURCE_EXHAUSTED
-/// (without RetryInfo: not retryable).
-/// Both happen inside tonic's decoding, so the codes are rewritten on the way out;
-/// they are always in the headers (a trailers-only response), as no message was
-/// answered.
-#[derive(Clone)]
-struct OtlpStatusCodes<S> {
-    inner: S,
-    ingestor: Arc<Ingestor>,
-}
-
-impl<S: NamedService> NamedService for OtlpStatusCodes<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, B> Service<http::Request<B>> for OtlpStatusCodes<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let response = self.inner.call(request);
-        let ingestor = Arc::clone(&self.ingestor);
-        Box::pin(async move {
-            let mut response = response.await?;
-            rewrite_refusal(response.headers_mut(), &ingestor);
-            Ok(response)
-        })
-    }
-}
-
-fn rewrite_refusal(headers: &mut HeaderMap, ingestor: &Ingestor) {
-    let Some(status) = Status::from_header_map(headers) else {
-        return;
-    };
-    let (code, reason) = match status.code() {
-        Code::Ok => return,
-        Code::OutOfRange | Code::ResourceExhausted => {
-            (Code::ResourceExhausted, RejectReason::TooLarge)
+    let result = async {
+        match receiver.tokens.check(&parts.headers) {
+            Admission::Allowed => {}
+            refused => return Err(Refusal::Unauthenticated(refused)),
         }
-        // Undecodable protobuf, corrupt gzip, a truncated or empty message: all the
-        // client's doing, as the receiver itself never fails.
-        Code::Internal => (Code::InvalidArgument, RejectReason::Malformed),
-        // An unsupported grpc-encoding or an unknown method.
-        Code::Unimplemented => (Code::Unimplemented, RejectReason::Unsupported),
-        // Anything else tonic meets while reading the request, such as a stream the
-        // client broke off.
-        other => (other, RejectReason::Malformed),
+        receive(&parts.headers, body, &receiver.ingestor).await
+    }
+    .await;
+    match result {
+        Ok(answer) => ok(&answer),
+        Err(refusal) => {
+            let message = refusal.to_string();
+            receiver
+                .ingestor
+                .reject_batch(Transport::Grpc, refusal.reason(), &message);
+            let mut response = status(refusal.code(), &message);
+            if let Refusal::ContentEncoding(_) = refusal {
+                response
+                    .headers_mut()
+                    .insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+            }
+            response
+        }
+    }
+}
+
+async fn receive(
+    headers: &HeaderMap,
+    mut body: Body,
+    ingestor: &Ingestor,
+) -> Result<Vec<u8>, Refusal> {
+    let limits = *ingestor.limits();
+    let limit = limits.max_body_bytes;
+    let gzip = match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(other) => {
+            return Err(Refusal::ContentEncoding(
+                String::from_utf8_lossy(other).into_owned(),
+            ));
+        }
     };
-    ingestor.reject_batch(Transport::Grpc, reason, status.message());
-    if code != status.code() {
-        headers.insert(Status::GRPC_STATUS, HeaderValue::from(code as i32));
+    let mut reservation = ingestor.reserve(PREFIX_BYTES).ok_or(Refusal::Overloaded)?;
+    let mut prefix = Received::with_capacity(PREFIX_BYTES);
+    let rest = refusal::read_exact(
+        &mut body,
+        Bytes::new(),
+        PREFIX_BYTES,
+        &mut prefix,
+        &mut reservation,
+    )
+    .await?;
+    let prefix = prefix.into_bytes();
+    let compressed = match prefix[0] {
+        0 => false,
+        1 if gzip => true,
+        1 => {
+            return Err(Refusal::Malformed(
+                "a compressed message without grpc-encoding".to_string(),
+            ));
+        }
+        flag => {
+            return Err(Refusal::Malformed(format!(
+                "invalid compressed flag {flag}"
+            )));
+        }
+    };
+    let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if length > limit {
+        return Err(Refusal::too_large_body(limit));
+    }
+    // Reserved whole before it is read, so a sender that stalls holds no more
+    // than it was granted.
+    if !reservation.grow(length) {
+        return Err(Refusal::Overloaded);
+    }
+    let mut message = Received::with_capacity(length);
+    refusal::read_exact(&mut body, rest, length, &mut message, &mut reservation).await?;
+    let mut message = message.into_bytes();
+    if compressed {
+        message = refusal::gunzip(&message, limit, &mut reservation)?;
+    }
+    let decoded = decode::decode(Encoding::Protobuf, &message, &limits, &mut reservation)?;
+    drop(message);
+    reservation.shrink_to(decoded.cost);
+    Ok(ingestor.accept(decoded).response().encode_to_vec())
+}
+
+/// A successful call: the answer as one uncompressed message, then status OK.
+fn ok(answer: &[u8]) -> Response<Body> {
+    let mut framed = Vec::with_capacity(PREFIX_BYTES + answer.len());
+    framed.push(0);
+    framed.extend_from_slice(&(answer.len() as u32).to_be_bytes());
+    framed.extend_from_slice(answer);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(Code::Ok as i32));
+    let frames = [
+        Ok::<_, Infallible>(Frame::data(Bytes::from(framed))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut response = Response::new(Body::new(StreamBody::new(futures::stream::iter(frames))));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(GRPC));
+    response
+}
+
+/// A trailers-only answer: the status in the headers, no message.
+fn status(code: Code, message: &str) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC));
+    headers.insert("grpc-status", HeaderValue::from(code as i32));
+    if let Ok(message) = HeaderValue::from_str(&percent_encode(message)) {
+        headers.insert("grpc-message", message);
+    }
+    response
+}
+
+/// gRPC's percent-encoding of `grpc-message`: printable ASCII but `%` as is.
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..0x7f).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_percent_encoded() {
+        assert_eq!(percent_encode("50% of ✓"), "50%25 of %E2%9C%93");
+        assert_eq!(percent_encode("plain text"), "plain text");
     }
 }

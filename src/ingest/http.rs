@@ -2,64 +2,59 @@
 //! without a Content-Length. Answers in the request's format, errors included.
 
 use std::future::Future;
-use std::io::Read;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{
+    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt;
-use flate2::read::MultiGzDecoder;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tokio::net::TcpListener;
 
-use super::events::NoDelayFailed;
-use super::json;
-use super::{IngestLimits, Ingestor, RejectReason, Transport};
+use super::decode::{self, Encoding};
+use super::refusal::{self, Received, Refusal};
+use super::{Ingestor, ReceiverOptions, Transport};
+use crate::net::{self, Admission, Protocols, Tokens};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
 /// The OTLP/HTTP routes, for serving alone ([`serve_http`]) or beside others.
-pub fn http_router(ingestor: Arc<Ingestor>, limits: IngestLimits) -> Router {
+pub fn http_router(ingestor: Arc<Ingestor>, tokens: Tokens) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
-        .with_state(Receiver { ingestor, limits })
+        .with_state(Arc::new(Receiver { ingestor, tokens }))
 }
 
 /// Serves OTLP/HTTP on `listener` until `shutdown` completes, then finishes the
-/// requests in flight.
+/// requests in flight within the shutdown timeout.
 pub async fn serve_http(
     listener: TcpListener,
     ingestor: Arc<Ingestor>,
-    limits: IngestLimits,
+    options: ReceiverOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Exporters wait for each answer: do not let Nagle's algorithm hold it back.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            NoDelayFailed { error: &error }.emit();
-        }
-    });
-    axum::serve(listener, http_router(ingestor, limits))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the OTLP/HTTP receiver failed")
+    net::serve(
+        listener,
+        Protocols::Http1And2,
+        options.server.otlp_max_connections,
+        http_router(ingestor, options.tokens),
+        options.server,
+        options.stats,
+        shutdown,
+    )
+    .await
 }
 
-#[derive(Clone)]
 struct Receiver {
     ingestor: Arc<Ingestor>,
-    limits: IngestLimits,
+    tokens: Tokens,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,70 +86,12 @@ impl Format {
             Format::Json => JSON,
         }
     }
-}
 
-/// Why a request is refused whole.
-#[derive(Debug, thiserror::Error)]
-enum Refusal {
-    #[error("unsupported Content-Type {0:?}: send application/x-protobuf or application/json")]
-    ContentType(String),
-    #[error("unsupported Content-Encoding {0:?}: send gzip or no encoding")]
-    ContentEncoding(String),
-    #[error("request body over the limit of {0} bytes")]
-    TooLarge(usize),
-    #[error("{0}")]
-    Malformed(String),
-}
-
-impl Refusal {
-    fn status(&self) -> StatusCode {
+    fn encoding(self) -> Encoding {
         match self {
-            Refusal::ContentType(_) | Refusal::ContentEncoding(_) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
-            Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
+            Format::Protobuf => Encoding::Protobuf,
+            Format::Json => Encoding::Json,
         }
-    }
-
-    fn reason(&self) -> RejectReason {
-        match self {
-            Refusal::ContentType(_) | Refusal::ContentEncoding(_) => RejectReason::Unsupported,
-            Refusal::TooLarge(_) => RejectReason::TooLarge,
-            Refusal::Malformed(_) => RejectReason::Malformed,
-        }
-    }
-
-    /// The gRPC code of the `google.rpc.Status` body.
-    fn code(&self) -> tonic::Code {
-        match self {
-            Refusal::TooLarge(_) => tonic::Code::ResourceExhausted,
-            _ => tonic::Code::InvalidArgument,
-        }
-    }
-
-    /// The answer OTLP/HTTP specifies: the status code, and a `google.rpc.Status`
-    /// in the request's format.
-    fn into_response(self, format: Format) -> Response {
-        let status = RpcStatus {
-            code: self.code() as i32,
-            message: self.to_string(),
-        };
-        let body = match format {
-            Format::Protobuf => status.encode_to_vec(),
-            Format::Json => serde_json::json!({ "code": status.code, "message": status.message })
-                .to_string()
-                .into_bytes(),
-        };
-        let mut response =
-            (self.status(), [(CONTENT_TYPE, format.content_type())], body).into_response();
-        if let Refusal::ContentEncoding(_) = self {
-            // RFC 9110 §15.5.16: say which encodings would have been read.
-            response
-                .headers_mut()
-                .insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip, identity"));
-        }
-        response
     }
 }
 
@@ -167,23 +104,67 @@ struct RpcStatus {
     message: String,
 }
 
-async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
-    let format = match Format::of(&headers) {
-        Ok(format) => format,
-        // The format is unknown, so the refusal is written in the readable one.
-        Err(refusal) => return receiver.refuse(Format::Json, refusal),
+/// The answer OTLP/HTTP specifies for a refusal: the status code, and a
+/// `google.rpc.Status` in the request's format.
+fn refusal_response(refusal: &Refusal, format: Format) -> Response {
+    let status = RpcStatus {
+        code: refusal.code() as i32,
+        message: refusal.to_string(),
     };
-    match receive(format, &headers, body, receiver.limits).await {
-        Ok(request) => respond(format, &receiver.ingestor.accept(request).response()),
-        Err(refusal) => receiver.refuse(format, refusal),
+    let body = match format {
+        Format::Protobuf => status.encode_to_vec(),
+        Format::Json => serde_json::json!({ "code": status.code, "message": status.message })
+            .to_string()
+            .into_bytes(),
+    };
+    let mut response = (
+        refusal.http_status(),
+        [(CONTENT_TYPE, format.content_type())],
+        body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    match refusal {
+        // RFC 9110 §15.5.16: say which encodings would have been read.
+        Refusal::ContentEncoding(_) => {
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip, identity"));
+        }
+        Refusal::Unauthenticated(_) => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"spangate\""),
+            );
+        }
+        // OTLP/HTTP: 503 is retryable, after Retry-After.
+        Refusal::Overloaded => {
+            headers.insert(RETRY_AFTER, HeaderValue::from(refusal::RETRY_AFTER_SECONDS));
+        }
+        _ => {}
     }
+    response
 }
 
-impl Receiver {
-    fn refuse(&self, format: Format, refusal: Refusal) -> Response {
-        self.ingestor
-            .reject_batch(Transport::Http, refusal.reason(), &refusal.to_string());
-        refusal.into_response(format)
+async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    // A format that is not known is answered in the readable one.
+    let format = Format::of(&parts.headers);
+    let answer_format = *format.as_ref().unwrap_or(&Format::Json);
+    let result = async {
+        match receiver.tokens.check(&parts.headers) {
+            Admission::Allowed => {}
+            refused => return Err(Refusal::Unauthenticated(refused)),
+        }
+        receive(format?, &parts.headers, body, &receiver.ingestor).await
+    }
+    .await;
+    match result {
+        Ok(response) => respond(answer_format, &response),
+        Err(refusal) => {
+            receiver
+                .ingestor
+                .reject_batch(Transport::Http, refusal.reason(), &refusal.to_string());
+            refusal_response(&refusal, answer_format)
+        }
     }
 }
 
@@ -191,20 +172,32 @@ async fn receive(
     format: Format,
     headers: &HeaderMap,
     body: Body,
-    limits: IngestLimits,
-) -> Result<ExportTraceServiceRequest, Refusal> {
+    ingestor: &Ingestor,
+) -> Result<ExportTraceServiceResponse, Refusal> {
+    let limits = *ingestor.limits();
     let limit = limits.max_body_bytes;
     let gzip = is_gzip(headers)?;
-    let declared_length = headers
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > limit as u64) {
-        return Err(Refusal::TooLarge(limit));
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Refusal::too_large_body(limit));
     }
-    let body = read_body(body, limit).await?;
-    let body = if gzip { gunzip(&body, limit)? } else { body };
-    decode(format, &body)
+    // A declared length is reserved whole before a byte is read, so a sender that
+    // stalls holds no more than it was granted.
+    let declared = declared.map_or(0, |length| length as usize);
+    let mut reservation = ingestor.reserve(declared).ok_or(Refusal::Overloaded)?;
+    let mut received = Received::with_capacity(declared);
+    refusal::read_to_end(body, &mut received, limit, &mut reservation).await?;
+    let mut body = received.into_bytes();
+    if gzip {
+        body = refusal::gunzip(&body, limit, &mut reservation)?;
+    }
+    let decoded = decode::decode(format.encoding(), &body, &limits, &mut reservation)?;
+    drop(body);
+    reservation.shrink_to(decoded.cost);
+    Ok(ingestor.accept(decoded).response())
 }
 
 fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {
@@ -219,43 +212,6 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {
         Ok(false)
     } else {
         Err(Refusal::ContentEncoding(encoding.to_string()))
-    }
-}
-
-/// The whole body, chunked or not, refusing it as soon as it passes `limit`.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(Refusal::TooLarge(limit)),
-        Err(error) => Err(Refusal::Malformed(format!(
-            "could not read the request body: {error}"
-        ))),
-    }
-}
-
-/// Decompresses at most `limit` bytes, so a small body cannot expand without bound.
-fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, Refusal> {
-    let mut out = Vec::new();
-    MultiGzDecoder::new(body)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|error| Refusal::Malformed(format!("invalid gzip body: {error}")))?;
-    if out.len() > limit {
-        return Err(Refusal::TooLarge(limit));
-    }
-    Ok(out.into())
-}
-
-fn decode(format: Format, body: &[u8]) -> Result<ExportTraceServiceRequest, Refusal> {
-    match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(body)
-            .map_err(|error| Refusal::Malformed(format!("invalid OTLP protobuf: {error}"))),
-        Format::Json => json::decode(body).map_err(|error| {
-            Refusal::Malformed(format!(
-                "invalid OTLP JSON: {}",
-                json::without_values(&error)
-            ))
-        }),
     }
 }
 

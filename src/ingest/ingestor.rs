@@ -1,20 +1,23 @@
 //! The windows every receiver feeds: one per routed rollout, for its current step.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
+use super::IngestLimits;
+use super::decode::{Decoded, Rejected};
 use super::events::{
     BatchIngested, BatchRejected, Counters, IngestStats, RejectReason, SpansRejected,
     StaleSamplesDropped, Transport,
 };
-use super::extract::{self, InvalidSpan};
+use super::extract::{self, InvalidSpan, SpanChecks};
 use super::forward::Forwarder;
 use crate::analysis::{Arm, Observation, Route, Routes, Window, WindowEpoch};
+use crate::net::{MemoryBudget, Reservation};
 
 /// What became of one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,13 +38,16 @@ impl IngestReport {
     /// The OTLP answer: partial success when some spans were rejected.
     pub fn response(&self) -> ExportTraceServiceResponse {
         ExportTraceServiceResponse {
-            partial_success: self.first_rejection.map(|first| ExportTracePartialSuccess {
-                rejected_spans: i64::try_from(self.rejected).unwrap_or(i64::MAX),
-                error_message: format!(
-                    "rejected {} of {} spans; first: {first}",
-                    self.rejected, self.spans
-                ),
-            }),
+            partial_success: self
+                .first_rejection
+                .as_ref()
+                .map(|first| ExportTracePartialSuccess {
+                    rejected_spans: i64::try_from(self.rejected).unwrap_or(i64::MAX),
+                    error_message: format!(
+                        "rejected {} of {} spans; first: {first}",
+                        self.rejected, self.spans
+                    ),
+                }),
         }
     }
 }
@@ -54,14 +60,23 @@ struct StepWindow {
 
 /// Routes span samples into per-rollout windows. Shared by every receiver: routes
 /// are read lock-free, and a batch is aggregated on its own before it is merged
-/// under the lock once.
-#[derive(Debug, Default)]
+/// under the lock once. It also holds what the receivers share: their limits and
+/// the memory budget of the requests in flight.
+#[derive(Debug)]
 pub struct Ingestor {
     routes: ArcSwap<Routes>,
     /// rollout → window of its current epoch. Holds exactly the routed rollouts.
     windows: Mutex<HashMap<String, StepWindow>>,
     counters: Counters,
     forwarder: Option<Forwarder>,
+    limits: IngestLimits,
+    in_flight: Arc<MemoryBudget>,
+}
+
+impl Default for Ingestor {
+    fn default() -> Self {
+        Self::with_limits(IngestLimits::default(), None)
+    }
 }
 
 impl Ingestor {
@@ -69,12 +84,26 @@ impl Ingestor {
         Self::default()
     }
 
-    /// An ingestor that also hands every accepted batch to `forwarder`.
-    pub fn forwarding(forwarder: Forwarder) -> Self {
+    /// An ingestor whose receivers read requests under `limits`, and hand every
+    /// accepted batch to `forwarder`, if any.
+    pub fn with_limits(limits: IngestLimits, forwarder: Option<Forwarder>) -> Self {
         Self {
-            forwarder: Some(forwarder),
-            ..Self::default()
+            routes: ArcSwap::default(),
+            windows: Mutex::default(),
+            counters: Counters::default(),
+            forwarder,
+            limits,
+            in_flight: MemoryBudget::new(limits.max_in_flight_bytes),
         }
+    }
+
+    pub fn limits(&self) -> &IngestLimits {
+        &self.limits
+    }
+
+    /// Reserves `bytes` of the in-flight budget for a request being received.
+    pub(super) fn reserve(&self, bytes: usize) -> Option<Reservation> {
+        self.in_flight.try_reserve(bytes)
     }
 
     /// Replaces the routes. A rollout whose epoch changed starts an empty window;
@@ -97,22 +126,42 @@ impl Ingestor {
         self.routes.store(routes.into());
     }
 
-    /// What a receiver calls: ingests `request`, then forwards it when spans are
-    /// forwarded.
-    pub fn accept(&self, request: ExportTraceServiceRequest) -> IngestReport {
-        let report = self.ingest(&request);
+    /// What a receiver calls with a decoded request: ingests it, then forwards
+    /// its valid spans when spans are forwarded.
+    pub(super) fn accept(&self, decoded: Decoded) -> IngestReport {
+        let Decoded {
+            mut request,
+            rejected,
+            cost,
+        } = decoded;
+        let left_out = rejected.count;
+        let report = self.ingest_with(&request, rejected);
         if let Some(forwarder) = &self.forwarder {
-            forwarder.offer(request);
+            // Spans the sender was told were rejected do not go on either.
+            if report.rejected > left_out {
+                retain_valid(&mut request, self.limits.span_checks);
+            }
+            forwarder.offer(request, cost);
         }
         report
     }
 
     /// Reads every span of `request` into the windows of the rollouts it counts for.
     pub fn ingest(&self, request: &ExportTraceServiceRequest) -> IngestReport {
+        self.ingest_with(request, Rejected::default())
+    }
+
+    /// [`Ingestor::ingest`], counting `left_out` spans that decoding already rejected.
+    fn ingest_with(&self, request: &ExportTraceServiceRequest, left_out: Rejected) -> IngestReport {
         let routes = self.routes.load();
-        let mut report = IngestReport::default();
+        let mut report = IngestReport {
+            spans: left_out.count,
+            rejected: left_out.count,
+            first_rejection: left_out.first,
+            ..IngestReport::default()
+        };
         let mut batch: HashMap<&str, StepWindow> = HashMap::new();
-        for span in extract::spans(request) {
+        for span in extract::spans(request, self.limits.span_checks) {
             report.spans += 1;
             let span = match span {
                 Ok(span) => span,
@@ -163,7 +212,7 @@ impl Ingestor {
         for (rollout, samples) in stale {
             StaleSamplesDropped { rollout, samples }.emit(&self.counters);
         }
-        if let Some(first) = report.first_rejection {
+        if let Some(first) = &report.first_rejection {
             SpansRejected {
                 count: report.rejected,
                 first,
@@ -171,7 +220,7 @@ impl Ingestor {
             .emit(&self.counters);
         }
         BatchIngested {
-            spans: report.spans,
+            accepted: report.spans - report.rejected,
             samples: report.samples,
             routed: report.routed,
         }
@@ -219,8 +268,19 @@ impl Ingestor {
                 .as_ref()
                 .map(Forwarder::stats)
                 .unwrap_or_default(),
+            in_flight_bytes: self.in_flight.used() as u64,
+            in_flight_limit_bytes: self.in_flight.limit() as u64,
             ..self.counters.snapshot()
         }
+    }
+
+    /// Warning lines held back since start, by the event they were about.
+    pub fn suppressed_warnings(&self) -> Vec<(String, u64)> {
+        let mut suppressed = self.counters.suppressed_warnings();
+        if let Some(forwarder) = &self.forwarder {
+            suppressed.extend(forwarder.suppressed_warnings());
+        }
+        suppressed
     }
 
     /// Records a request refused before it could be ingested.
@@ -255,6 +315,23 @@ fn record<'r>(
         })
         .window
         .record(arm, observation);
+}
+
+/// Leaves out the spans [`extract::spans`] rejects, and the groups left empty.
+fn retain_valid(request: &mut ExportTraceServiceRequest, checks: SpanChecks) {
+    for resource_spans in &mut request.resource_spans {
+        for scope_spans in &mut resource_spans.scope_spans {
+            scope_spans
+                .spans
+                .retain(|span| extract::check(span, checks).is_ok());
+        }
+        resource_spans
+            .scope_spans
+            .retain(|scope_spans| !scope_spans.spans.is_empty());
+    }
+    request
+        .resource_spans
+        .retain(|resource_spans| !resource_spans.scope_spans.is_empty());
 }
 
 #[cfg(test)]
@@ -355,7 +432,7 @@ mod tests {
         assert_eq!(
             (
                 stats.batches_received,
-                stats.spans_received,
+                stats.spans_accepted,
                 stats.samples_extracted,
                 stats.samples_routed
             ),

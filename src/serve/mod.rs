@@ -5,28 +5,24 @@
 //! routers so that in a cluster the probes can sit with metrics on their own port,
 //! away from the port applications reach; standalone mode, where everything is on
 //! loopback, may mount both on the OFREP port (127.0.0.1:8016) with [`router`].
-//! [`serve`] runs any of them on a listener until shutdown.
+//! [`crate::net::serve`] runs any of them on a listener, under limits, until shutdown.
 
 mod access;
 mod health;
 mod metrics;
 mod ofrep;
 
-use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
 
 use crate::flags::FlagSet;
 
 pub use access::Access;
 pub use health::{Readiness, health_router};
 pub use metrics::{RenderMetrics, metrics_router};
-pub use ofrep::{MAX_BODY_BYTES, MAX_CONTEXT_DEPTH, OfrepConfig, ofrep_router};
+pub use ofrep::{MAX_BODY_BYTES, MAX_CONTEXT_DEPTH, OfrepConfig, OfrepStats, ofrep_router};
 
 /// The flag set currently served; the controller swaps in a new one on every change.
 pub type PublishedFlags = Arc<ArcSwap<FlagSet>>;
@@ -34,27 +30,4 @@ pub type PublishedFlags = Arc<ArcSwap<FlagSet>>;
 /// OFREP and the probes on one port.
 pub fn router(flags: PublishedFlags, config: OfrepConfig, readiness: Readiness) -> Router {
     ofrep_router(flags, config).merge(health_router(readiness))
-}
-
-/// Serves `router` on `listener` until `shutdown` completes, then lets requests in
-/// flight finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let address = listener
-        .local_addr()
-        .context("reading the listener's address")?;
-    // Evaluation answers are small; Nagle's algorithm would hold them back waiting
-    // for the client's delayed ACK.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY on an accepted connection");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .with_context(|| format!("serving HTTP on {address}"))
 }

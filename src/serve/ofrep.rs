@@ -4,10 +4,12 @@
 //!
 //! Request contexts may hold private attributes: they are shown only in debug
 //! spans, and only redacted. Authentication and a rate limit are optional
-//! ([`Access`]); bodies and contexts are bounded ([`OfrepConfig`]).
+//! ([`Access`]); bodies and contexts are bounded ([`OfrepConfig`]): a body over the
+//! limit is refused with 413, at once when its Content-Length announces it.
 
 use std::hash::{DefaultHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -22,11 +24,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::PublishedFlags;
-use super::access::{Access, Admission, RateLimiter};
+use super::access::{Access, RateLimiter};
 use crate::flags::attribute::TARGETING_KEY;
 use crate::flags::{
     Context, EvaluationError, Flag, FlagSet, FlagState, Matched, PrivateAttributes, Resolution,
 };
+use crate::net::{Admission, BodyTimedOut, body_timed_out};
+use crate::telemetry::write_family;
 
 /// Largest request body read by default, in bytes. A context is a handful of
 /// attributes, so this leaves ample room and caps what one request can cost.
@@ -43,10 +47,13 @@ pub struct OfrepConfig {
     pub private_attributes: PrivateAttributes,
     /// Who may ask; see [`Access`].
     pub access: Access,
-    /// Largest request body, in bytes; larger ones get 400 INVALID_CONTEXT.
+    /// Largest request body, in bytes; larger ones get 413, at once when their
+    /// Content-Length says so.
     pub max_body_bytes: usize,
     /// Deepest nesting of a context; deeper ones get 400 INVALID_CONTEXT.
     pub max_context_depth: usize,
+    /// Requests refused before they were evaluated, for `/metrics`.
+    pub stats: Arc<OfrepStats>,
 }
 
 impl Default for OfrepConfig {
@@ -56,7 +63,44 @@ impl Default for OfrepConfig {
             access: Access::default(),
             max_body_bytes: MAX_BODY_BYTES,
             max_context_depth: MAX_CONTEXT_DEPTH,
+            stats: Arc::default(),
         }
+    }
+}
+
+/// OFREP requests refused before evaluation, by why.
+#[derive(Debug, Default)]
+pub struct OfrepStats {
+    unauthenticated: AtomicU64,
+    forbidden: AtomicU64,
+    rate_limited: AtomicU64,
+    too_large: AtomicU64,
+    too_deep: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl OfrepStats {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `spangate_ofrep_requests_refused_total` family.
+    pub fn render(&self, out: &mut String) {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        write_family(
+            out,
+            "spangate_ofrep_requests_refused_total",
+            "counter",
+            "OFREP requests refused before evaluation, by reason.",
+            [
+                ("{reason=\"unauthenticated\"}", read(&self.unauthenticated)),
+                ("{reason=\"forbidden\"}", read(&self.forbidden)),
+                ("{reason=\"rate_limited\"}", read(&self.rate_limited)),
+                ("{reason=\"too_large\"}", read(&self.too_large)),
+                ("{reason=\"too_deep\"}", read(&self.too_deep)),
+                ("{reason=\"timed_out\"}", read(&self.timed_out)),
+            ],
+        );
     }
 }
 
@@ -102,6 +146,7 @@ async fn admit(State(ofrep): State<Arc<Ofrep>>, request: Request, next: Next) ->
     match ofrep.config.access.check(request.headers()) {
         Admission::Allowed => {}
         Admission::Missing => {
+            OfrepStats::count(&ofrep.config.stats.unauthenticated);
             let mut response = (
                 StatusCode::UNAUTHORIZED,
                 Json(Failure::general(
@@ -117,6 +162,7 @@ async fn admit(State(ofrep): State<Arc<Ofrep>>, request: Request, next: Next) ->
             return response;
         }
         Admission::Refused => {
+            OfrepStats::count(&ofrep.config.stats.forbidden);
             return (
                 StatusCode::FORBIDDEN,
                 Json(Failure::general(
@@ -129,6 +175,7 @@ async fn admit(State(ofrep): State<Arc<Ofrep>>, request: Request, next: Next) ->
     if let Some(limiter) = &ofrep.limiter
         && let Err(retry_after) = limiter.admit(std::time::Instant::now())
     {
+        OfrepStats::count(&ofrep.config.stats.rate_limited);
         let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
             Json(Failure::general(format!(
@@ -306,13 +353,27 @@ impl FromRequest<Arc<Ofrep>> for EvaluationContext {
 
     async fn from_request(request: Request, state: &Arc<Ofrep>) -> Result<Self, Self::Rejection> {
         let limit = state.config.max_body_bytes;
+        let too_large = || {
+            OfrepStats::count(&state.config.stats.too_large);
+            OfrepError::TooLarge(format!("the request body is larger than {limit} bytes"))
+        };
+        // Refused before a byte of it is read, however much was announced.
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    OfrepError::invalid_context(format!(
-                        "the request body is larger than {limit} bytes"
-                    ))
+                    too_large()
+                } else if let Some(timed_out) = body_timed_out(&rejection) {
+                    OfrepStats::count(&state.config.stats.timed_out);
+                    OfrepError::TimedOut(timed_out)
                 } else {
                     OfrepError::parse(rejection.body_text())
                 }
@@ -321,6 +382,7 @@ impl FromRequest<Arc<Ofrep>> for EvaluationContext {
         let depth = depth(&context);
         let max = state.config.max_context_depth;
         if depth > max {
+            OfrepStats::count(&state.config.stats.too_deep);
             return Err(OfrepError::invalid_context(format!(
                 "the context nests {depth} levels deep; at most {max} are accepted"
             )));
@@ -376,6 +438,10 @@ enum OfrepError {
         flag: Arc<Flag>,
         error: EvaluationError,
     },
+    /// The body is over the limit (413).
+    TooLarge(String),
+    /// The body did not arrive in time (408).
+    TimedOut(BodyTimedOut),
     Internal(String),
 }
 
@@ -437,6 +503,14 @@ impl IntoResponse for OfrepError {
             OfrepError::Evaluation { flag, error } => {
                 (StatusCode::BAD_REQUEST, Failure::evaluation(flag, error))
             }
+            OfrepError::TooLarge(details) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Failure::general(details.clone()),
+            ),
+            OfrepError::TimedOut(timed_out) => (
+                StatusCode::REQUEST_TIMEOUT,
+                Failure::general(timed_out.to_string()),
+            ),
             OfrepError::Internal(details) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Failure::general(details.clone()),

@@ -126,9 +126,45 @@ impl Spangate {
 
     /// Like [`Spangate::start`], with extra environment variables.
     pub fn start_with_env(dir: &Path, state_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::launch(dir, state_dir, &[], env, None)
+    }
+
+    /// Like [`Spangate::start`], with extra command-line arguments.
+    pub fn start_with_args(dir: &Path, state_dir: &Path, args: &[&str]) -> Self {
+        Self::launch(dir, state_dir, args, &[], None)
+    }
+
+    /// Like [`Spangate::start_with_args`], under an open-files limit (soft and hard).
+    pub fn start_with_open_files(
+        dir: &Path,
+        state_dir: &Path,
+        args: &[&str],
+        open_files: u32,
+    ) -> Self {
+        Self::launch(dir, state_dir, args, &[], Some(open_files))
+    }
+
+    fn launch(
+        dir: &Path,
+        state_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        open_files: Option<u32>,
+    ) -> Self {
         let ready = state_dir.with_extension("ready.json");
         let _ = std::fs::remove_file(&ready);
-        let mut command = Command::new(BIN);
+        let mut command = match open_files {
+            None => Command::new(BIN),
+            Some(limit) => {
+                // The shell sets the limit, then becomes spangate.
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                shell
+            }
+        };
         command
             .args(["standalone", "--dir"])
             .arg(dir)
@@ -139,7 +175,8 @@ impl Spangate {
             .args(["--ofrep-addr", "127.0.0.1:0"])
             .args(["--probe-addr", "127.0.0.1:0"])
             .args(["--tick", "100ms", "--ready-file"])
-            .arg(&ready);
+            .arg(&ready)
+            .args(args);
         scrub_env(&mut command).envs(env.iter().copied());
         let mut process = ChildGuard::spawn(&mut command, &state_dir.with_extension("log"));
         let addrs = wait_for("the ready file", Duration::from_secs(60), || {
@@ -163,6 +200,22 @@ impl Spangate {
 
     pub fn log_text(&self) -> String {
         self.process.log_tail()
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.process.log).unwrap_or_default()
+    }
+
+    /// The value of the Prometheus sample `name` (with its labels, e.g.
+    /// `spangate_connections{listener="ofrep"}`), as `/metrics` shows it now.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric(&self.metrics(), name)
+    }
+
+    /// `GET /metrics` on the probe port.
+    pub fn metrics(&self) -> String {
+        http_get(self.addrs.probes, "/metrics").1
     }
 
     /// The rollout as `spangate get NAME -o json` prints it.
@@ -211,6 +264,41 @@ impl Spangate {
     pub fn kill(self) {
         drop(self);
     }
+}
+
+/// The value of sample `name` (labels included) in a Prometheus exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// A plain HTTP/1.1 `GET` over a fresh connection: status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: spangate\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the answer");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// `spangate get --dir DIR --state-dir STATE NAME -o json`.

@@ -1,6 +1,7 @@
 //! OTLP for tests: a tracing backend (what Jaeger or a collector would be), a trace
-//! receiver over gRPC or HTTP/protobuf on loopback that keeps every request; and
-//! attributes to build requests with.
+//! receiver over gRPC or HTTP/protobuf on loopback that keeps every request;
+//! attributes to build requests with; and a raw HTTP/2 gRPC client that sends
+//! exactly what it is told, for hostile requests.
 
 use std::sync::{Arc, Mutex};
 
@@ -149,4 +150,91 @@ pub fn kv(key: &str, value: &str) -> KeyValue {
         }),
         ..Default::default()
     }
+}
+
+/// The OTLP/gRPC Export method's path.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// An Export request as gRPC frames it: uncompressed, length-prefixed.
+pub fn grpc_frame(message: &[u8]) -> bytes::Bytes {
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed.into()
+}
+
+/// An HTTP/2 connection to a gRPC port, as a raw client that does exactly what it
+/// is told (send part of a message, stall, send bytes that are not protobuf).
+pub async fn h2_connect(
+    addr: std::net::SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    (send, tokio::spawn(connection))
+}
+
+/// Starts an Export call with `headers`: the answer to wait for, and the stream to
+/// send the body on.
+pub async fn grpc_start(
+    send: &mut h2::client::SendRequest<bytes::Bytes>,
+    addr: std::net::SocketAddr,
+    headers: &[(&str, &str)],
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let mut request = http::Request::post(format!("http://{addr}{EXPORT_PATH}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let ready = send.clone().ready().await.expect("a stream may be opened");
+    *send = ready;
+    send.send_request(request.body(()).unwrap(), false)
+        .expect("send the request headers")
+}
+
+/// The gRPC status of an answer: from its headers (trailers-only) or its trailers.
+pub async fn grpc_status(response: h2::client::ResponseFuture) -> (i32, String) {
+    let response = response.await.expect("an answer");
+    let status_of = |headers: &http::HeaderMap| {
+        headers.get("grpc-status").map(|code| {
+            let code = code.to_str().unwrap().parse().unwrap();
+            let message = headers
+                .get("grpc-message")
+                .map(|m| m.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (code, message)
+        })
+    };
+    if let Some(status) = status_of(response.headers()) {
+        return status;
+    }
+    let mut body = response.into_body();
+    while let Some(data) = body.data().await {
+        let data = data.expect("the answer's body");
+        let _ = body.flow_control().release_capacity(data.len());
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .expect("the answer's trailers")
+        .expect("trailers");
+    status_of(&trailers).expect("a grpc-status trailer")
+}
+
+/// One whole Export call over a new connection: `message` as it is.
+pub async fn grpc_export(
+    addr: std::net::SocketAddr,
+    message: &[u8],
+    headers: &[(&str, &str)],
+) -> (i32, String) {
+    let (mut send, _connection) = h2_connect(addr).await;
+    let (response, mut stream) = grpc_start(&mut send, addr, headers).await;
+    stream
+        .send_data(grpc_frame(message), true)
+        .expect("send the message");
+    grpc_status(response).await
 }

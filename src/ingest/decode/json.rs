@@ -1,0 +1,763 @@
+//! OTLP/JSON read by serde down to each resource, scope and span, which are kept
+//! as raw text (serde_json skips them without recursion, however deep) and then
+//! decoded one at a time, each within serde_json's own nesting limit.
+//!
+//! opentelemetry-proto's serde mapping reads what the OTLP specification asks for
+//! (hex trace and span IDs, integer enums, 64-bit integers as strings or numbers)
+//! but refuses two things the protobuf JSON mapping allows and protojson-based
+//! senders such as the Collector write: `null` for a default value, and an omitted
+//! field in the few messages its types give no serde default (`{"arrayValue": {}}`
+//! for an empty array, an entity ref without a schema URL). A part refused for any
+//! reason is read once more with those defaults written out; if it is still
+//! refused, the first error is the one reported.
+
+use std::fmt;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::schema::{self, Child, Kind};
+use super::{Estimate, Group, Malformed, Part, Rejected, ScanError};
+use crate::ingest::extract::InvalidSpan;
+
+/// What decoding `body` will take, without decoding anything.
+pub(super) fn estimate(body: &[u8], max_depth: usize) -> Result<Estimate, Malformed> {
+    let mut sink = EstimateSink {
+        max_depth,
+        ..EstimateSink::default()
+    };
+    walk(body, &mut sink)?;
+    sink.estimate.add(Some(schema::vector(
+        sink.resource_spans,
+        schema::RESOURCE_SPANS,
+    )));
+    // Spans are decoded one at a time: only one's transient memory is held at once.
+    sink.estimate.add(Some(sink.transient));
+    Ok(sink.estimate)
+}
+
+/// Decodes `body`, each span alone; see [`super::protobuf::decode`].
+pub(super) fn decode(
+    body: &[u8],
+    max_depth: usize,
+) -> Result<(ExportTraceServiceRequest, Rejected), Malformed> {
+    let mut sink = DecodeSink {
+        max_depth,
+        request: ExportTraceServiceRequest::default(),
+        rejected: Rejected::default(),
+        resource_spans: Group::default(),
+        scope_spans: Group::default(),
+    };
+    walk(body, &mut sink)?;
+    Ok((sink.request, sink.rejected))
+}
+
+/// What the walk finds, in document order.
+enum Event<'de> {
+    ResourceSpansStart,
+    Resource(&'de RawValue),
+    ResourceSpansEnd,
+    ScopeSpansStart,
+    Scope(&'de RawValue),
+    Span(&'de RawValue),
+    ScopeSpansEnd,
+    ResourceSchemaUrl(String),
+    ScopeSchemaUrl(String),
+}
+
+trait Sink<'de> {
+    fn event(&mut self, event: Event<'de>);
+}
+
+fn walk<'de>(body: &'de [u8], sink: &mut impl Sink<'de>) -> Result<(), Malformed> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    RequestSeed(sink)
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end())
+        .map_err(|error| Malformed(without_values(&error)))
+}
+
+#[derive(Default)]
+struct EstimateSink {
+    max_depth: usize,
+    estimate: Estimate,
+    resource_spans: usize,
+    scope_spans: usize,
+    spans: usize,
+    /// The most memory decoding one part holds only while it is decoded.
+    transient: usize,
+}
+
+impl EstimateSink {
+    fn part(&mut self, raw: &RawValue, kind: Kind) {
+        if raw.get() == "null" {
+            return;
+        }
+        match message_cost(raw.get(), kind, self.max_depth) {
+            Ok(cost) => {
+                self.estimate.add(Some(cost.kept));
+                self.transient = self.transient.max(cost.transient);
+            }
+            Err(_) => self.estimate.add(None),
+        }
+    }
+}
+
+impl<'de> Sink<'de> for EstimateSink {
+    fn event(&mut self, event: Event<'de>) {
+        match event {
+            Event::ResourceSpansStart => {
+                self.resource_spans += 1;
+                self.scope_spans = 0;
+            }
+            Event::Resource(raw) => self.part(raw, Kind::Resource),
+            Event::ResourceSpansEnd => self
+                .estimate
+                .add(Some(schema::vector(self.scope_spans, schema::SCOPE_SPANS))),
+            Event::ScopeSpansStart => {
+                self.scope_spans += 1;
+                self.spans = 0;
+            }
+            Event::Scope(raw) => self.part(raw, Kind::Scope),
+            Event::Span(raw) => {
+                self.spans += 1;
+                self.estimate.spans += 1;
+                self.part(raw, Kind::Span);
+            }
+            Event::ScopeSpansEnd => self
+                .estimate
+                .add(Some(schema::vector(self.spans, Kind::Span.size()))),
+            Event::ResourceSchemaUrl(url) | Event::ScopeSchemaUrl(url) => {
+                self.estimate.add(Some(schema::allocation(url.len())));
+            }
+        }
+    }
+}
+
+struct DecodeSink {
+    max_depth: usize,
+    request: ExportTraceServiceRequest,
+    rejected: Rejected,
+    resource_spans: Group<ResourceSpans, Resource>,
+    scope_spans: Group<ScopeSpans, InstrumentationScope>,
+}
+
+impl<'de> Sink<'de> for DecodeSink {
+    fn event(&mut self, event: Event<'de>) {
+        match event {
+            Event::ResourceSpansStart => self.resource_spans = Group::default(),
+            Event::Resource(raw) if raw.get() == "null" => {}
+            Event::Resource(raw) => {
+                self.resource_spans
+                    .header(one(raw, Kind::Resource, Part::Resource, self.max_depth))
+            }
+            Event::ResourceSpansEnd => {
+                let group = std::mem::take(&mut self.resource_spans);
+                let (resource_spans, _, rejected) =
+                    group.finish(|message, resource| message.resource = resource);
+                self.rejected.merge(rejected);
+                self.request
+                    .resource_spans
+                    .extend(resource_spans.filter(|r| !r.scope_spans.is_empty()));
+            }
+            Event::ScopeSpansStart => self.scope_spans = Group::default(),
+            Event::Scope(raw) if raw.get() == "null" => {}
+            Event::Scope(raw) => {
+                self.scope_spans
+                    .header(one(raw, Kind::Scope, Part::Scope, self.max_depth));
+            }
+            Event::Span(raw) => {
+                self.scope_spans.spans += 1;
+                match one::<Span>(raw, Kind::Span, Part::Span, self.max_depth) {
+                    Ok(span) => self.scope_spans.message.spans.push(span),
+                    Err(invalid) => self.scope_spans.rejected.add(1, invalid),
+                }
+            }
+            Event::ScopeSpansEnd => {
+                let group = std::mem::take(&mut self.scope_spans);
+                let (scope_spans, spans, rejected) =
+                    group.finish(|message, scope| message.scope = scope);
+                self.resource_spans.spans += spans;
+                self.resource_spans.rejected.merge(rejected);
+                if let Some(scope_spans) = scope_spans.filter(|s| !s.spans.is_empty()) {
+                    self.resource_spans.message.scope_spans.push(scope_spans);
+                }
+            }
+            Event::ResourceSchemaUrl(url) => self.resource_spans.message.schema_url = url,
+            Event::ScopeSchemaUrl(url) => self.scope_spans.message.schema_url = url,
+        }
+    }
+}
+
+/// Decodes one part after checking its depth.
+fn one<M: DeserializeOwned>(
+    raw: &RawValue,
+    kind: Kind,
+    part: Part,
+    max_depth: usize,
+) -> Result<M, InvalidSpan> {
+    message_cost(raw.get(), kind, max_depth).map_err(|error| error.invalid(part, max_depth))?;
+    message(raw.get()).map_err(|error| part.undecodable(without_values(&error)))
+}
+
+/// What is wrong with a refused part, without the value at fault: serde quotes
+/// it (`invalid type: string "ann@example.com", expected a boolean`), it may be a
+/// private attribute's, and the refusal is logged. Its kind, what was expected and
+/// where are kept.
+fn without_values(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    match unexpected_value(&message) {
+        Some((prefix, kind, rest)) => format!("{prefix}{kind}{rest}"),
+        None => message,
+    }
+}
+
+/// The prefix, the kind of the unexpected value (`string`, `integer`) and the rest
+/// of a serde "invalid type" or "invalid value" message.
+fn unexpected_value(message: &str) -> Option<(&'static str, &str, &str)> {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // The expectation comes from the types, never from the request, so the
+            // last one is the real one whatever the value holds.
+            let at = rest.rfind(", expected ")?;
+            let unexpected = &rest[..at];
+            let kind = unexpected
+                .split(['"', '`'])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            return Some((prefix, kind, &rest[at..]));
+        }
+    }
+    None
+}
+
+/// One message, read once more with defaults written out if refused (see the
+/// module's documentation).
+fn message<M: DeserializeOwned>(text: &str) -> Result<M, serde_json::Error> {
+    let error = match serde_json::from_str(text) {
+        Ok(message) => return Ok(message),
+        Err(error) => error,
+    };
+    let Ok(mut value) = serde_json::from_str::<Value>(text) else {
+        return Err(error);
+    };
+    write_defaults(&mut value, "");
+    serde_json::from_value(value).map_err(|_| error)
+}
+
+/// Drops `null` members and adds the members the generated types require, for the
+/// message `value` found under member `field` (every element of a repeated field
+/// is found under its name). Parts are checked for depth before they are read, and
+/// serde_json caps nesting at 128 levels, which bounds the recursion.
+fn write_defaults(value: &mut Value, field: &str) {
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                write_defaults(item, field);
+            }
+        }
+        Value::Object(members) => {
+            members.retain(|_, member| !member.is_null());
+            // Members that are required by the generated types, as strings and as arrays.
+            let (strings, arrays): (&[&str], &[&str]) = match field {
+                "arrayValue" | "kvlistValue" => (&[], &["values"]),
+                "entityRefs" => (&["schemaUrl", "type"], &["idKeys", "descriptionKeys"]),
+                _ => (&[], &[]),
+            };
+            for &name in strings {
+                members
+                    .entry(name)
+                    .or_insert_with(|| Value::String(String::new()));
+            }
+            for &name in arrays {
+                members
+                    .entry(name)
+                    .or_insert_with(|| Value::Array(Vec::new()));
+            }
+            for (name, member) in members.iter_mut() {
+                write_defaults(member, name);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What decoding one JSON part takes: kept in the decoded message, and held only
+/// while it is decoded (serde buffers each attribute value whole before reading it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct JsonCost {
+    kept: usize,
+    transient: usize,
+}
+
+/// Deepest JSON nesting read in one part, as serde_json reads it.
+const MAX_JSON_NESTING: usize = 128;
+/// What serde holds per value buffered: the value and its place in a list or map.
+const BUFFERED_VALUE: usize = 64;
+
+/// What a value found in a JSON part holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// A message of this kind.
+    Message(Kind),
+    /// A vector of these messages.
+    Messages(Kind),
+    /// A vector of strings.
+    Strings,
+    /// A field of a message that holds no message: strings take memory.
+    Field,
+    /// A member no message reads.
+    Ignored,
+}
+
+impl Slot {
+    fn of(child: Child) -> Self {
+        match child {
+            Child::Message(kind) => Slot::Message(kind),
+            Child::Messages(kind) => Slot::Messages(kind),
+            Child::Strings => Slot::Strings,
+        }
+    }
+
+    /// What each element of an array in this slot holds.
+    fn element(self) -> Slot {
+        match self {
+            Slot::Messages(kind) => Slot::Message(kind),
+            Slot::Strings => Slot::Field,
+            _ => Slot::Ignored,
+        }
+    }
+
+    /// Bytes one element of an array in this slot takes in its vector.
+    fn element_size(self) -> usize {
+        match self {
+            Slot::Messages(kind) => kind.size(),
+            Slot::Strings => schema::STRING,
+            _ => 0,
+        }
+    }
+}
+
+enum Frame {
+    Object {
+        kind: Option<Kind>,
+        /// What the value after the current key holds.
+        next: Slot,
+        in_attribute: bool,
+    },
+    Array {
+        slot: Slot,
+        count: usize,
+        in_attribute: bool,
+    },
+}
+
+/// The memory that decoding `text` (one JSON value, already checked as JSON by
+/// serde_json) as a `kind` takes, or why it will not be decoded.
+fn message_cost(text: &str, kind: Kind, max_depth: usize) -> Result<JsonCost, ScanError> {
+    let bytes = text.as_bytes();
+    let mut cost = JsonCost::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut depth = 0;
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte.is_ascii_whitespace() || byte == b',' || byte == b':' {
+            if byte == b',' {
+                expect_key = matches!(stack.last(), Some(Frame::Object { .. }));
+            }
+            i += 1;
+            continue;
+        }
+        if expect_key && byte == b'"' {
+            let (key, end) = string_at(bytes, i);
+            i = end;
+            expect_key = false;
+            if let Some(Frame::Object { kind, next, .. }) = stack.last_mut() {
+                let name = unescaped(key);
+                *next = match kind.and_then(|k| k.json_field(&name)) {
+                    Some(child) => Slot::of(child),
+                    None if kind.is_some() => Slot::Field,
+                    None => Slot::Ignored,
+                };
+            }
+            continue;
+        }
+        if let Some(Frame::Array { count, .. }) = stack.last_mut()
+            && !matches!(byte, b'}' | b']')
+        {
+            *count += 1;
+        }
+        let (slot, in_attribute) = match stack.last() {
+            None => (Slot::Message(kind), false),
+            Some(Frame::Object {
+                next, in_attribute, ..
+            }) => (*next, *in_attribute),
+            Some(Frame::Array {
+                slot, in_attribute, ..
+            }) => (slot.element(), *in_attribute),
+        };
+        match byte {
+            b'{' | b'[' => {
+                if stack.len() >= MAX_JSON_NESTING {
+                    return Err(ScanError::TooDeep);
+                }
+                if in_attribute {
+                    cost.transient = cost.transient.saturating_add(BUFFERED_VALUE);
+                }
+                if byte == b'{' {
+                    let kind = match slot {
+                        Slot::Message(kind) => Some(kind),
+                        _ => None,
+                    };
+                    if kind == Some(Kind::AnyValue) {
+                        depth += 1;
+                        if depth > max_depth {
+                            return Err(ScanError::TooDeep);
+                        }
+                    }
+                    stack.push(Frame::Object {
+                        kind,
+                        next: Slot::Ignored,
+                        in_attribute: in_attribute || kind == Some(Kind::AnyValue),
+                    });
+                    expect_key = true;
+                } else {
+                    stack.push(Frame::Array {
+                        slot,
+                        count: 0,
+                        in_attribute,
+                    });
+                }
+                i += 1;
+                continue;
+            }
+            b'}' | b']' => {
+                match stack.pop() {
+                    Some(Frame::Object {
+                        kind: Some(Kind::AnyValue),
+                        ..
+                    }) => depth -= 1,
+                    Some(Frame::Array { slot, count, .. }) => {
+                        cost.kept = cost
+                            .kept
+                            .saturating_add(schema::vector(count, slot.element_size()));
+                    }
+                    _ => {}
+                }
+                expect_key = false;
+                i += 1;
+            }
+            b'"' => {
+                let (string, end) = string_at(bytes, i);
+                i = end;
+                let held = schema::allocation(string.len());
+                if slot != Slot::Ignored {
+                    cost.kept = cost.kept.saturating_add(held);
+                }
+                if in_attribute {
+                    cost.transient = cost
+                        .transient
+                        .saturating_add(BUFFERED_VALUE.saturating_add(held));
+                }
+            }
+            _ => {
+                // A number or a literal.
+                while i < bytes.len()
+                    && !matches!(bytes[i], b',' | b'}' | b']')
+                    && !bytes[i].is_ascii_whitespace()
+                {
+                    i += 1;
+                }
+                if in_attribute {
+                    cost.transient = cost.transient.saturating_add(BUFFERED_VALUE);
+                }
+            }
+        }
+    }
+    Ok(cost)
+}
+
+/// The raw content of the string starting at `start` (its opening quote), and
+/// the index after its closing quote.
+fn string_at(bytes: &[u8], start: usize) -> (&[u8], usize) {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return (&bytes[start + 1..i], i + 1),
+            _ => i += 1,
+        }
+    }
+    (&bytes[(start + 1).min(bytes.len())..], bytes.len())
+}
+
+/// A key as serde reads it, escapes resolved.
+fn unescaped(raw: &[u8]) -> std::borrow::Cow<'_, str> {
+    if !raw.contains(&b'\\') {
+        return String::from_utf8_lossy(raw);
+    }
+    let quoted = [b"\"", raw, b"\""].concat();
+    serde_json::from_slice::<String>(&quoted)
+        .map(std::borrow::Cow::Owned)
+        .unwrap_or_default()
+}
+
+/// The names of the request's skeleton, as OTLP/JSON writes them.
+enum Key {
+    ResourceSpans,
+    Resource,
+    ScopeSpans,
+    Scope,
+    Spans,
+    SchemaUrl,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+                Ok(match name {
+                    "resourceSpans" => Key::ResourceSpans,
+                    "resource" => Key::Resource,
+                    "scopeSpans" => Key::ScopeSpans,
+                    "scope" => Key::Scope,
+                    "spans" => Key::Spans,
+                    "schemaUrl" => Key::SchemaUrl,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// Which level of the skeleton a seed reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Request,
+    ResourceSpans,
+    ScopeSpans,
+}
+
+/// Reads the request object.
+struct RequestSeed<'s, S>(&'s mut S);
+
+impl<'de, S: Sink<'de>> DeserializeSeed<'de> for RequestSeed<'_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(ObjectVisitor {
+            sink: self.0,
+            level: Level::Request,
+        })
+    }
+}
+
+/// Reads one object of the skeleton at `level`.
+struct ObjectVisitor<'s, S> {
+    sink: &'s mut S,
+    level: Level,
+}
+
+impl<'de, S: Sink<'de>> Visitor<'de> for ObjectVisitor<'_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            match (self.level, key) {
+                (Level::Request, Key::ResourceSpans) => map.next_value_seed(ListSeed {
+                    sink: &mut *self.sink,
+                    level: Level::ResourceSpans,
+                })?,
+                (Level::ResourceSpans, Key::Resource) => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    self.sink.event(Event::Resource(raw));
+                }
+                (Level::ResourceSpans, Key::ScopeSpans) => map.next_value_seed(ListSeed {
+                    sink: &mut *self.sink,
+                    level: Level::ScopeSpans,
+                })?,
+                (Level::ScopeSpans, Key::Scope) => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    self.sink.event(Event::Scope(raw));
+                }
+                (Level::ScopeSpans, Key::Spans) => {
+                    map.next_value_seed(SpansSeed(&mut *self.sink))?
+                }
+                (Level::ResourceSpans, Key::SchemaUrl) => {
+                    if let Some(url) = map.next_value::<Option<String>>()? {
+                        self.sink.event(Event::ResourceSchemaUrl(url));
+                    }
+                }
+                (Level::ScopeSpans, Key::SchemaUrl) => {
+                    if let Some(url) = map.next_value::<Option<String>>()? {
+                        self.sink.event(Event::ScopeSchemaUrl(url));
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a list (or `null`) of skeleton objects at `level`.
+struct ListSeed<'s, S> {
+    sink: &'s mut S,
+    level: Level,
+}
+
+impl<'de, S: Sink<'de>> DeserializeSeed<'de> for ListSeed<'_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de, S: Sink<'de>> Visitor<'de> for ListSeed<'_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(ObjectSeed {
+                sink: &mut *self.sink,
+                level: self.level,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+/// One skeleton object (or `null`), telling the sink where it starts and ends.
+struct ObjectSeed<'s, S> {
+    sink: &'s mut S,
+    level: Level,
+}
+
+impl<'de, S: Sink<'de>> DeserializeSeed<'de> for ObjectSeed<'_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de, S: Sink<'de>> Visitor<'de> for ObjectSeed<'_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        let (start, end) = match self.level {
+            Level::ScopeSpans => (Event::ScopeSpansStart, Event::ScopeSpansEnd),
+            _ => (Event::ResourceSpansStart, Event::ResourceSpansEnd),
+        };
+        self.sink.event(start);
+        deserializer.deserialize_map(ObjectVisitor {
+            sink: &mut *self.sink,
+            level: self.level,
+        })?;
+        self.sink.event(end);
+        Ok(())
+    }
+}
+
+/// A list (or `null`) of spans, each kept as raw text.
+struct SpansSeed<'s, S>(&'s mut S);
+
+impl<'de, S: Sink<'de>> DeserializeSeed<'de> for SpansSeed<'_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de, S: Sink<'de>> Visitor<'de> for SpansSeed<'_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of spans")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            self.0.event(Event::Span(raw));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod value_free_tests {
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+    use super::*;
+
+    #[test]
+    fn refusals_do_not_quote_the_values_at_fault() {
+        for (value, kind) in [
+            (r#"{"boolValue": "secret-a, expected x"}"#, "string"),
+            (r#"{"boolValue": 12345678}"#, "integer"),
+            (r#"{"doubleValue": "secret-b"}"#, "string"),
+            (r#"{"stringValue": 1.25}"#, "floating point"),
+            (r#"{"stringValue": true}"#, "boolean"),
+        ] {
+            let text = format!("{{\n\"key\": \"email\",\n\"value\": {value}\n}}");
+            let error = message::<KeyValue>(&text).unwrap_err();
+            let told = without_values(&error);
+            for secret in ["secret-a", "secret-b", "12345678", "1.25", "true"] {
+                assert!(!told.contains(secret), "{told}");
+            }
+            assert!(
+                told.starts_with(&format!("invalid type: {kind}, expected")),
+                "{told}"
+            );
+            assert!(told.contains("at line 3 column"), "{told}");
+        }
+    }
+}
