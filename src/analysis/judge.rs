@@ -210,17 +210,46 @@ impl Rate {
         p.max(0.5 / self.n).min(1.0 - 0.5 / self.n).clamp(0.0, 1.0)
     }
 
-    /// Variance of the estimated rate were the true rate `p_at`: the binomial one,
-    /// or the one between unit groups when it is larger (spans of a unit are not
-    /// independent), with its degrees of freedom then.
+    /// Variance of the estimated rate were the true rate `p_at`, and its degrees of
+    /// freedom when it comes from unit groups (see [`unit_variance`]).
     fn variance(&self, p_at: f64) -> (f64, Option<f64>) {
         let p_at = self.floor(p_at);
-        let binomial = p_at * (1.0 - p_at) / self.n;
-        match (self.groups, self.unit_variance) {
-            (0, _) => (binomial, None),
-            (1, _) | (_, None) => (binomial, Some(0.0)),
-            (g, Some(v)) if v > binomial => (v, Some(f64::from(g - 1))),
-            _ => (binomial, None),
+        unit_variance(
+            p_at * (1.0 - p_at) / self.n,
+            self.unit_variance,
+            self.groups,
+        )
+    }
+}
+
+/// Below this many unit groups with spans, spans are always treated as clustered:
+/// too few units to tell chance from a unit's own health.
+const FEW_GROUPS: u32 = 32;
+
+/// The variance of a statistic from the one it would have were spans independent
+/// and the one measured between unit groups (`groups` of them; 0 when spans carry
+/// no unit), with the degrees of freedom of the estimate when it is the latter.
+///
+/// With few groups the larger of the two counts, known to few degrees of freedom
+/// (one group alone: to none, so no check can fail on it). With many, the measured
+/// one counts only by what it exceeds chance by: between-group variance scatters
+/// around the independent one with a relative spread of `sqrt(2/df)`, and taking
+/// the larger of two noisy estimates at every look would cost power for nothing
+/// when spans are independent.
+fn unit_variance(independent: f64, between: Option<f64>, groups: u32) -> (f64, Option<f64>) {
+    match (groups, between) {
+        (0, _) => (independent, None),
+        (1, _) | (_, None) => (independent, Some(0.0)),
+        (g, Some(v)) if g < FEW_GROUPS => (v.max(independent), Some(f64::from(g - 1))),
+        (g, Some(v)) => {
+            let df = f64::from(g - 1);
+            let noise = 2.0 * (2.0 / df).sqrt();
+            let ratio = v / independent;
+            if ratio > 1.0 + noise {
+                (independent * (ratio - noise), Some(df))
+            } else {
+                (independent, None)
+            }
         }
     }
 }
@@ -403,16 +432,13 @@ fn rate_over_steps(steps: &[StepRates], p0: f64, boundary: Boundary) -> Option<T
 }
 
 /// How much wider the spread of a latency statistic is than if every span were
-/// independent, from the spread of mean log-latency between unit groups; and the
-/// degrees of freedom when that spread is the larger.
+/// independent, from the spread of mean log-latency between unit groups (see
+/// [`unit_variance`]); and the degrees of freedom of that estimate.
 fn latency_design_effect(arm: &ArmWindow) -> (f64, Option<f64>) {
     if !arm.grouped_by_unit || arm.samples < 2 {
         return (1.0, None);
     }
     let used: Vec<_> = arm.groups.iter().filter(|g| g.spans > 0).collect();
-    if used.len() < 2 {
-        return (1.0, Some(0.0));
-    }
     let n = arm.samples as f64;
     let mean = used.iter().map(|g| g.log_latency_sum()).sum::<f64>() / n;
     let within = (arm.log_latency_square_sum() - n * mean * mean).max(0.0) / (n - 1.0);
@@ -420,19 +446,106 @@ fn latency_design_effect(arm: &ArmWindow) -> (f64, Option<f64>) {
         return (1.0, None);
     }
     let g = used.len() as f64;
-    let between = g / (g - 1.0)
-        * used
-            .iter()
-            .map(|group| (group.log_latency_sum() - mean * group.spans as f64).powi(2))
-            .sum::<f64>()
-        / (n * n);
-    let effect = between / (within / n);
-    if effect > 1.0 {
-        (effect, Some(g - 1.0))
-    } else {
-        (1.0, None)
+    let between = (used.len() >= 2).then(|| {
+        g / (g - 1.0)
+            * used
+                .iter()
+                .map(|group| (group.log_latency_sum() - mean * group.spans as f64).powi(2))
+                .sum::<f64>()
+            / (n * n)
+    });
+    let independent = within / n;
+    let (variance, df) = unit_variance(independent, between, used.len() as u32);
+    (variance / independent, df)
+}
+
+/// The p99 comparison of `maxLatencyIncrease` as one two-sample statistic: the
+/// share of the candidate's spans slower than `(1 + m)` times the baseline's p99,
+/// against the 1% it would be were the candidate's p99 exactly `(1 + m)` times the
+/// baseline's. By the delta method its variance there is `0.99 · 0.01 · (1/n_c +
+/// 1/n_b)`: the candidate's binomial share, plus the baseline p99's own error
+/// carried through the candidate's density (equal to the baseline's, scaled, at
+/// that boundary). Rejecting "ratio ≤ m" at every m, and "ratio ≥ m" from below,
+/// gives the interval; both come from the same boundary as the decision.
+struct TailComparison<'w> {
+    candidate: &'w LatencySketch,
+    /// The baseline's p99 in nanoseconds, rounded up to its bucket's edge.
+    baseline_p99_ns: f64,
+    /// Variance of the share under the boundary hypothesis.
+    variance: f64,
+    boundary: f64,
+}
+
+impl<'w> TailComparison<'w> {
+    fn new(window: &'w Window, boundary: Boundary) -> Option<Self> {
+        let (c, b) = (&window.candidate, &window.baseline);
+        let (n_c, n_b) = (c.latency.count(), b.latency.count());
+        if n_c == 0 || n_b == 0 {
+            return None;
+        }
+        let rank = ((n_b as f64 * INCREASE_QUANTILE).ceil() as u64).clamp(1, n_b);
+        let (_, baseline_p99_ns) = b.latency.rank_bounds_ns(rank)?;
+        let (effect_c, df_c) = latency_design_effect(c);
+        let (effect_b, df_b) = latency_design_effect(b);
+        let q = INCREASE_QUANTILE;
+        let spread = effect_c / n_c as f64 + effect_b / n_b as f64;
+        let variance = q * (1.0 - q) * spread;
+        let jump = 1.0 / (n_c as f64 * variance.sqrt());
+        Some(Self {
+            candidate: &c.latency,
+            baseline_p99_ns,
+            variance,
+            boundary: boundary.z(1.0 / spread, jump, fewer(df_c, df_b)),
+        })
+    }
+
+    /// The statistic for "the candidate's p99 is at most (1 + m) times the baseline's".
+    fn z(&self, m: f64) -> f64 {
+        let threshold = (1.0 + m) * self.baseline_p99_ns.max(LATENCY_FLOOR_MS * 1e6);
+        let share = self.candidate.count_above_ns(threshold) as f64 / self.candidate.count() as f64;
+        (share - (1.0 - INCREASE_QUANTILE)) / self.variance.sqrt()
+    }
+
+    /// The largest m the spans show the ratio exceeds (−100% when none).
+    fn lower(&self) -> f64 {
+        self.search(|m| self.z(m) >= self.boundary).unwrap_or(-1.0)
+    }
+
+    /// The smallest m the spans show the ratio stays under (∞ when none): where
+    /// "ratio ≥ m" starts being rejected.
+    fn upper(&self) -> f64 {
+        match self.search(|m| self.z(m) > -self.boundary) {
+            None => -1.0,
+            Some(m) if m >= MAX_RATIO => f64::INFINITY,
+            Some(m) => m,
+        }
+    }
+
+    /// The largest m in (−1, MAX_RATIO] where `holds` (true below some point,
+    /// false above it), to a thousandth.
+    fn search(&self, holds: impl Fn(f64) -> bool) -> Option<f64> {
+        let (mut low, mut high) = (-0.999, MAX_RATIO);
+        if !holds(low) {
+            return None;
+        }
+        if holds(high) {
+            return Some(high);
+        }
+        while high - low > 1e-3 {
+            let mid = (low + high) / 2.0;
+            if holds(mid) {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        Some(low)
     }
 }
+
+/// The largest relative increase the interval of `maxLatencyIncrease` reaches to
+/// (+10,000%): beyond it the interval is open.
+const MAX_RATIO: f64 = 100.0;
 
 /// An anytime-valid confidence interval for the `q` quantile of an arm, in
 /// milliseconds: the sketch's bucket edges around the ranks the boundary allows.
@@ -574,7 +687,7 @@ fn run_checks(
         })
         .collect();
     all_steps.push(current);
-    let step_boundary = Boundary::new(spending.error_step(), planned);
+    let step_boundary = Boundary::new(spending.error_step(input.weight), planned);
     let rollout_boundary = Boundary::new(
         spending.error_rollout(),
         planned * f64::from(spending.judged_steps),
@@ -598,7 +711,7 @@ fn run_checks(
                 unit: EvidenceUnit::Fraction,
                 threshold: max,
                 threshold_text: percent(max),
-                alpha: spending.error_step(),
+                alpha: spending.error_step(input.weight),
             },
             step,
             |t| format!("error rate of {c} {}", interval(EvidenceUnit::Fraction, t)),
@@ -641,7 +754,7 @@ fn run_checks(
                 unit: EvidenceUnit::Fraction,
                 threshold: max,
                 threshold_text: points(max),
-                alpha: spending.error_step(),
+                alpha: spending.error_step(input.weight),
             },
             difference_over_steps(std::slice::from_ref(&current), max, step_boundary),
             |t| describe(t, ""),
@@ -661,7 +774,7 @@ fn run_checks(
             ));
         }
     }
-    let latency_boundary = Boundary::new(spending.latency_step(), planned);
+    let latency_boundary = Boundary::new(spending.latency_step(input.weight), planned);
     let candidate_design = latency_design_effect(&window.candidate);
     if let Some(limits) = &analysis.max_latency_ms {
         for (quantile_name, q, max_ms) in limits.iter() {
@@ -684,7 +797,7 @@ fn run_checks(
                     unit: EvidenceUnit::Milliseconds,
                     threshold: max_ms,
                     threshold_text: milliseconds(max_ms),
-                    alpha: spending.latency_step(),
+                    alpha: spending.latency_step(input.weight),
                 },
                 tested,
                 |t| {
@@ -697,48 +810,17 @@ fn run_checks(
         }
     }
     if let Some(max) = analysis.max_latency_increase {
-        // Half the budget bounds the baseline's p99 from above, half the candidate's
-        // from below: the check fails only when both bounds are certain.
-        let half = Boundary::new(spending.latency_step() / 2.0, planned);
-        let baseline_design = latency_design_effect(&window.baseline);
-        let tested = match (
-            quantile_interval(
-                &window.candidate.latency,
-                INCREASE_QUANTILE,
-                candidate_design,
-                half,
-            ),
-            quantile_interval(
-                &window.baseline.latency,
-                INCREASE_QUANTILE,
-                baseline_design,
-                half,
-            ),
-            baseline.latency_ms.p99,
-            candidate.latency_ms.p99,
-        ) {
-            (Some((c_low, c_high)), Some((b_low, b_high)), Some(b_ms), Some(c_ms)) => {
-                let ratio = |num: f64, den: f64| {
-                    num.max(LATENCY_FLOOR_MS) / den.max(LATENCY_FLOOR_MS) - 1.0
-                };
-                let lower = b_high.map_or(-1.0, |b_high| ratio(c_low, b_high));
-                let upper = match c_high {
-                    Some(c_high) if b_low > 0.0 => ratio(c_high, b_low),
-                    _ => f64::INFINITY,
-                };
-                Some(Tested {
-                    estimate: ratio(c_ms, b_ms),
-                    lower,
-                    upper,
-                    fail: lower > max,
-                })
-            }
-            _ => None,
-        };
+        let comparison = TailComparison::new(window, latency_boundary);
         let (b_ms, c_ms) = (
             baseline.latency_ms.p99.unwrap_or(0.0),
             candidate.latency_ms.p99.unwrap_or(0.0),
         );
+        let tested = comparison.map(|comparison| Tested {
+            estimate: c_ms.max(LATENCY_FLOOR_MS) / b_ms.max(LATENCY_FLOOR_MS) - 1.0,
+            lower: comparison.lower(),
+            upper: comparison.upper(),
+            fail: comparison.z(max) >= comparison.boundary,
+        });
         checks.push(context.evidence(
             Check {
                 name: "maxLatencyIncrease".to_string(),
@@ -746,7 +828,7 @@ fn run_checks(
                 unit: EvidenceUnit::Relative,
                 threshold: max,
                 threshold_text: format!("{:.0}%", max * 100.0),
-                alpha: spending.latency_step(),
+                alpha: spending.latency_step(input.weight),
             },
             tested,
             |t| {
@@ -1315,8 +1397,8 @@ mod tests {
                     ..ArmEvidence::default()
                 },
                 candidate: ArmEvidence {
-                    samples: 500,
-                    errors: 20,
+                    samples: 2_000,
+                    errors: 80,
                     ..ArmEvidence::default()
                 },
             })
@@ -1351,20 +1433,23 @@ mod tests {
             }),
             ..analysis(100)
         };
-        let verdict = run(
-            &spec,
-            &window(spans(1_000, 10, 40), spans(1_000, 10, 40)),
-            25.0,
-        );
-        let judged_steps = 4.0;
-        let spent: f64 = verdict
-            .checks
-            .iter()
-            .map(|c| match c.scope {
-                CheckScope::Step => c.alpha * judged_steps,
-                CheckScope::Rollout => c.alpha,
-            })
-            .sum();
+        let mut spent = 0.0;
+        for weight in [1.0, 5.0, 25.0, 50.0] {
+            let verdict = run(
+                &spec,
+                &window(spans(1_000, 10, 40), spans(1_000, 10, 40)),
+                weight,
+            );
+            spent += verdict
+                .checks
+                .iter()
+                .map(|c| match c.scope {
+                    CheckScope::Step => c.alpha,
+                    // One test runs through every step: its budget counts once.
+                    CheckScope::Rollout => c.alpha / 4.0,
+                })
+                .sum::<f64>();
+        }
         assert!((spent - 0.01).abs() < 1e-12, "{spent}");
     }
 

@@ -3,18 +3,23 @@
 //! restart spends it the same way.
 //!
 //! The budget is split evenly between the checks that are set. Each error-rate
-//! check spends half of its share on the rollout scope (every step's spans so
-//! far, weighed step by step: one anytime-valid test that runs for the whole
-//! rollout) and half on the step scope, split evenly between the steps that are
-//! judged (those below 100%); a latency check spends all of its share on the step
-//! scope. By the union bound, the chance that any check ever alarms on any step
-//! while every tolerance holds is at most the budget.
+//! check spends a quarter of its share on the rollout scope (every step's spans
+//! so far, weighed step by step: one anytime-valid test that runs for the whole
+//! rollout, which catches a bad variant early) and the rest on the step scope; a
+//! latency check spends all of its share on the step scope. A step's part of the
+//! step scope is in proportion to its weight: higher steps hold more spans, and a
+//! regression that shows only under load shows there. By the union bound, the
+//! chance that any check ever alarms on any step while every tolerance holds is at
+//! most the budget.
 
 use crate::api::AnalysisSpec;
 
 /// Effective samples at which a step's boundaries are tightest, as a multiple of
 /// `minSamples`: decisions that matter are made after a step has its minimum.
-pub const PLANNED_SAMPLES_PER_MIN_SAMPLE: f64 = 4.0;
+pub const PLANNED_SAMPLES_PER_MIN_SAMPLE: f64 = 10.0;
+
+/// The part of an error-rate check's budget spent on the rollout scope.
+const ROLLOUT_SHARE: f64 = 0.25;
 
 /// The error budget of every check of one rollout.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,6 +30,8 @@ pub struct Spending {
     pub checks: u32,
     /// Steps below 100%: the ones that are judged.
     pub judged_steps: u32,
+    /// Sum of the weights of the judged steps.
+    judged_weight: f64,
 }
 
 impl Spending {
@@ -38,10 +45,12 @@ impl Spending {
             + u32::from(analysis.max_error_rate_increase.is_some())
             + u32::from(analysis.max_latency_increase.is_some())
             + latency_quantiles;
+        let judged: Vec<f64> = steps.iter().copied().filter(|&w| w < 100.0).collect();
         Self {
             total: (1.0 - analysis.confidence).clamp(1e-9, 0.5),
             checks,
-            judged_steps: steps.iter().filter(|&&w| w < 100.0).count().max(1) as u32,
+            judged_steps: judged.len().max(1) as u32,
+            judged_weight: judged.iter().sum(),
         }
     }
 
@@ -55,20 +64,33 @@ impl Spending {
         self.judged_steps > 1
     }
 
-    /// The budget of an error-rate check on one step's spans.
-    pub fn error_step(&self) -> f64 {
-        let share = if self.accumulates() { 0.5 } else { 1.0 };
-        self.per_check() * share / f64::from(self.judged_steps)
+    /// The part of the step scope a step at `weight` percent gets.
+    fn step_share(&self, weight: f64) -> f64 {
+        if self.judged_weight > 0.0 && weight < 100.0 {
+            (weight / self.judged_weight).min(1.0)
+        } else {
+            1.0 / f64::from(self.judged_steps)
+        }
+    }
+
+    /// The budget of an error-rate check on the spans of a step at `weight` percent.
+    pub fn error_step(&self, weight: f64) -> f64 {
+        let share = if self.accumulates() {
+            1.0 - ROLLOUT_SHARE
+        } else {
+            1.0
+        };
+        self.per_check() * share * self.step_share(weight)
     }
 
     /// The budget of an error-rate check on every step's spans, for the whole rollout.
     pub fn error_rollout(&self) -> f64 {
-        self.per_check() * 0.5
+        self.per_check() * ROLLOUT_SHARE
     }
 
-    /// The budget of a latency check on one step's spans.
-    pub fn latency_step(&self) -> f64 {
-        self.per_check() / f64::from(self.judged_steps)
+    /// The budget of a latency check on the spans of a step at `weight` percent.
+    pub fn latency_step(&self, weight: f64) -> f64 {
+        self.per_check() * self.step_share(weight)
     }
 }
 
@@ -95,18 +117,23 @@ mod tests {
         let steps = [1.0, 5.0, 25.0, 50.0, 100.0];
         let spending = Spending::of(&analysis(), &steps);
         assert_eq!((spending.checks, spending.judged_steps), (4, 4));
-        let judged = f64::from(spending.judged_steps);
-        let spent = 2.0 * (spending.error_rollout() + judged * spending.error_step())
-            + 2.0 * judged * spending.latency_step();
+        let judged = &steps[..4];
+        let spent = 2.0 * spending.error_rollout()
+            + judged
+                .iter()
+                .map(|&w| 2.0 * spending.error_step(w) + 2.0 * spending.latency_step(w))
+                .sum::<f64>();
         assert!((spent - 0.01).abs() < 1e-15, "{spent}");
+        // Higher steps get more of it.
+        assert!(spending.latency_step(50.0) > 9.0 * spending.latency_step(5.0));
     }
 
     #[test]
     fn one_judged_step_spends_it_all_on_the_step() {
         let spending = Spending::of(&analysis(), &[10.0, 100.0]);
         assert!(!spending.accumulates());
-        assert!((spending.error_step() - 0.0025).abs() < 1e-15);
-        assert!((spending.latency_step() - 0.0025).abs() < 1e-15);
+        assert!((spending.error_step(10.0) - 0.0025).abs() < 1e-15);
+        assert!((spending.latency_step(10.0) - 0.0025).abs() < 1e-15);
     }
 
     #[test]
