@@ -318,8 +318,9 @@ fn other_spec_changes_keep_the_step() {
     let mut spec = spec();
     let pass = verdict(VerdictOutcome::Pass);
     let s = step(&spec, &started(&spec), Some(&pass), at(30)).status;
+    assert_eq!((s.current_step, s.weight), (Some(1), 5.0));
     spec.analysis.max_error_rate = Some(0.1);
-    spec.steps = vec![2.0, 10.0, 50.0];
+    spec.steps = vec![2.0, 5.0, 50.0];
     let d = decide(Input {
         spec: &spec,
         generation: Some(2),
@@ -328,14 +329,55 @@ fn other_spec_changes_keep_the_step() {
         now: at(31),
         request: None,
     });
-    assert_eq!((d.status.current_step, d.status.weight), (Some(1), 10.0));
+    assert_eq!((d.status.current_step, d.status.weight), (Some(1), 5.0));
     assert!(d.actions.is_empty());
     assert_eq!(condition(&d.status, "Ready").observed_generation, Some(2));
 
-    // Fewer steps than the current index: clamp to the last one.
-    spec.steps = vec![3.0];
+    // The same weight at another index: followed there, the dwell kept.
+    spec.steps = vec![5.0, 100.0];
     let d = step(&spec, &s, None, at(32));
-    assert_eq!((d.status.current_step, d.status.weight), (Some(0), 3.0));
+    assert_eq!((d.status.current_step, d.status.weight), (Some(0), 5.0));
+    assert_eq!(d.status.step_started_at, s.step_started_at);
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn edited_steps_land_at_or_below_the_weight_and_need_a_pass_to_go_on() {
+    let mut spec = spec();
+    let pass = verdict(VerdictOutcome::Pass);
+    let s = step(&spec, &started(&spec), Some(&pass), at(30)).status;
+    let s = step(&spec, &s, Some(&pass), at(60)).status;
+    assert_eq!((s.current_step, s.weight), (Some(2), 25.0));
+    for (steps, landing) in [
+        (vec![10.0, 100.0], (0, 10.0)),
+        (vec![10.0, 25.0, 100.0], (1, 25.0)),
+        (vec![5.0, 100.0], (0, 5.0)),
+        (vec![2.0, 10.0, 50.0], (1, 10.0)),
+        // Every new step above the weight: the first step, as a new rollout starts.
+        (vec![50.0, 100.0], (0, 50.0)),
+    ] {
+        spec.steps = steps.clone();
+        let edited = step(&spec, &s, None, at(61));
+        let d = &edited.status;
+        assert_eq!(
+            (d.current_step, d.weight),
+            (Some(landing.0), landing.1),
+            "{steps:?}"
+        );
+        assert_eq!(d.phase, Phase::Progressing, "{steps:?}");
+        // With no spans there is no Pass, so the edit alone never promotes.
+        let later = step(&spec, d, None, at(600));
+        assert_eq!(later.status.weight, landing.1, "{steps:?}");
+        assert_eq!(later.status.phase, Phase::Progressing, "{steps:?}");
+        if landing.1 != 25.0 {
+            assert_eq!(reasons(&edited), ["StepsChanged"], "{steps:?}");
+            assert_eq!(
+                d.step_started_at.as_ref().map(|t| t.0),
+                Some(at(61)),
+                "{steps:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -287,7 +287,11 @@ fn follow(
                 );
                 return;
             };
-            let index = index.min(plan.last_step());
+            let index = if plan.steps.get(index as usize) == Some(&next.weight) {
+                index
+            } else {
+                step_at_most(plan, next.weight)
+            };
             // Dwell starts again: the time spent paused says nothing about health.
             next.step_started_at = Some(MicroTime(input.now));
             let weight = plan.steps[index as usize];
@@ -331,9 +335,23 @@ fn follow(
         _ => {}
     }
 
-    // Progressing. The steps may have been edited: stay at the same index, clamped.
-    let index = next.current_step.unwrap_or(0).min(plan.last_step());
-    next.current_step = Some(index);
+    // Progressing. When the steps were edited, the rollout never goes up without a
+    // Pass: it lands on the highest new step at most its weight and dwells there anew.
+    let index = next.current_step.unwrap_or(0);
+    if plan.steps.get(index as usize) != Some(&next.weight) {
+        let landing = step_at_most(plan, next.weight);
+        if plan.steps[landing as usize] == next.weight {
+            next.current_step = Some(landing);
+        } else {
+            let why = format!(
+                "steps edited while at {}%: back to the highest step at most that",
+                next.weight
+            );
+            enter_step(next, actions, plan, input.now, landing, "StepsChanged", why);
+            return;
+        }
+    }
+    let index = next.current_step.unwrap_or(0);
     let weight = plan.steps[index as usize];
     if weight >= 100.0 {
         enter_step(
@@ -509,6 +527,15 @@ fn carry_out(
 }
 
 /// Starts the analysis window of a new step: a new epoch, and the dwell from now.
+/// The highest step whose weight is at most `weight`; the first step when every
+/// step is above it.
+fn step_at_most(plan: &Plan, weight: f64) -> u32 {
+    plan.steps
+        .iter()
+        .rposition(|&w| w <= weight)
+        .map_or(0, |i| i as u32)
+}
+
 fn restart_window(next: &mut FeatureRolloutStatus, actions: &mut Vec<Action>, now: Timestamp) {
     next.epoch += 1;
     next.step_started_at = Some(MicroTime(now));
