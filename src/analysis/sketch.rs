@@ -95,12 +95,8 @@ impl LatencySketch {
         }
         // Bucket i holds (γ^(i−1), γ^i]; it is certainly above when γ^(i−1) ≥ threshold.
         let first = (threshold_ns.ln() / gamma().ln()).ceil() as i64 + 1;
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i64::from(self.offset) + i as i64 >= first)
-            .map(|(_, &count)| count)
-            .sum()
+        let start = (first - i64::from(self.offset)).clamp(0, self.counts.len() as i64) as usize;
+        self.counts[start..].iter().sum()
     }
 
     /// Bounds on the `rank`-th shortest span (1-based), in nanoseconds: the edges of
