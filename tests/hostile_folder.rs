@@ -519,6 +519,19 @@ fn a_file_caught_half_written_keeps_its_last_spec_for_one_more_look() {
     let whole = list(&store);
     assert_eq!(find(&whole, "r1").generation, Some(1));
     assert!(find(&whole, "r1").spec.is_ok());
+
+    // Cut where it still parses, but its steps can no longer be carried out (no
+    // service): also looked at twice before it is believed.
+    let cut = text.replace("  service: checkout\n", "");
+    std::fs::write(&path, &cut).unwrap();
+    let first_look = list(&store);
+    assert_eq!(
+        find(&first_look, "r1").spec.as_ref().unwrap().service,
+        "checkout"
+    );
+    let second_look = list(&store);
+    assert_eq!(find(&second_look, "r1").spec.as_ref().unwrap().service, "");
+    assert_eq!(find(&second_look, "r1").generation, Some(2));
 }
 
 // Row 9, end to end: a rewrite with the same content never restarts a rollout,

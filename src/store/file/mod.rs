@@ -4,9 +4,10 @@
 //! symbolic link only to a file inside the folder (a ConfigMap mount links through
 //! `..data`). Each file is read again only when its size, modification time or
 //! inode changed, and parsed again only when its bytes did; one over the size
-//! limit is never read. A file that stops parsing right after a change is read again
-//! before anything it defined becomes Invalid, and until then what it last said
-//! stays in force, so a tick that sees a file half written changes nothing.
+//! limit is never read. A file that stops parsing right after a change (or loses
+//! documents, or steps that can be carried out) is read again before it is
+//! believed, and until then what it last said stays in force, so a tick that sees
+//! a file half written changes nothing.
 //!
 //! Each rollout's status, and the generation derived from its spec, live in a state
 //! file named by a digest of its namespace and name ([`names::state_path`]),
@@ -356,9 +357,7 @@ impl FileStore {
             )),
         };
         let suspect = |cached: &CachedFile| {
-            (parsed.has_errors() || (parsed.is_empty() && !cached.parsed.is_empty()))
-                && !cached.parsed.has_errors()
-                && cached.failed != Some(digest)
+            parsed.looks_cut_short_of(&cached.parsed) && cached.failed != Some(digest)
         };
         if let Some(cached) = cache.get_mut(&name)
             && suspect(cached)

@@ -57,15 +57,23 @@ impl Parsed {
         });
     }
 
-    /// Whether some document of the file could not be read.
-    pub fn has_errors(&self) -> bool {
-        self.rollouts.iter().any(|d| d.spec.is_err())
-            || self.segments.iter().any(|s| s.spec.is_err())
+    /// Whether this reads like a file caught half written, where `previous` did
+    /// not: a document that does not parse, or whose steps cannot be carried out,
+    /// or fewer documents than before.
+    pub fn looks_cut_short_of(&self, previous: &Parsed) -> bool {
+        self.problems() > 0 && previous.problems() == 0
+            || self.rollouts.len() + self.segments.len()
+                < previous.rollouts.len() + previous.segments.len()
     }
 
-    /// Whether the file holds no rollout or segment at all.
-    pub fn is_empty(&self) -> bool {
-        self.rollouts.is_empty() && self.segments.is_empty()
+    fn problems(&self) -> usize {
+        let rollouts = self.rollouts.iter().filter(|d| {
+            d.spec
+                .as_ref()
+                .map_or(true, |spec| crate::rollout::plan(spec).is_err())
+        });
+        let segments = self.segments.iter().filter(|s| s.spec.is_err());
+        rollouts.count() + segments.count()
     }
 }
 
