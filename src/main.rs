@@ -107,6 +107,9 @@ enum Command {
         /// ones get 413 / RESOURCE_EXHAUSTED.
         #[arg(long, default_value_t = IngestLimits::default().max_body_bytes, value_parser = at_least_one)]
         max_body_bytes: usize,
+        /// Largest rollout file read, in bytes; a larger one is Invalid and not read.
+        #[arg(long, default_value_t = spangate::store::DEFAULT_MAX_FILE_BYTES as usize, value_parser = at_least_one)]
+        max_rollout_file_bytes: usize,
         /// Once listening and the first pass has published the flags, write the
         /// bound addresses here as JSON (for scripts).
         #[arg(long)]
@@ -597,6 +600,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             probe_addr,
             tick,
             max_body_bytes,
+            max_rollout_file_bytes,
             ready_file,
             ofrep,
             forward,
@@ -628,6 +632,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 forward,
                 server,
                 otlp_tokens,
+                max_rollout_file_bytes: max_rollout_file_bytes as u64,
             };
             let first_pass = Arc::new(tokio::sync::Notify::new());
             let passed = first_pass.clone();

@@ -43,6 +43,8 @@ pub struct StandaloneConfig {
     pub server: ServerLimits,
     /// Tokens the OTLP receivers require; empty: none.
     pub otlp_tokens: Tokens,
+    /// Largest rollout file read; larger ones are Invalid.
+    pub max_rollout_file_bytes: u64,
 }
 
 /// The addresses actually bound (they differ from the config when it asked for port 0).
@@ -242,6 +244,22 @@ pub fn render_metrics<S: crate::store::RolloutStore>(
     })
 }
 
+/// `metrics` and the rollout folder's counters.
+fn with_store_metrics(metrics: RenderMetrics, store: &FileStore) -> RenderMetrics {
+    let store = store.clone();
+    Arc::new(move || {
+        let mut out = metrics();
+        crate::telemetry::write_family(
+            &mut out,
+            "spangate_rollout_files_read_total",
+            "counter",
+            "Rollout files read from the folder (a file is read again only when it changed).",
+            [("", store.files_read())],
+        );
+        out
+    })
+}
+
 /// Waits for every task; a task that ends before `cancel` is an error.
 async fn finish_tasks(
     tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -264,7 +282,7 @@ impl Standalone {
     /// every controller pass.
     pub async fn start(
         config: StandaloneConfig,
-        mut on_pass: impl FnMut(&PassReport) + Send + 'static,
+        on_pass: impl FnMut(&PassReport) + Send + 'static,
     ) -> anyhow::Result<Self> {
         if !config.dir.is_dir() {
             anyhow::bail!(
@@ -283,7 +301,8 @@ impl Standalone {
 
         let flags: PublishedFlags = Arc::new(ArcSwap::from_pointee(FlagSet::default()));
         let readiness = Readiness::default();
-        let store = FileStore::new(&config.dir, config.state_dir.clone());
+        let store = FileStore::new(&config.dir, config.state_dir.clone())
+            .with_max_file_bytes(config.max_rollout_file_bytes);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let ingestor = ingestor(
@@ -295,7 +314,8 @@ impl Standalone {
             &cancel,
         );
 
-        let mut controller = Controller::new(store.clone(), ingestor.clone(), flags.clone());
+        let mut controller = Controller::new(store.clone(), ingestor.clone(), flags.clone())
+            .with_readiness(readiness.clone());
         if let Some(path) = &config.flags_file {
             controller = controller.with_flags_file(FlagdFile::open(path)?);
         }
@@ -309,7 +329,10 @@ impl Standalone {
                 flags: flags.clone(),
                 ofrep: config.ofrep.clone(),
                 readiness: readiness.clone(),
-                metrics: render_metrics(controller.reconciler(), &ingestor, &config.ofrep, &stats),
+                metrics: with_store_metrics(
+                    render_metrics(controller.reconciler(), &ingestor, &config.ofrep, &stats),
+                    &store,
+                ),
                 server: config.server,
                 otlp_tokens: config.otlp_tokens.clone(),
                 stats,
@@ -321,10 +344,7 @@ impl Standalone {
                 controller,
                 config.tick,
                 jiff::Timestamp::now,
-                move |report| {
-                    readiness.set_ready();
-                    on_pass(report);
-                },
+                on_pass,
                 async move { stop.cancelled().await },
             )
             .await;

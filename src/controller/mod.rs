@@ -18,6 +18,7 @@ pub use publish::{compile_flag, served_flag};
 pub use published::{Entry, Publisher};
 pub use targeting::{CompiledSpec, SegmentCatalog, SpecCache, compile_spec};
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tracing::{Instrument, info_span};
 use crate::analysis::{JudgeInput, Route, Routes, Window, WindowEpoch, judge};
 use crate::api::{FeatureRolloutStatus, Phase};
 use crate::rollout::{Action, EventType, Input, Request, decide, reject};
-use crate::serve::PublishedFlags;
+use crate::serve::{PublishedFlags, Readiness};
 use crate::store::{FlagdFile, Reload, RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
 
 /// Where the controller reads span windows and tells ingest what to route.
@@ -142,6 +143,21 @@ impl<S: RolloutStore> Reconciler<S> {
         request: Option<Request>,
         now: Timestamp,
     ) -> anyhow::Result<Reconciled> {
+        let (reconciled, entry) = self
+            .reconcile_entry(rollout, conflict, request, now)
+            .await?;
+        self.publisher.set(&rollout.key, entry);
+        Ok(reconciled)
+    }
+
+    /// Reconciles one rollout and returns what it now contributes, unpublished.
+    async fn reconcile_entry(
+        &self,
+        rollout: &StoredRollout,
+        conflict: Option<String>,
+        request: Option<Request>,
+        now: Timestamp,
+    ) -> anyhow::Result<(Reconciled, Entry)> {
         let compiled = match (&rollout.spec, &conflict) {
             (Ok(spec), None) => {
                 let mut caches = self.compiled();
@@ -179,18 +195,15 @@ impl<S: RolloutStore> Reconciler<S> {
             )),
             _ => None,
         };
-        self.publisher.set(
-            &rollout.key,
-            Entry {
-                phase: status.phase,
-                flag: match &compiled {
-                    Some(Ok(compiled)) => served_flag(rollout, &status, compiled),
-                    _ => None,
-                },
-                route,
+        let entry = Entry {
+            phase: status.phase,
+            flag: match &compiled {
+                Some(Ok(compiled)) => served_flag(rollout, &status, compiled),
+                _ => None,
             },
-        );
-        Ok(Reconciled { wake_at, status })
+            route,
+        };
+        Ok((Reconciled { wake_at, status }, entry))
     }
 
     /// Stops serving a rollout that is gone.
@@ -334,6 +347,10 @@ pub struct Controller<S> {
     flags_file: Option<FlagdFile>,
     /// Keys of the flag file that rollouts serve instead, as last warned about.
     shadowed: Vec<String>,
+    /// Told whether passes succeed.
+    readiness: Option<Readiness>,
+    /// Rollouts whose last reconcile failed, with why (warned about once).
+    failing: HashMap<RolloutKey, String>,
 }
 
 impl<S: RolloutStore> Controller<S> {
@@ -342,7 +359,16 @@ impl<S: RolloutStore> Controller<S> {
             reconciler: Reconciler::new(store, windows, flags),
             flags_file: None,
             shadowed: Vec::new(),
+            readiness: None,
+            failing: HashMap::new(),
         }
+    }
+
+    /// Marks `readiness` ready after each pass that succeeds, not ready after one
+    /// that fails (the rollouts could not be listed).
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
     }
 
     /// Also serves the flags of a flagd flag-definition file, re-read on every
@@ -361,16 +387,49 @@ impl<S: RolloutStore> Controller<S> {
     }
 
     /// Reconciles every rollout once, and stops serving the ones that are gone.
+    /// A rollout that cannot be reconciled (its status cannot be saved) keeps what
+    /// it served and is retried on the next pass; the others go on regardless.
     pub async fn pass(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
+        let result = self.pass_inner(now).await;
+        if let Some(readiness) = &self.readiness {
+            match &result {
+                Ok(_) => readiness.set_ready(),
+                Err(_) => readiness.set_not_ready(),
+            }
+        }
+        result
+    }
+
+    async fn pass_inner(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
         let rollouts = self.reconciler.store().list().await?;
         self.reconciler.refresh_segments().await?;
+        let owners = FlagOwners::new(&rollouts);
         let mut report = PassReport::default();
+        let mut entries = Vec::with_capacity(rollouts.len());
         for rollout in &rollouts {
-            let conflict = flag_conflict(rollout, &rollouts);
-            let reconciled = self
+            let conflict = owners.conflict(rollout);
+            let reconciled = match self
                 .reconciler
-                .reconcile(rollout, conflict, None, now)
-                .await?;
+                .reconcile_entry(rollout, conflict, None, now)
+                .await
+            {
+                Ok((reconciled, entry)) => {
+                    entries.push((rollout.key.clone(), entry));
+                    if self.failing.remove(&rollout.key).is_some() {
+                        tracing::info!(rollout = %rollout.key, "reconciled again");
+                    }
+                    reconciled
+                }
+                Err(e) => {
+                    self.reconciler.metrics().reconcile_failed();
+                    let error = format!("{e:#}");
+                    if self.failing.get(&rollout.key) != Some(&error) {
+                        tracing::error!(rollout = %rollout.key, error, "reconcile failed; it keeps what it served and is retried every pass");
+                        self.failing.insert(rollout.key.clone(), error);
+                    }
+                    continue;
+                }
+            };
             if let Some(wake) = reconciled.wake_at {
                 report.wake_at = Some(report.wake_at.map_or(wake, |w: Timestamp| w.min(wake)));
             }
@@ -378,8 +437,9 @@ impl<S: RolloutStore> Controller<S> {
                 .rollouts
                 .push((rollout.key.clone(), reconciled.status));
         }
-        let keys: Vec<RolloutKey> = rollouts.iter().map(|r| r.key.clone()).collect();
-        self.reconciler.publisher().retain(&keys);
+        let keys: HashSet<&RolloutKey> = rollouts.iter().map(|r| &r.key).collect();
+        self.failing.retain(|k, _| keys.contains(k));
+        self.reconciler.publisher().set_all(entries, &keys);
         self.reconciler
             .compiled()
             .specs
@@ -451,17 +511,48 @@ pub async fn run<S: RolloutStore>(
     }
 }
 
-/// Why `rollout` may not serve its flag: another rollout of the same flag key comes
-/// first in key order (among those with a readable spec). `rollouts` holds them all.
+/// Why `rollout` may not serve its flag: another rollout of the same flag key has
+/// it. `rollouts` holds them all.
 pub fn flag_conflict(rollout: &StoredRollout, rollouts: &[StoredRollout]) -> Option<String> {
-    let key = &rollout.spec.as_ref().ok()?.flag.key;
-    let owner = rollouts
-        .iter()
-        .filter(|r| matches!(&r.spec, Ok(spec) if spec.flag.key == *key))
-        .map(|r| &r.key)
-        .min()?;
-    (*owner != rollout.key)
-        .then(|| format!("flag {key:?} is already rolled out by {owner}; one rollout per flag key"))
+    FlagOwners::new(rollouts).conflict(rollout)
+}
+
+/// Which rollout has each flag key, among those with a readable spec: one that
+/// already serves it (its phase is neither Pending nor Invalid) first, so a
+/// newcomer never takes a flag over; then the oldest; then the first in key order.
+pub struct FlagOwners<'a> {
+    owners: HashMap<&'a str, &'a StoredRollout>,
+}
+
+impl<'a> FlagOwners<'a> {
+    pub fn new(rollouts: &'a [StoredRollout]) -> Self {
+        let claim = |r: &'a StoredRollout| {
+            let serving = !matches!(r.status.phase, Phase::Pending | Phase::Invalid);
+            (!serving, r.created.is_none(), r.created, &r.key)
+        };
+        let mut owners: HashMap<&'a str, &'a StoredRollout> = HashMap::new();
+        for rollout in rollouts {
+            let Ok(spec) = &rollout.spec else { continue };
+            owners
+                .entry(spec.flag.key.as_str())
+                .and_modify(|owner| {
+                    if claim(rollout) < claim(owner) {
+                        *owner = rollout;
+                    }
+                })
+                .or_insert(rollout);
+        }
+        Self { owners }
+    }
+
+    /// Why `rollout` may not serve its flag, if another rollout has it.
+    pub fn conflict(&self, rollout: &StoredRollout) -> Option<String> {
+        let key = &rollout.spec.as_ref().ok()?.flag.key;
+        let owner = &self.owners.get(key.as_str())?.key;
+        (*owner != rollout.key).then(|| {
+            format!("flag {key:?} is already rolled out by {owner}; one rollout per flag key")
+        })
+    }
 }
 
 /// The Invalid message for a spec whose targeting does not compile: its other

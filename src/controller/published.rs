@@ -2,7 +2,7 @@
 //! and the span routes (ingest), kept per rollout so that one rollout can be
 //! reconciled — or forgotten — without looking at the others.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
@@ -99,6 +99,15 @@ impl Publisher {
         shadowed
     }
 
+    /// Sets what each rollout of `entries` contributes and forgets every rollout
+    /// not in `keys`, publishing once.
+    pub fn set_all(&self, entries: Vec<(RolloutKey, Entry)>, keys: &HashSet<&RolloutKey>) {
+        self.update(|map| {
+            map.extend(entries);
+            map.retain(|key, _| keys.contains(key));
+        });
+    }
+
     /// Forgets every rollout but `keys`.
     pub fn retain(&self, keys: &[RolloutKey]) {
         self.update(|entries| entries.retain(|key, _| keys.binary_search(key).is_ok()));
@@ -143,10 +152,11 @@ impl Publisher {
             .values()
             .filter_map(|e| e.flag.clone())
             .collect();
+        let mine: HashSet<&str> = flags.iter().map(|f| f.key.as_str()).collect();
         let extra: Vec<Flag> = state
             .extra
             .iter()
-            .filter(|f| !flags.iter().any(|mine| mine.key == f.key))
+            .filter(|f| !mine.contains(f.key.as_str()))
             .cloned()
             .collect();
         flags.extend(extra);

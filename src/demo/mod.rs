@@ -140,6 +140,7 @@ pub async fn run(
             forward: None,
             server: crate::net::ServerLimits::default(),
             otlp_tokens: crate::net::Tokens::default(),
+            max_rollout_file_bytes: crate::store::DEFAULT_MAX_FILE_BYTES,
         },
         {
             let (latest, changed) = (latest.clone(), changed.clone());

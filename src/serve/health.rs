@@ -26,6 +26,12 @@ impl Readiness {
         self.0.store(true, Ordering::Release);
     }
 
+    /// Called when the controller can no longer reconcile (its rollouts cannot be
+    /// listed): `/readyz` says so until a pass succeeds again.
+    pub fn set_not_ready(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }

@@ -85,6 +85,7 @@ impl KubeStore {
             source: key.to_string(),
             key,
             generation: rollout.metadata.generation,
+            created: rollout.metadata.creation_timestamp.as_ref().map(|t| t.0),
             spec: Ok(rollout.spec.clone()),
             status: rollout.status.clone().unwrap_or_default(),
         }

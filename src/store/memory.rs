@@ -27,6 +27,7 @@ impl MemoryStore {
             source: key.to_string(),
             key,
             generation: Some(1),
+            created: None,
             spec: Ok(spec),
             status: FeatureRolloutStatus::default(),
         });

@@ -10,7 +10,8 @@ mod flagd_file;
 mod kube;
 mod memory;
 
-pub use file::{FileStore, write_atomically};
+pub use file::names::state_path;
+pub use file::{DEFAULT_MAX_FILE_BYTES, FileStore, write_atomically};
 pub use flagd_file::{FlagdFile, Reload};
 pub use kube::{FIELD_MANAGER, KubeStore, REPORTING_CONTROLLER, list_segments};
 pub use memory::MemoryStore;
@@ -49,6 +50,9 @@ pub struct StoredRollout {
     pub key: RolloutKey,
     /// `metadata.generation`: bumped whenever the spec changes.
     pub generation: Option<i64>,
+    /// When the rollout was created (`metadata.creationTimestamp`; in a folder, when
+    /// it was first seen): of two rollouts of one flag key, the older keeps it.
+    pub created: Option<jiff::Timestamp>,
     /// The spec, or why it could not be read (with the file and position).
     pub spec: Result<FeatureRolloutSpec, String>,
     pub status: FeatureRolloutStatus,

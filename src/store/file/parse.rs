@@ -1,0 +1,428 @@
+//! One rollout file's text, read into its documents. Messages name the file, the
+//! document and where the problem is (line and column, or the field's path), and
+//! never repeat what the file holds: a link to a secret must not end up in a status.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+
+use super::fields::{self, RESOURCE_FIELDS, Spec};
+use super::names::{name_problem, namespace_problem};
+use crate::api::{FeatureRolloutSpec, GROUP, SegmentSpec, VERSION};
+use crate::store::RolloutKey;
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// What one file holds.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub rollouts: Vec<Document>,
+    pub segments: Vec<SegmentDocument>,
+}
+
+/// One FeatureRollout document, or a document that could not be read.
+#[derive(Debug)]
+pub struct Document {
+    /// Its namespace and name; `None` when its metadata cannot be trusted (a
+    /// syntax error, an invalid name): it is then reported under the file's name.
+    pub key: Option<RolloutKey>,
+    /// Its position in the file, from 0.
+    pub index: usize,
+    pub spec: Result<FeatureRolloutSpec, String>,
+    /// Hash of the spec: a new one is a new generation.
+    pub hash: String,
+}
+
+/// One Segment document.
+#[derive(Debug)]
+pub struct SegmentDocument {
+    pub key: RolloutKey,
+    pub spec: Result<SegmentSpec, String>,
+}
+
+impl Parsed {
+    /// A file with one problem and nothing read from it.
+    pub fn unreadable(message: String) -> Self {
+        let mut parsed = Self::default();
+        parsed.unreadable_document(0, message);
+        parsed
+    }
+
+    fn unreadable_document(&mut self, index: usize, message: String) {
+        self.rollouts.push(Document {
+            key: None,
+            index,
+            hash: String::new(),
+            spec: Err(message),
+        });
+    }
+
+    /// Whether this reads like a file caught half written, where `previous` did
+    /// not: a document that does not parse, or whose steps cannot be carried out,
+    /// or fewer documents than before.
+    pub fn looks_cut_short_of(&self, previous: &Parsed) -> bool {
+        self.problems() > 0 && previous.problems() == 0
+            || self.rollouts.len() + self.segments.len()
+                < previous.rollouts.len() + previous.segments.len()
+    }
+
+    fn problems(&self) -> usize {
+        let rollouts = self.rollouts.iter().filter(|d| {
+            d.spec
+                .as_ref()
+                .map_or(true, |spec| crate::rollout::plan(spec).is_err())
+        });
+        let segments = self.segments.iter().filter(|s| s.spec.is_err());
+        rollouts.count() + segments.count()
+    }
+}
+
+/// Reads `text`, a JSON file when `is_json`, else YAML with any number of documents.
+/// `source` names the file in messages.
+pub fn parse(source: &str, is_json: bool, text: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    if is_json {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => document(&mut parsed, source, 0, value),
+            Err(e) => parsed.unreadable_document(
+                0,
+                format!("{source}: not valid JSON: {}", scrub(&e.to_string())),
+            ),
+        }
+        return parsed;
+    }
+    for (index, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        match Value::deserialize(doc) {
+            Ok(Value::Null) => {}
+            Ok(value) => document(&mut parsed, source, index, value),
+            Err(e) => {
+                parsed.unreadable_document(
+                    index,
+                    format!(
+                        "{}: not valid YAML: {}",
+                        at(source, index),
+                        scrub(&e.to_string())
+                    ),
+                );
+                // After a syntax error the stream yields the same error forever.
+                break;
+            }
+        }
+    }
+    parsed
+}
+
+/// `source`, and which document of it when it is not the first.
+fn at(source: &str, index: usize) -> String {
+    if index == 0 {
+        source.to_string()
+    } else {
+        format!("{source} (document {})", index + 1)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Metadata,
+    spec: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Metadata {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+fn document(parsed: &mut Parsed, source: &str, index: usize, value: Value) {
+    let at = at(source, index);
+    let Value::Mapping(map) = &value else {
+        parsed.unreadable_document(
+            index,
+            format!("{at}: not a Kubernetes resource: the document is not a mapping"),
+        );
+        return;
+    };
+    let top_level: Vec<String> = map
+        .keys()
+        .map(|k| {
+            k.as_str().map_or_else(
+                || "(a key that is not a string)".to_string(),
+                str::to_string,
+            )
+        })
+        .filter(|k| !RESOURCE_FIELDS.contains(&k.as_str()))
+        .collect();
+    let envelope: Envelope = match serde_path_to_error::deserialize(value) {
+        Ok(e) => e,
+        Err(e) => {
+            parsed.unreadable_document(
+                index,
+                format!("{at}: not a Kubernetes resource: {}", path_error(&e)),
+            );
+            return;
+        }
+    };
+    let kind = envelope.kind.as_deref().unwrap_or("");
+    // Other kinds (ConfigMap...) may share the folder.
+    if kind != "FeatureRollout" && kind != "Segment" {
+        return;
+    }
+    let Some(name) = envelope.metadata.name.filter(|n| !n.is_empty()) else {
+        parsed.unreadable_document(index, format!("{at}: metadata.name is missing"));
+        return;
+    };
+    let namespace = envelope
+        .metadata
+        .namespace
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    if let Some(problem) = name_problem(&name).or_else(|| namespace_problem(&namespace)) {
+        parsed.unreadable_document(index, format!("{at}: {problem}"));
+        return;
+    }
+    let key = RolloutKey::new(namespace, name);
+    let expected_api = format!("{GROUP}/{VERSION}");
+    let wrong_api = (envelope.api_version.as_deref() != Some(expected_api.as_str())).then(|| {
+        format!(
+            "{at}: apiVersion is {}; {kind} is {expected_api}",
+            super::names::shown(envelope.api_version.as_deref().unwrap_or_default())
+        )
+    });
+    if kind == "Segment" {
+        let spec = match (wrong_api, envelope.spec) {
+            (Some(message), _) => Err(message),
+            // A segment with no spec is an empty one, as the API server would have it.
+            (None, None) => fields::unknown_fields(Spec::Segment, &top_level, &[])
+                .map_or_else(|| Ok(SegmentSpec::default()), |m| Err(format!("{at}: {m}"))),
+            (None, Some(spec)) => {
+                typed(Spec::Segment, spec, &top_level).map_err(|e| format!("{at}: {e}"))
+            }
+        };
+        parsed.segments.push(SegmentDocument { key, spec });
+        return;
+    }
+    let spec = match (wrong_api, envelope.spec) {
+        (Some(message), _) => Err(message),
+        (None, None) => Err(format!("{at}: spec is missing")),
+        (None, Some(spec)) => {
+            typed(Spec::Rollout, spec, &top_level).map_err(|e| format!("{at}: {e}"))
+        }
+    };
+    let hash = match &spec {
+        Ok(spec) => crate::fingerprint::fnv1a_hex(
+            serde_json::to_string(spec).unwrap_or_default().as_bytes(),
+        ),
+        Err(_) => String::new(),
+    };
+    parsed.rollouts.push(Document {
+        key: Some(key),
+        index,
+        spec,
+        hash,
+    });
+}
+
+/// `value` as a spec of type `T`; unknown fields (and unknown top-level fields of
+/// the resource) are an error naming each with the nearest known one.
+fn typed<T: DeserializeOwned>(
+    which: Spec,
+    value: Value,
+    top_level: &[String],
+) -> Result<T, String> {
+    let mut unknown: Vec<Vec<String>> = Vec::new();
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(segments(&path));
+    let result: Result<T, _> =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut note));
+    let spec =
+        result.map_err(|e| format!("spec.{}", path_error(&e)).replace("spec..: ", "spec: "))?;
+    match fields::unknown_fields(which, top_level, &unknown) {
+        None => Ok(spec),
+        Some(message) => Err(message),
+    }
+}
+
+/// The segments of a path that serde ignored, without the steps through options.
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => {
+            let mut out = segments(parent);
+            out.push(index.to_string());
+            out
+        }
+        Path::Map { parent, key } => {
+            let mut out = segments(parent);
+            out.push(key.clone());
+            out
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => segments(parent),
+    }
+}
+
+fn path_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
+    format!("{}: {}", e.path(), scrub(&e.inner().to_string()))
+}
+
+/// A parser's message without the values it quotes from the file: `invalid type:
+/// string "root:x:0:0", expected …` keeps its shape and loses the string. Quoted
+/// names (`unknown variant `x``) are kept when they are short.
+pub fn scrub(message: &str) -> String {
+    const MAX_MESSAGE: usize = 300;
+    const MAX_NAME: usize = 40;
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE));
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        break;
+                    }
+                }
+                // `string "x", expected` → `string, expected`
+                if out.ends_with(' ') {
+                    out.pop();
+                }
+            }
+            '`' => {
+                let quoted: String = chars.by_ref().take_while(|&c| c != '`').collect();
+                if quoted.chars().count() <= MAX_NAME && !quoted.chars().any(char::is_control) {
+                    out.push('`');
+                    out.push_str(&quoted);
+                    out.push('`');
+                } else {
+                    out.push_str("`…`");
+                }
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+        if out.len() > MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_yaml(text: &str) -> Parsed {
+        parse("rollouts/x.yaml", false, text)
+    }
+
+    fn error(parsed: &Parsed) -> &str {
+        parsed.rollouts[0].spec.as_ref().unwrap_err()
+    }
+
+    #[test]
+    fn a_syntax_error_is_one_unreadable_document_with_its_position() {
+        let parsed = parse_yaml("kind: FeatureRollout\nspec: {flag: [\n");
+        assert_eq!(parsed.rollouts.len(), 1);
+        let message = error(&parsed);
+        assert!(
+            message.starts_with("rollouts/x.yaml: not valid YAML"),
+            "{message}"
+        );
+        assert!(message.contains("line 3 column 1"), "{message}");
+    }
+
+    #[test]
+    fn file_contents_are_never_repeated() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
+        let parsed = parse_yaml(passwd);
+        let message = error(&parsed);
+        assert!(
+            !message.contains("root") && !message.contains("daemon"),
+            "{message}"
+        );
+        let typed = parse_yaml(
+            "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {name: a}\nspec: {flag: {key: k, variants: {a: 1}, defaultVariant: a}, steps: [\"hunter2\"]}\n",
+        );
+        let message = error(&typed);
+        assert!(
+            message.contains("spec.steps[0]: invalid type: string, expected f64"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn segments_are_read_beside_rollouts() {
+        let parsed = parse_yaml(
+            "apiVersion: spangate.dev/v1alpha1\nkind: Segment\nmetadata: {name: beta, namespace: shop}\nspec: {included: [u1]}\n---\napiVersion: spangate.dev/v1\nkind: Segment\nmetadata: {name: old}\n",
+        );
+        assert!(parsed.rollouts.is_empty());
+        assert_eq!(parsed.segments.len(), 2);
+        assert_eq!(parsed.segments[0].key, RolloutKey::new("shop", "beta"));
+        assert_eq!(
+            parsed.segments[0].spec.as_ref().unwrap().included,
+            vec!["u1".to_string()]
+        );
+        let wrong = parsed.segments[1].spec.as_ref().unwrap_err();
+        assert!(
+            wrong.contains("Segment is spangate.dev/v1alpha1"),
+            "{wrong}"
+        );
+    }
+
+    #[test]
+    fn other_kinds_are_skipped_and_wrong_api_versions_named() {
+        let parsed = parse_yaml(
+            "kind: ConfigMap\nmetadata: {name: beta}\n---\napiVersion: spangate.dev/v2\nkind: FeatureRollout\nmetadata: {name: a}\nspec: {}\n",
+        );
+        assert_eq!(parsed.rollouts.len(), 1);
+        assert_eq!(
+            parsed.rollouts[0].key,
+            Some(RolloutKey::new("default", "a"))
+        );
+        assert!(
+            error(&parsed).contains("(document 2): apiVersion is \"spangate.dev/v2\""),
+            "{}",
+            error(&parsed)
+        );
+    }
+
+    #[test]
+    fn invalid_names_are_not_keys() {
+        let parsed = parse_yaml(
+            "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {name: ../default/r1, namespace: x}\nspec: {}\n",
+        );
+        assert_eq!(parsed.rollouts[0].key, None);
+        assert!(
+            error(&parsed).contains("not a lowercase RFC 1123 subdomain"),
+            "{}",
+            error(&parsed)
+        );
+    }
+
+    #[test]
+    fn scrub_keeps_the_shape_of_a_message() {
+        assert_eq!(
+            scrub(r#"invalid type: string "a \"b\" c", expected f64 at line 2 column 3"#),
+            "invalid type: string, expected f64 at line 2 column 3"
+        );
+        assert_eq!(
+            scrub("unknown variant `In`, expected `in`"),
+            "unknown variant `In`, expected `in`"
+        );
+        assert_eq!(
+            scrub(&format!("unknown variant `{}`", "x".repeat(50))),
+            "unknown variant `…`"
+        );
+    }
+}
