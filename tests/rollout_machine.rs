@@ -781,3 +781,17 @@ fn a_step_starts_to_the_microsecond_and_its_window_is_numbered() {
         "the same window until the step changes"
     );
 }
+
+#[test]
+fn the_same_verdict_again_leaves_the_status_as_it_was() {
+    let spec = spec();
+    let waiting = verdict(VerdictOutcome::Inconclusive);
+    let first = step(&spec, &started(&spec), Some(&waiting), at(5)).status;
+    let again = step(&spec, &first, Some(&waiting), at(6)).status;
+    assert_eq!(again, first, "nothing new, nothing to write");
+
+    let mut changed = waiting.clone();
+    changed.message = "need 10 more spans".into();
+    let later = step(&spec, &again, Some(&changed), at(7)).status;
+    assert_eq!(later.last_verdict.map(|v| v.at.0), Some(at(7)));
+}

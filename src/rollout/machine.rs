@@ -376,12 +376,19 @@ fn follow(
         return;
     };
     next.verdict = Some(verdict.outcome);
-    next.last_verdict = Some(VerdictRecord {
-        at: Time(input.now),
-        step: index,
-        weight,
-        verdict: verdict.clone(),
+    // The same verdict again keeps its time, so a pass that learns nothing new
+    // leaves the status as it was and the store writes nothing.
+    let repeated = next.last_verdict.as_ref().is_some_and(|last| {
+        last.step == index && last.weight == weight && last.verdict == *verdict
     });
+    if !repeated {
+        next.last_verdict = Some(VerdictRecord {
+            at: Time(input.now),
+            step: index,
+            weight,
+            verdict: verdict.clone(),
+        });
+    }
     match verdict.outcome {
         VerdictOutcome::Fail => {
             let message = format!("rolled back at {weight}%: {}", verdict.message);
