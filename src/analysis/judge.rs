@@ -10,7 +10,13 @@
 use super::sequential::{Boundary, beta_binomial_e_value};
 use super::spending::{PLANNED_SAMPLES_PER_MIN_SAMPLE, Spending};
 use super::window::{ArmWindow, UnitSample};
+use super::words::{
+    percent, push_all, push_digits, push_fixed, push_hex, push_milliseconds, push_ms_number,
+    push_percent, push_points, push_signed_percent, push_signed_points,
+};
 use super::{LatencySketch, Window};
+use std::fmt::Write;
+
 use crate::api::{
     AnalysisSpec, ArmEvidence, CheckEvidence, CheckOutcome, CheckScope, EvidenceUnit,
     LatencyQuantiles, SampleRatioEvidence, StepEvidence, VariantEvidence, Verdict, VerdictOutcome,
@@ -58,15 +64,23 @@ pub struct JudgeInput<'a> {
 /// rollout variant does not fit the weight; then Pass.
 pub fn judge(input: &JudgeInput<'_>) -> Verdict {
     let window = input.window;
-    let baseline = evidence(input.baseline_variant, &window.baseline);
-    let candidate = evidence(input.candidate_variant, &window.candidate);
+    let rates = StepRates {
+        baseline: Rate::of_arm(&window.baseline),
+        candidate: Rate::of_arm(&window.candidate),
+    };
+    let baseline = evidence(input.baseline_variant, &window.baseline, &rates.baseline);
+    let candidate = evidence(input.candidate_variant, &window.candidate, &rates.candidate);
     let exemplar_trace_ids = window
         .candidate
         .error_exemplars
         .iter()
-        .map(hex::encode)
+        .map(|id| {
+            let mut hex = String::with_capacity(2 * id.len());
+            push_hex(&mut hex, id);
+            hex
+        })
         .collect();
-    let checks = run_checks(input, &baseline, &candidate);
+    let checks = run_checks(input, rates, &baseline, &candidate);
     let sample_ratio = sample_ratio(&window.units, input.weight, input.unit_attribute);
 
     let failed: Vec<&CheckEvidence> = checks
@@ -132,9 +146,8 @@ fn failed_names(failed: &[&CheckEvidence]) -> Vec<String> {
     names
 }
 
-fn evidence(variant: &str, arm: &ArmWindow) -> VariantEvidence {
+fn evidence(variant: &str, arm: &ArmWindow, rate: &Rate) -> VariantEvidence {
     let q = |q| arm.latency.quantile_ms(q);
-    let rate = Rate::of_arm(arm);
     VariantEvidence {
         variant: variant.to_string(),
         samples: arm.samples,
@@ -174,11 +187,11 @@ impl Rate {
             };
         }
         let p = k / n;
-        let used: Vec<_> = arm.groups.iter().filter(|g| g.spans > 0).collect();
-        let g = used.len() as f64;
-        let unit_variance = (used.len() >= 2).then(|| {
-            let spread: f64 = used
-                .iter()
+        let used = || arm.groups.iter().filter(|g| g.spans > 0);
+        let groups = used().count();
+        let g = groups as f64;
+        let unit_variance = (groups >= 2).then(|| {
+            let spread: f64 = used()
                 .map(|group| (group.errors as f64 - p * group.spans as f64).powi(2))
                 .sum();
             g / (g - 1.0) * spread / (n * n)
@@ -187,7 +200,7 @@ impl Rate {
             n,
             k,
             unit_variance,
-            groups: used.len() as u32,
+            groups: groups as u32,
         }
     }
 
@@ -438,24 +451,24 @@ fn latency_design_effect(arm: &ArmWindow) -> (f64, Option<f64>) {
     if !arm.grouped_by_unit || arm.samples < 2 {
         return (1.0, None);
     }
-    let used: Vec<_> = arm.groups.iter().filter(|g| g.spans > 0).collect();
+    let used = || arm.groups.iter().filter(|g| g.spans > 0);
+    let groups = used().count();
     let n = arm.samples as f64;
-    let mean = used.iter().map(|g| g.log_latency_sum()).sum::<f64>() / n;
+    let mean = used().map(|g| g.log_latency_sum()).sum::<f64>() / n;
     let within = (arm.log_latency_square_sum() - n * mean * mean).max(0.0) / (n - 1.0);
     if within <= 0.0 {
         return (1.0, None);
     }
-    let g = used.len() as f64;
-    let between = (used.len() >= 2).then(|| {
+    let g = groups as f64;
+    let between = (groups >= 2).then(|| {
         g / (g - 1.0)
-            * used
-                .iter()
+            * used()
                 .map(|group| (group.log_latency_sum() - mean * group.spans as f64).powi(2))
                 .sum::<f64>()
             / (n * n)
     });
     let independent = within / n;
-    let (variance, df) = unit_variance(independent, between, used.len() as u32);
+    let (variance, df) = unit_variance(independent, between, groups as u32);
     (variance / independent, df)
 }
 
@@ -477,7 +490,11 @@ struct TailComparison<'w> {
 }
 
 impl<'w> TailComparison<'w> {
-    fn new(window: &'w Window, boundary: Boundary) -> Option<Self> {
+    fn new(
+        window: &'w Window,
+        candidate_design: (f64, Option<f64>),
+        boundary: Boundary,
+    ) -> Option<Self> {
         let (c, b) = (&window.candidate, &window.baseline);
         let (n_c, n_b) = (c.latency.count(), b.latency.count());
         if n_c == 0 || n_b == 0 {
@@ -485,7 +502,7 @@ impl<'w> TailComparison<'w> {
         }
         let rank = ((n_b as f64 * INCREASE_QUANTILE).ceil() as u64).clamp(1, n_b);
         let (_, baseline_p99_ns) = b.latency.rank_bounds_ns(rank)?;
-        let (effect_c, df_c) = latency_design_effect(c);
+        let (effect_c, df_c) = candidate_design;
         let (effect_b, df_b) = latency_design_effect(b);
         let q = INCREASE_QUANTILE;
         let spread = effect_c / n_c as f64 + effect_b / n_b as f64;
@@ -583,7 +600,21 @@ fn quantile_interval(
 /// What every check needs to know about the step.
 struct CheckContext<'a> {
     input: &'a JudgeInput<'a>,
+    /// `rollout confidence 99%`, the end of every check's message.
     confidence: String,
+}
+
+/// How a check's threshold reads in a sentence.
+#[derive(Debug, Clone, Copy)]
+enum ThresholdText {
+    /// `5%`
+    Percent,
+    /// `1 point`
+    Points,
+    /// `800 ms`
+    Milliseconds,
+    /// `25%` of a relative increase
+    WholePercent,
 }
 
 /// What a check is, before it is run.
@@ -592,17 +623,18 @@ struct Check {
     scope: CheckScope,
     unit: EvidenceUnit,
     threshold: f64,
-    /// The threshold as a sentence says it (`1 point`, `800 ms`).
-    threshold_text: String,
+    threshold_text: ThresholdText,
     alpha: f64,
 }
 
 impl CheckContext<'_> {
+    /// The check's evidence; `describe` writes what the spans showed, the start of
+    /// the message.
     fn evidence(
         &self,
         check: Check,
         tested: Option<Tested>,
-        describe: impl FnOnce(&Tested) -> String,
+        describe: impl FnOnce(&Tested, &mut String),
     ) -> CheckEvidence {
         let Check {
             name,
@@ -612,32 +644,38 @@ impl CheckContext<'_> {
             threshold_text,
             alpha,
         } = check;
-        let (outcome, message, estimate, lower, upper) = match tested {
-            None => (
-                CheckOutcome::Inconclusive,
-                format!(
+        let mut message = String::with_capacity(160);
+        let (outcome, estimate, lower, upper) = match tested {
+            None => {
+                let _ = write!(
+                    message,
                     "{name}: no spans of variant {} yet",
                     self.input.candidate_variant
-                ),
-                None,
-                None,
-                None,
-            ),
+                );
+                (CheckOutcome::Inconclusive, None, None, None)
+            }
             Some(t) => {
+                describe(&t, &mut message);
+                message.push_str(if t.fail { " > " } else { " within " });
+                message.push_str(&name);
+                message.push(' ');
+                match threshold_text {
+                    ThresholdText::Percent => push_percent(&mut message, threshold),
+                    ThresholdText::Points => push_points(&mut message, threshold),
+                    ThresholdText::Milliseconds => push_milliseconds(&mut message, threshold),
+                    ThresholdText::WholePercent => {
+                        push_fixed(&mut message, threshold * 100.0, 0, false, false);
+                        message.push('%');
+                    }
+                }
+                push_all(&mut message, &[" (", &self.confidence, ")"]);
                 let outcome = if t.fail {
                     CheckOutcome::Fail
                 } else {
                     CheckOutcome::Pass
                 };
-                let relation = if t.fail { ">" } else { "within" };
-                let message = format!(
-                    "{} {relation} {name} {threshold_text} ({})",
-                    describe(&t),
-                    self.confidence
-                );
                 (
                     outcome,
-                    message,
                     Some(t.estimate),
                     t.lower.is_finite().then_some(t.lower),
                     t.upper.is_finite().then_some(t.upper),
@@ -662,6 +700,7 @@ impl CheckContext<'_> {
 
 fn run_checks(
     input: &JudgeInput<'_>,
+    current: StepRates,
     baseline: &VariantEvidence,
     candidate: &VariantEvidence,
 ) -> Vec<CheckEvidence> {
@@ -674,10 +713,6 @@ fn run_checks(
     };
     let (b, c) = (input.baseline_variant, input.candidate_variant);
     let window = input.window;
-    let current = StepRates {
-        baseline: Rate::of_arm(&window.baseline),
-        candidate: Rate::of_arm(&window.candidate),
-    };
     let mut all_steps: Vec<StepRates> = input
         .completed
         .iter()
@@ -692,7 +727,7 @@ fn run_checks(
         spending.error_rollout(),
         planned * f64::from(spending.judged_steps),
     );
-    let mut checks = Vec::new();
+    let mut checks = Vec::with_capacity(8);
 
     if let Some(max) = analysis.max_error_rate {
         let name = "maxErrorRate".to_string();
@@ -710,11 +745,14 @@ fn run_checks(
                 scope: CheckScope::Step,
                 unit: EvidenceUnit::Fraction,
                 threshold: max,
-                threshold_text: percent(max),
+                threshold_text: ThresholdText::Percent,
                 alpha: spending.error_step(input.weight),
             },
             step,
-            |t| format!("error rate of {c} {}", interval(EvidenceUnit::Fraction, t)),
+            |t, out| {
+                push_all(out, &["error rate of ", c, " "]);
+                push_interval(out, EvidenceUnit::Fraction, t);
+            },
         ));
         if spending.accumulates() {
             checks.push(context.evidence(
@@ -723,29 +761,29 @@ fn run_checks(
                     scope: CheckScope::Rollout,
                     unit: EvidenceUnit::Fraction,
                     threshold: max,
-                    threshold_text: percent(max),
+                    threshold_text: ThresholdText::Percent,
                     alpha: spending.error_rollout(),
                 },
                 rate_over_steps(&all_steps, max, rollout_boundary),
-                |t| {
-                    format!(
-                        "error rate of {c} since the first step {}",
-                        interval(EvidenceUnit::Fraction, t)
-                    )
+                |t, out| {
+                    push_all(out, &["error rate of ", c, " since the first step "]);
+                    push_interval(out, EvidenceUnit::Fraction, t);
                 },
             ));
         }
     }
     if let Some(max) = analysis.max_error_rate_increase {
         let name = "maxErrorRateIncrease".to_string();
-        let describe = |t: &Tested, since: &str| {
-            format!(
-                "error rate of {c}{since} {} is {} points over {b} [{}, {}]",
-                percent(candidate.error_rate.unwrap_or(0.0)),
-                signed_points(t.estimate),
-                signed_points(t.lower),
-                signed_points(t.upper),
-            )
+        let describe = |t: &Tested, since: &str, out: &mut String| {
+            push_all(out, &["error rate of ", c, since, " "]);
+            push_percent(out, candidate.error_rate.unwrap_or(0.0));
+            out.push_str(" is ");
+            push_signed_points(out, t.estimate);
+            push_all(out, &[" points over ", b, " ["]);
+            push_signed_points(out, t.lower);
+            out.push_str(", ");
+            push_signed_points(out, t.upper);
+            out.push(']');
         };
         checks.push(context.evidence(
             Check {
@@ -753,11 +791,11 @@ fn run_checks(
                 scope: CheckScope::Step,
                 unit: EvidenceUnit::Fraction,
                 threshold: max,
-                threshold_text: points(max),
+                threshold_text: ThresholdText::Points,
                 alpha: spending.error_step(input.weight),
             },
             difference_over_steps(std::slice::from_ref(&current), max, step_boundary),
-            |t| describe(t, ""),
+            |t, out| describe(t, "", out),
         ));
         if spending.accumulates() {
             checks.push(context.evidence(
@@ -766,11 +804,11 @@ fn run_checks(
                     scope: CheckScope::Rollout,
                     unit: EvidenceUnit::Fraction,
                     threshold: max,
-                    threshold_text: points(max),
+                    threshold_text: ThresholdText::Points,
                     alpha: spending.error_rollout(),
                 },
                 difference_over_steps(&all_steps, max, rollout_boundary),
-                |t| describe(t, " since the first step"),
+                |t, out| describe(t, " since the first step", out),
             ));
         }
     }
@@ -796,21 +834,19 @@ fn run_checks(
                     scope: CheckScope::Step,
                     unit: EvidenceUnit::Milliseconds,
                     threshold: max_ms,
-                    threshold_text: milliseconds(max_ms),
+                    threshold_text: ThresholdText::Milliseconds,
                     alpha: spending.latency_step(input.weight),
                 },
                 tested,
-                |t| {
-                    format!(
-                        "{quantile_name} latency of {c} {}",
-                        interval(EvidenceUnit::Milliseconds, t)
-                    )
+                |t, out| {
+                    push_all(out, &[quantile_name, " latency of ", c, " "]);
+                    push_interval(out, EvidenceUnit::Milliseconds, t);
                 },
             ));
         }
     }
     if let Some(max) = analysis.max_latency_increase {
-        let comparison = TailComparison::new(window, latency_boundary);
+        let comparison = TailComparison::new(window, candidate_design, latency_boundary);
         let (b_ms, c_ms) = (
             baseline.latency_ms.p99.unwrap_or(0.0),
             candidate.latency_ms.p99.unwrap_or(0.0),
@@ -827,18 +863,19 @@ fn run_checks(
                 scope: CheckScope::Step,
                 unit: EvidenceUnit::Relative,
                 threshold: max,
-                threshold_text: format!("{:.0}%", max * 100.0),
+                threshold_text: ThresholdText::WholePercent,
                 alpha: spending.latency_step(input.weight),
             },
             tested,
-            |t| {
-                format!(
-                    "p99 latency of {c} {} is {} over {b}'s {} {}",
-                    milliseconds(c_ms),
-                    signed_percent(t.estimate),
-                    milliseconds(b_ms),
-                    bracket(EvidenceUnit::Relative, t),
-                )
+            |t, out| {
+                push_all(out, &["p99 latency of ", c, " "]);
+                push_milliseconds(out, c_ms);
+                out.push_str(" is ");
+                push_signed_percent(out, t.estimate);
+                push_all(out, &[" over ", b, "'s "]);
+                push_milliseconds(out, b_ms);
+                out.push(' ');
+                push_bracket(out, EvidenceUnit::Relative, t);
             },
         ));
     }
@@ -889,95 +926,65 @@ fn pass_message(
     baseline: &VariantEvidence,
     candidate: &VariantEvidence,
 ) -> String {
-    let names: std::collections::BTreeSet<&str> = checks.iter().map(|c| c.name.as_str()).collect();
-    let head = match names.len() {
-        0 => "no thresholds set".to_string(),
-        1 => "1 check passes".to_string(),
-        n => format!("all {n} checks pass"),
-    };
-    let rate = |e: &VariantEvidence| percent(e.error_rate.unwrap_or(0.0));
-    let p99 = |e: &VariantEvidence| milliseconds(e.latency_ms.p99.unwrap_or(0.0));
-    format!(
-        "{head}: {} error rate {} and p99 {} over {} spans, {} error rate {} and p99 {} over {} spans",
-        candidate.variant,
-        rate(candidate),
-        p99(candidate),
-        candidate.samples,
-        baseline.variant,
-        rate(baseline),
-        p99(baseline),
-        baseline.samples,
-    )
-}
-
-/// A fraction as a percentage with the precision it deserves.
-pub fn percent(fraction: f64) -> String {
-    let value = fraction * 100.0;
-    let text = if value != 0.0 && value.abs() < 1.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.1}")
-    };
-    format!("{}%", trim_zeros(&text))
-}
-
-fn trim_zeros(text: &str) -> String {
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text.to_string()
-    }
-}
-
-fn signed_points(fraction: f64) -> String {
-    format!("{:+.1}", fraction * 100.0)
-}
-
-fn signed_percent(fraction: f64) -> String {
-    format!("{:+.0}%", fraction * 100.0)
-}
-
-fn milliseconds(ms: f64) -> String {
-    if ms >= 100.0 {
-        format!("{ms:.0} ms")
-    } else {
-        format!("{} ms", trim_zeros(&format!("{ms:.1}")))
-    }
-}
-
-fn points(fraction: f64) -> String {
-    let value = trim_zeros(&format!("{:.2}", fraction * 100.0));
-    if value == "1" {
-        "1 point".to_string()
-    } else {
-        format!("{value} points")
-    }
-}
-
-/// `[lower, upper]` in the unit.
-fn bracket(unit: EvidenceUnit, t: &Tested) -> String {
-    let end = |v: f64| {
-        if !v.is_finite() {
-            "∞".to_string()
-        } else {
-            match unit {
-                EvidenceUnit::Fraction => percent(v),
-                EvidenceUnit::Milliseconds => milliseconds(v).trim_end_matches(" ms").to_string(),
-                EvidenceUnit::Relative => signed_percent(v),
-            }
+    let mut names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = String::with_capacity(160);
+    match names.len() {
+        0 => out.push_str("no thresholds set"),
+        1 => out.push_str("1 check passes"),
+        n => {
+            let _ = write!(out, "all {n} checks pass");
         }
-    };
-    format!("[{}, {}]", end(t.lower), end(t.upper))
+    }
+    for (i, arm) in [candidate, baseline].into_iter().enumerate() {
+        push_all(
+            &mut out,
+            &[
+                if i == 0 { ": " } else { ", " },
+                &arm.variant,
+                " error rate ",
+            ],
+        );
+        push_percent(&mut out, arm.error_rate.unwrap_or(0.0));
+        out.push_str(" and p99 ");
+        push_milliseconds(&mut out, arm.latency_ms.p99.unwrap_or(0.0));
+        out.push_str(" over ");
+        push_digits(&mut out, arm.samples, 1);
+        out.push_str(" spans");
+    }
+    out
+}
+
+/// `[lower, upper]` in the unit, `∞` for an open end.
+fn push_bracket(out: &mut String, unit: EvidenceUnit, t: &Tested) {
+    out.push('[');
+    for (i, end) in [t.lower, t.upper].into_iter().enumerate() {
+        if i == 1 {
+            out.push_str(", ");
+        }
+        if !end.is_finite() {
+            out.push('∞');
+            continue;
+        }
+        match unit {
+            EvidenceUnit::Fraction => push_percent(out, end),
+            EvidenceUnit::Milliseconds => push_ms_number(out, end),
+            EvidenceUnit::Relative => push_signed_percent(out, end),
+        }
+    }
+    out.push(']');
 }
 
 /// `estimate [lower, upper]` in the unit.
-fn interval(unit: EvidenceUnit, t: &Tested) -> String {
-    let estimate = match unit {
-        EvidenceUnit::Fraction => percent(t.estimate),
-        EvidenceUnit::Milliseconds => milliseconds(t.estimate),
-        EvidenceUnit::Relative => signed_percent(t.estimate),
-    };
-    format!("{estimate} {}", bracket(unit, t))
+fn push_interval(out: &mut String, unit: EvidenceUnit, t: &Tested) {
+    match unit {
+        EvidenceUnit::Fraction => push_percent(out, t.estimate),
+        EvidenceUnit::Milliseconds => push_milliseconds(out, t.estimate),
+        EvidenceUnit::Relative => push_signed_percent(out, t.estimate),
+    }
+    out.push(' ');
+    push_bracket(out, unit, t);
 }
 
 #[cfg(test)]
@@ -1505,16 +1512,5 @@ mod tests {
             srm.skipped.as_deref(),
             Some("skipped: no span carried the bucketing value (accountId)")
         );
-    }
-
-    #[test]
-    fn percentages_read_as_people_write_them() {
-        assert_eq!(percent(0.031), "3.1%");
-        assert_eq!(percent(0.01), "1%");
-        assert_eq!(percent(0.0025), "0.25%");
-        assert_eq!(percent(0.99), "99%");
-        assert_eq!(percent(0.0), "0%");
-        assert_eq!(points(0.01), "1 point");
-        assert_eq!(points(0.025), "2.5 points");
     }
 }

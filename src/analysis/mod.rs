@@ -14,12 +14,14 @@ pub mod sequential;
 mod sketch;
 pub mod spending;
 mod window;
+mod words;
 
-pub use judge::{JudgeInput, SAMPLE_RATIO_ALPHA, judge, percent};
+pub use judge::{JudgeInput, SAMPLE_RATIO_ALPHA, judge};
 pub use routes::{Route, Routes, WindowEpoch};
 pub use sketch::LatencySketch;
 pub use spending::Spending;
 pub use window::{ArmWindow, GROUPS, MAX_UNITS, Observation, UnitSample, Window, unit_hash};
+pub use words::percent;
 
 /// What ingest reads off one span, borrowed from the decoded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -109,17 +109,15 @@ impl LatencySketch {
             return Some((0.0, MIN_TRACKED_NS));
         }
         let g = gamma();
-        let mut seen = self.low_count;
-        for (i, &count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
+        Some(match self.bucket_holding(rank - 1) {
+            Some(i) => {
                 let index = self.offset + i as i32;
                 // The longest span is in the last bucket, so it caps that bucket's edge.
                 let upper = g.powi(index).min(self.max_ns as f64);
-                return Some((g.powi(index - 1), upper));
+                (g.powi(index - 1), upper)
             }
-        }
-        Some((self.max_ns as f64, self.max_ns as f64))
+            None => (self.max_ns as f64, self.max_ns as f64),
+        })
     }
 
     /// The `q` quantile (0–1) in milliseconds, or `None` when the sketch is empty.
@@ -138,15 +136,34 @@ impl LatencySketch {
         if rank < self.low_count {
             return Some(MIN_TRACKED_NS.min(self.max_ns as f64));
         }
-        let mut seen = self.low_count;
-        for (i, &count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen > rank {
-                let value = bucket_value(self.offset + i as i32);
-                return Some(value.min(self.max_ns as f64));
+        Some(match self.bucket_holding(rank) {
+            Some(i) => bucket_value(self.offset + i as i32).min(self.max_ns as f64),
+            None => self.max_ns as f64,
+        })
+    }
+
+    /// Index in `counts` of the bucket holding the span of 0-based `rank` (at or
+    /// above the low count), walking from the nearer end: the judge mostly asks
+    /// for high quantiles.
+    fn bucket_holding(&self, rank: u64) -> Option<usize> {
+        if rank >= self.total / 2 {
+            let mut above = 0;
+            for (i, &count) in self.counts.iter().enumerate().rev() {
+                if self.total - above - count <= rank {
+                    return Some(i);
+                }
+                above += count;
+            }
+        } else {
+            let mut seen = self.low_count;
+            for (i, &count) in self.counts.iter().enumerate() {
+                seen += count;
+                if seen > rank {
+                    return Some(i);
+                }
             }
         }
-        Some(self.max_ns as f64)
+        None
     }
 }
 
