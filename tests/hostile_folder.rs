@@ -702,3 +702,30 @@ fn an_unknown_field_is_invalid_and_names_the_nearest_known_one() {
         "{status:#}"
     );
 }
+
+/// Row 23: steps with no threshold would promote on time alone; they are Invalid
+/// unless the file says the analysis is off, and then they ramp on dwell alone.
+#[test]
+fn steps_without_a_check_are_invalid_unless_the_analysis_is_off() {
+    let (_temp, dir, state) = folders();
+    let unjudged = rollout_yaml("unjudged", "[10, 100]", "{minSamples: 40}")
+        .replace("key: new-checkout", "key: unjudged-flag");
+    std::fs::write(dir.join("unjudged.yaml"), unjudged).unwrap();
+    let ramp = rollout_yaml("ramp", "[10, 50, 100]", "{enabled: false}")
+        .replace("key: new-checkout", "key: ramp-flag");
+    std::fs::write(dir.join("ramp.yaml"), ramp).unwrap();
+    let spangate = Spangate::start(&dir, &state);
+    let status = spangate.wait_status("unjudged", "Invalid", LIMIT, |s| phase(s) == "Invalid");
+    assert!(
+        message(&status).contains("no check to judge the steps by"),
+        "{status:#}"
+    );
+    // No span is ever sent: the ramp still reaches 100% through each of its steps.
+    let status = spangate.wait_status("ramp", "Promoted", LIMIT, |s| phase(s) == "Promoted");
+    let advanced = status["history"].as_array().map_or(0, |h| {
+        h.iter().filter(|t| t["reason"] == "StepAdvanced").count()
+    });
+    assert_eq!(advanced, 1, "{status:#}");
+    assert!(status["lastVerdict"].is_null(), "{status:#}");
+    assert_eq!(evaluate(&spangate, "unjudged-flag", 1).0, 404);
+}

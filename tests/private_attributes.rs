@@ -50,6 +50,7 @@ spec:
   service: checkout
   steps: [50, 100]
   stepDuration: 1h
+  analysis: {maxErrorRate: 0.05}
   privateAttributes: [profile.ssn]
   targeting:
     rules:

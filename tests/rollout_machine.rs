@@ -635,6 +635,7 @@ fn steps_added_to_a_served_flag_start_a_rollout() {
     rollout.flag.rollout_variant = "pro".into();
     rollout.service = "billing".into();
     rollout.steps = vec![10.0, 100.0];
+    rollout.analysis.max_error_rate = Some(0.05);
     let d = step(&rollout, &served.status, None, at(60));
     assert_eq!(d.status.phase, Phase::Progressing);
     assert_eq!((d.status.current_step, d.status.weight), (Some(0), 10.0));
@@ -794,4 +795,47 @@ fn the_same_verdict_again_leaves_the_status_as_it_was() {
     changed.message = "need 10 more spans".into();
     let later = step(&spec, &again, Some(&changed), at(7)).status;
     assert_eq!(later.last_verdict.map(|v| v.at.0), Some(at(7)));
+}
+
+#[test]
+fn steps_with_no_threshold_have_no_check_to_judge_by() {
+    let mut spec = spec();
+    spec.analysis.max_error_rate = None;
+    let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
+    assert_eq!(d.status.phase, Phase::Invalid);
+    let message = d.status.message.unwrap_or_default();
+    assert!(
+        message.contains("no check to judge the steps by"),
+        "{message}"
+    );
+    assert!(message.contains("analysis.enabled to false"), "{message}");
+}
+
+#[test]
+fn a_disabled_analysis_is_a_timed_ramp_that_judges_nothing() {
+    let mut spec = spec();
+    spec.analysis.max_error_rate = None;
+    spec.analysis.enabled = false;
+    let s = started(&spec);
+    assert_eq!(s.phase, Phase::Progressing);
+    assert_eq!((s.current_step, s.weight), (Some(0), 1.0));
+    // Before the dwell is over nothing moves, whatever a verdict would say.
+    let early = step(&spec, &s, Some(&verdict(VerdictOutcome::Fail)), at(10));
+    assert_eq!(
+        (early.status.phase, early.status.weight),
+        (Phase::Progressing, 1.0)
+    );
+    assert_eq!(early.status.verdict, None);
+    let message = early.status.message.clone().unwrap_or_default();
+    assert!(message.contains("analysis disabled"), "{message}");
+    // Each dwell moves it one step, with no spans and no verdict at all.
+    let mut status = early.status;
+    for (secs, weight) in [(30, 5.0), (60, 25.0)] {
+        let d = step(&spec, &status, None, at(secs));
+        assert_eq!(reasons(&d), ["StepAdvanced"]);
+        assert_eq!(d.status.weight, weight);
+        status = d.status;
+    }
+    let last = step(&spec, &status, None, at(90));
+    assert_eq!(last.status.phase, Phase::Promoted);
 }

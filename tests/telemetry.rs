@@ -28,7 +28,11 @@ fn assert_rollout_timeline(protocol: &str, endpoint: &str, received: &TraceBacke
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(
         dir.join("checkout.yaml"),
-        rollout_yaml("checkout", "[10, 50, 100]", "{minSamples: 40}"),
+        rollout_yaml(
+            "checkout",
+            "[10, 50, 100]",
+            "{minSamples: 40, maxErrorRate: 0.5}",
+        ),
     )
     .unwrap();
     let spangate = Spangate::start_with_env(

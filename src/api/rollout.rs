@@ -141,6 +141,11 @@ fn variants_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisSpec {
+    /// `false` makes the steps a plain timed ramp: each advances when its dwell is
+    /// over, with no spans judged and no rollback. With it `true` (the default) the
+    /// steps need at least one threshold to judge them by.
+    #[serde(default = "enabled_by_default", skip_serializing_if = "is_enabled")]
+    pub enabled: bool,
     /// Spans needed per variant in the current step before it may pass.
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 1))]
@@ -173,6 +178,14 @@ pub struct AnalysisSpec {
     pub max_latency_increase: Option<f64>,
 }
 
+fn enabled_by_default() -> bool {
+    true
+}
+
+fn is_enabled(enabled: &bool) -> bool {
+    *enabled
+}
+
 fn default_min_samples() -> u64 {
     200
 }
@@ -184,6 +197,7 @@ fn default_confidence() -> f64 {
 impl Default for AnalysisSpec {
     fn default() -> Self {
         Self {
+            enabled: true,
             min_samples: default_min_samples(),
             confidence: default_confidence(),
             max_step_duration: None,
@@ -192,6 +206,16 @@ impl Default for AnalysisSpec {
             max_latency_ms: None,
             max_latency_increase: None,
         }
+    }
+}
+
+impl AnalysisSpec {
+    /// Whether any check is asked for: a threshold on errors or latency.
+    pub fn has_threshold(&self) -> bool {
+        self.max_error_rate.is_some()
+            || self.max_error_rate_increase.is_some()
+            || self.max_latency_ms.is_some()
+            || self.max_latency_increase.is_some()
     }
 }
 

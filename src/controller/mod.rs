@@ -235,8 +235,10 @@ impl<S: RolloutStore> Reconciler<S> {
                 if let Some(revision) = &spec.revision {
                     span.record("vcs.ref.head.revision", revision.as_str());
                 }
-                let verdict =
-                    (rollout.status.phase == Phase::Progressing && !spec.paused).then(|| {
+                let verdict = (rollout.status.phase == Phase::Progressing
+                    && !spec.paused
+                    && spec.analysis.enabled)
+                    .then(|| {
                         let route = Route::from_spec(
                             rollout.key.to_string(),
                             spec,

@@ -367,6 +367,10 @@ fn follow(
     }
     next.weight = weight;
 
+    if !plan.judged {
+        ramp(next, actions, plan, input.now, index, weight);
+        return;
+    }
     let Some(verdict) = input.verdict else {
         next.message = Some(format!(
             "step {}/{} at {weight}%: waiting for spans",
@@ -477,6 +481,36 @@ fn follow(
                 ));
             }
         }
+    }
+}
+
+/// A step of a rollout whose analysis is disabled: it advances when its dwell is
+/// over, with nothing judged.
+fn ramp(
+    next: &mut FeatureRolloutStatus,
+    actions: &mut Vec<Action>,
+    plan: &Plan,
+    now: Timestamp,
+    index: u32,
+    weight: f64,
+) {
+    next.verdict = None;
+    next.last_verdict = None;
+    next.hold = None;
+    let due = dwell_end(next, plan).is_none_or(|end| now >= end);
+    let position = format!("step {}/{} at {weight}%", index + 1, plan.steps.len());
+    if !due {
+        next.message = Some(format!(
+            "{position}: analysis disabled; dwelling for {} before the next step",
+            humantime(plan.step_duration)
+        ));
+    } else if index < plan.last_step() {
+        let why = format!("{position} dwelt its {}", humantime(plan.step_duration));
+        enter_step(next, actions, plan, now, index + 1, "StepAdvanced", why);
+    } else {
+        next.message = Some(format!(
+            "holding at the final step ({weight}%): analysis disabled"
+        ));
     }
 }
 

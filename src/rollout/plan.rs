@@ -14,6 +14,8 @@ pub struct Plan {
     pub step_duration: Duration,
     /// Longest a step may wait for `minSamples` before it holds and says so.
     pub max_step_duration: Option<Duration>,
+    /// Whether steps are judged on spans; `false`: a timed ramp.
+    pub judged: bool,
     /// Fingerprint of the flag, variants, service, revision and bucketing: a change
     /// restarts the rollout from the first step.
     pub target: String,
@@ -149,6 +151,7 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
         steps: spec.steps.clone(),
         step_duration,
         max_step_duration,
+        judged: spec.analysis.enabled,
         target: fingerprint(spec),
     })
 }
@@ -182,6 +185,15 @@ fn check_analysis(spec: &FeatureRolloutSpec, problems: &mut Vec<String>) {
              (0.99: at most 1 healthy rollout in 100 rolled back)",
             a.confidence
         ));
+    }
+    if !spec.steps.is_empty() && a.enabled && !a.has_threshold() {
+        problems.push(
+            "spec.analysis sets no threshold, so there is no check to judge the steps by; set \
+             any of maxErrorRate, maxErrorRateIncrease, maxLatencyMs or maxLatencyIncrease, or \
+             set analysis.enabled to false for a plain timed ramp that advances on its dwell \
+             alone"
+                .to_string(),
+        );
     }
     if a.min_samples == 0 {
         problems.push(
