@@ -2,20 +2,25 @@
 
 use std::time::Duration;
 
+use super::shown;
+
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    #[error("duration {0:?} is empty")]
+    #[error("duration {} is empty", shown(.0))]
     Empty(String),
-    #[error("duration {0:?} is negative; durations must be zero or more")]
+    #[error("duration {} is negative; durations must be zero or more", shown(.0))]
     Negative(String),
-    #[error("duration {0:?} has no unit after {1}; use ms, s, m or h (e.g. 30s)")]
+    #[error("duration {} has no unit after {}; use ms, s, m or h (e.g. 30s)", shown(.0), shown(.1))]
     MissingUnit(String, String),
-    #[error("duration {0:?} has an unknown unit {1:?}; use ms, s, m or h (e.g. 30s)")]
+    #[error("duration {} has an unknown unit {}; use ms, s, m or h (e.g. 30s)", shown(.0), shown(.1))]
     UnknownUnit(String, String),
-    #[error("duration {0:?} is not a number followed by a unit (e.g. 30s, 5m, 1h30m)")]
+    #[error(
+        "duration {} is not a number followed by a unit (e.g. 30s, 5m, 1h30m)",
+        shown(.0)
+    )]
     Malformed(String),
-    #[error("duration {0:?} is too long")]
+    #[error("duration {} is too long", shown(.0))]
     TooLong(String),
 }
 

@@ -14,6 +14,28 @@ pub use rollout::*;
 pub use segment::*;
 pub use targeting::*;
 
+/// `text` quoted and escaped for a message, cut to its first 64 characters: a
+/// problem names what a spec says, and is shown in status and events, so it
+/// must not repeat all that a file holds.
+pub fn shown(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+    }
+}
+
+/// The first ten of `names`, each [`shown`], and how many there are in all.
+pub fn shown_list<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    const MAX: usize = 10;
+    let count = names.len();
+    let mut list: Vec<String> = names.take(MAX).map(shown).collect();
+    if count > MAX {
+        list.push(format!("… {count} in all"));
+    }
+    list.join(", ")
+}
+
 /// API group of every spangate resource.
 pub const GROUP: &str = "spangate.dev";
 /// API version served for every spangate resource.
@@ -62,4 +84,21 @@ pub fn crd_yaml() -> String {
         .into_iter()
         .map(|(_, yaml)| format!("---\n{yaml}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_spec_says_is_quoted_cut_short() {
+        assert_eq!(shown("on"), "\"on\"");
+        let long = shown(&"é".repeat(10_000));
+        assert_eq!(long, format!("\"{}\"…", "é".repeat(64)));
+        let names: Vec<String> = (0..1_000).map(|i| format!("v{i}")).collect();
+        let list = shown_list(names.iter().map(String::as_str));
+        assert!(list.starts_with("\"v0\", \"v1\", "), "{list}");
+        assert!(list.ends_with("\"v9\", … 1000 in all"), "{list}");
+        assert_eq!(shown_list(["a", "b"].into_iter()), "\"a\", \"b\"");
+    }
 }

@@ -78,7 +78,10 @@ impl<'a> Found<'a> {
 pub enum AttributeError {
     #[error("is empty")]
     Empty,
-    #[error("{0:?} has an empty part; nested attributes are written a.b.c")]
+    #[error(
+        "{} has an empty part; nested attributes are written a.b.c",
+        crate::api::shown(.0)
+    )]
     EmptyPart(String),
 }
 

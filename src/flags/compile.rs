@@ -16,7 +16,7 @@ use super::keys::KeySet;
 use super::segment::Segment;
 use super::semver::SemVer;
 use super::targeting::{Exclusions, Rule, Serve, Split, Targeting, Targets};
-use crate::api::{self, ClauseOp, SegmentSpec, TargetingSpec};
+use crate::api::{self, ClauseOp, SegmentSpec, TargetingSpec, shown, shown_list};
 
 /// Largest compiled size of one regular expression, in bytes: patterns come from
 /// configuration, but a pathological one must not eat the operator's memory.
@@ -54,8 +54,9 @@ pub fn targeting(
         let found = shape.variants.iter().position(|v| *v == name);
         if found.is_none() {
             problems.push(format!(
-                "{at} {name:?} is not one of the variants ({})",
-                quoted(shape.variants)
+                "{at} {} is not one of the variants ({})",
+                shown(name),
+                shown_list(shape.variants.iter().copied())
             ));
         }
         found
@@ -85,8 +86,9 @@ pub fn targeting(
                 && other != index
             {
                 problems.push(format!(
-                    "{at}: {value:?} is already a target of variant {:?}; a value can target one variant",
-                    shape.variants[other]
+                    "{at}: {} is already a target of variant {}; a value can target one variant",
+                    shown(value),
+                    shown(shape.variants[other])
                 ));
             }
             group.insert(value.as_str(), index);
@@ -112,7 +114,8 @@ pub fn targeting(
             for value in &exclusion.values {
                 if group.contains_key(value.as_str()) {
                     problems.push(format!(
-                        "{at}: {value:?} is both a target and excluded; keep one"
+                        "{at}: {} is both a target and excluded; keep one",
+                        shown(value)
                     ));
                 }
             }
@@ -144,7 +147,8 @@ pub fn targeting(
         }
         if names.contains(&name) {
             problems.push(format!(
-                "{at}.name {name:?} is used by another rule; names must be unique"
+                "{at}.name {} is used by another rule; names must be unique",
+                shown(&name)
             ));
         }
         names.push(name.clone());
@@ -274,7 +278,8 @@ pub fn segment(name: &str, spec: &SegmentSpec) -> Result<Segment, Vec<String>> {
     }
     for key in spec.included.iter().filter(|k| spec.excluded.contains(k)) {
         problems.push(format!(
-            "spec: {key:?} is both included and excluded; keep one"
+            "spec: {} is both included and excluded; keep one",
+            shown(key)
         ));
     }
     if !problems.is_empty() {
@@ -423,7 +428,7 @@ fn clause(
                     Ok(r) => regexes.push(r),
                     Err(e) => problems.push(format!(
                         "{at}.values[{i}] is not a usable regular expression: {}",
-                        one_line(&e.to_string())
+                        why_not_a_regex(&e)
                     )),
                 }
             }
@@ -477,7 +482,10 @@ fn clause(
             let versions = strings(&mut wrong);
             for (i, v) in versions.iter().enumerate() {
                 if SemVer::parse(v).is_none() {
-                    problems.push(format!("{at}.values[{i}] {v:?} is not a semantic version"));
+                    problems.push(format!(
+                        "{at}.values[{i}] {} is not a semantic version",
+                        shown(v)
+                    ));
                 }
             }
             Test::SemVer(SemVerTest {
@@ -512,14 +520,10 @@ fn clause(
     })
 }
 
-fn quoted(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// What is wrong with a pattern, without the pattern, which regex quotes whole
+/// before saying it.
+fn why_not_a_regex(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let why = text.rsplit("error: ").next().unwrap_or(&text);
+    why.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -126,9 +126,9 @@ impl Ingestor {
         self.routes.store(routes.into());
     }
 
-    /// What a receiver calls with a decoded request: ingests it, then forwards
-    /// its valid spans when spans are forwarded.
-    pub(super) fn accept(&self, decoded: Decoded) -> IngestReport {
+    /// What a receiver calls with a request [`decode`](super::decode)d: ingests it,
+    /// then forwards its valid spans when spans are forwarded.
+    pub fn accept(&self, decoded: Decoded) -> IngestReport {
         let Decoded {
             mut request,
             rejected,

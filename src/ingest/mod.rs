@@ -29,6 +29,7 @@ mod test_attributes;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use decode::{Decoded, Encoding, Refused, Rejected, decode};
 pub use events::{IngestStats, RejectReason, Transport};
 pub use extract::SpanChecks;
 pub use forward::{

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::api::{FeatureRolloutSpec, parse_duration};
+use crate::api::{FeatureRolloutSpec, parse_duration, shown, shown_list};
 use crate::flags::percent_to_weight;
 
 /// A spec that can be carried out.
@@ -48,17 +48,11 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
         problems.push("spec.flag.key is empty".to_string());
     } else if flag.key.contains(['/', '?', '#', ' ']) {
         problems.push(format!(
-            "spec.flag.key {:?} contains a character not allowed in a flag key (/ ? # or space)",
-            flag.key
+            "spec.flag.key {} contains a character not allowed in a flag key (/ ? # or space)",
+            shown(&flag.key)
         ));
     }
-    let known = || {
-        flag.variants
-            .keys()
-            .map(|k| format!("{k:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let known = || shown_list(flag.variants.keys().map(String::as_str));
     let steps = !spec.steps.is_empty();
     if flag.variants.is_empty() {
         problems.push(
@@ -67,8 +61,8 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
         );
     } else if !flag.variants.contains_key(&flag.default_variant) {
         problems.push(format!(
-            "spec.flag.defaultVariant {:?} is not one of the variants ({})",
-            flag.default_variant,
+            "spec.flag.defaultVariant {} is not one of the variants ({})",
+            shown(&flag.default_variant),
             known()
         ));
     }
@@ -77,15 +71,15 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
             problems.push("spec.flag.rolloutVariant is missing; the steps hand it out".to_string());
         } else if !flag.variants.is_empty() && !flag.variants.contains_key(&flag.rollout_variant) {
             problems.push(format!(
-                "spec.flag.rolloutVariant {:?} is not one of the variants ({})",
-                flag.rollout_variant,
+                "spec.flag.rolloutVariant {} is not one of the variants ({})",
+                shown(&flag.rollout_variant),
                 known()
             ));
         }
         if flag.default_variant == flag.rollout_variant {
             problems.push(format!(
-                "spec.flag.rolloutVariant is the same as defaultVariant ({:?}); nothing would change",
-                flag.rollout_variant
+                "spec.flag.rolloutVariant is the same as defaultVariant ({}); nothing would change",
+                shown(&flag.rollout_variant)
             ));
         }
         if spec.service.trim().is_empty() {
@@ -95,9 +89,9 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
         }
     } else if !flag.rollout_variant.is_empty() {
         problems.push(format!(
-            "spec.flag.rolloutVariant {:?} needs spec.steps; without steps the flag is served \
+            "spec.flag.rolloutVariant {} needs spec.steps; without steps the flag is served \
              as its targeting says and nothing is rolled out",
-            flag.rollout_variant
+            shown(&flag.rollout_variant)
         ));
     }
     if matches!(&spec.bucket_by, Some(b) if b.trim().is_empty()) {
@@ -129,11 +123,13 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
             problems.push(format!(
                 "spec.analysis.maxStepDuration ({}) is shorter than spec.stepDuration ({}); \
                  no step could wait out its dwell",
-                spec.analysis
-                    .max_step_duration
-                    .as_deref()
-                    .unwrap_or_default(),
-                spec.step_duration
+                shown(
+                    spec.analysis
+                        .max_step_duration
+                        .as_deref()
+                        .unwrap_or_default()
+                ),
+                shown(&spec.step_duration)
             ));
             None
         }

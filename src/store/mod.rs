@@ -11,6 +11,9 @@ mod kube;
 mod memory;
 
 pub use file::names::state_path;
+/// How one rollout file's text is read, public so that the fuzz targets
+/// (`tests/fuzz.rs`) read files as [`FileStore`] does.
+pub use file::parse as rollout_file;
 pub use file::{DEFAULT_MAX_FILE_BYTES, FileStore, write_atomically};
 pub use flagd_file::{FlagdFile, Reload};
 pub use kube::{FIELD_MANAGER, KubeStore, REPORTING_CONTROLLER, list_segments};

@@ -13,6 +13,7 @@ mod ops;
 pub mod value;
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use serde_json::{Map, Value};
 
@@ -23,6 +24,13 @@ use value::{compare, loose_equal, number, strict_equal, to_js_string, to_number,
 pub const MAX_DEPTH: usize = 64;
 /// Most operations and values in one expression.
 pub const MAX_NODES: usize = 100_000;
+/// Most steps one evaluation takes: each operation or value evaluated, each item
+/// an iterating operation goes over, each item `merge` copies, each character
+/// `cat` writes and each value `reduce` accumulates. More gives null, and so does
+/// an accumulator nested deeper than 128 levels: a `reduce` over a context's long
+/// array would otherwise copy its accumulator at each item (quadratic, or
+/// exponential when it doubles), or nest it until the stack overflows.
+pub const MAX_STEPS: usize = 1_000_000;
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,9 +139,9 @@ impl Op {
 /// at parse time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("unknown operation {0:?}")]
+    #[error("unknown operation {}", crate::api::shown(.0))]
     UnknownOperation(String),
-    #[error("$ref {0:?} names no entry of $evaluators")]
+    #[error("$ref {} names no entry of $evaluators", crate::api::shown(.0))]
     UnknownReference(String),
     #[error("nests deeper than {MAX_DEPTH} levels (a $ref that refers to itself?)")]
     TooDeep,
@@ -155,9 +163,19 @@ impl Logic {
         &self.source
     }
 
-    /// Evaluates the expression for `env`'s context.
+    /// Evaluates the expression for `env`'s context: null when that would take
+    /// more than [`MAX_STEPS`].
     pub fn evaluate<'a>(&'a self, env: &Env<'a>) -> Cow<'a, Value> {
-        eval(&self.root, Data::Root, env)
+        let run = Run {
+            env,
+            steps: Cell::new(0),
+        };
+        let value = eval(&self.root, Data::Root, &run);
+        if run.steps.get() > MAX_STEPS {
+            Cow::Owned(Value::Null)
+        } else {
+            value
+        }
     }
 }
 
@@ -215,6 +233,45 @@ fn node(value: &Value) -> Result<Node, ParseError> {
     })
 }
 
+/// Deepest nesting of a value `reduce` accumulates, as deep as serde_json reads.
+const MAX_VALUE_DEPTH: usize = 128;
+
+/// How many values `value` holds (itself included), or `None` when it nests more
+/// than `depth` levels.
+fn values_within(value: &Value, depth: usize) -> Option<usize> {
+    let mut children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Array(items) => Box::new(items.iter()),
+        Value::Object(members) => Box::new(members.values()),
+        _ => return Some(1),
+    };
+    let depth = depth.checked_sub(1)?;
+    children.try_fold(1usize, |count, child| {
+        Some(count.saturating_add(values_within(child, depth)?))
+    })
+}
+
+/// An evaluation: what it reads, and the steps it took so far.
+struct Run<'e, 'a> {
+    env: &'e Env<'a>,
+    steps: Cell<usize>,
+}
+
+impl Run<'_, '_> {
+    /// Takes `count` steps; false once more than [`MAX_STEPS`] were taken.
+    fn take(&self, count: usize) -> bool {
+        let steps = self.steps.get().saturating_add(count);
+        self.steps.set(steps);
+        steps <= MAX_STEPS
+    }
+}
+
+impl<'a> std::ops::Deref for Run<'_, 'a> {
+    type Target = Env<'a>;
+    fn deref(&self) -> &Env<'a> {
+        self.env
+    }
+}
+
 /// What `var` reads: the evaluation context (with `$flagd`), or the item an
 /// iterating operation (`map`, `filter`, ...) is on.
 #[derive(Clone, Copy)]
@@ -223,7 +280,10 @@ enum Data<'a> {
     Item(&'a Value),
 }
 
-fn eval<'a>(node: &'a Node, data: Data<'a>, env: &Env<'a>) -> Cow<'a, Value> {
+fn eval<'a>(node: &'a Node, data: Data<'a>, env: &Run<'_, 'a>) -> Cow<'a, Value> {
+    if !env.take(1) {
+        return Cow::Owned(Value::Null);
+    }
     match node {
         Node::Literal(v) => Cow::Borrowed(v),
         Node::Array(items) => Cow::Owned(Value::Array(
@@ -236,12 +296,12 @@ fn eval<'a>(node: &'a Node, data: Data<'a>, env: &Env<'a>) -> Cow<'a, Value> {
     }
 }
 
-fn arg<'a>(args: &'a [Node], i: usize, data: Data<'a>, env: &Env<'a>) -> Cow<'a, Value> {
+fn arg<'a>(args: &'a [Node], i: usize, data: Data<'a>, env: &Run<'_, 'a>) -> Cow<'a, Value> {
     args.get(i)
         .map_or(Cow::Owned(Value::Null), |a| eval(a, data, env))
 }
 
-fn all_args<'a>(args: &'a [Node], data: Data<'a>, env: &Env<'a>) -> Vec<Cow<'a, Value>> {
+fn all_args<'a>(args: &'a [Node], data: Data<'a>, env: &Run<'_, 'a>) -> Vec<Cow<'a, Value>> {
     args.iter().map(|a| eval(a, data, env)).collect()
 }
 
@@ -249,7 +309,7 @@ fn boolean<'a>(b: bool) -> Cow<'a, Value> {
     Cow::Owned(Value::Bool(b))
 }
 
-fn apply<'a>(op: Op, args: &'a [Node], data: Data<'a>, env: &Env<'a>) -> Cow<'a, Value> {
+fn apply<'a>(op: Op, args: &'a [Node], data: Data<'a>, env: &Run<'_, 'a>) -> Cow<'a, Value> {
     match op {
         Op::Var => {
             let key = arg(args, 0, data, env);
@@ -357,9 +417,23 @@ fn apply<'a>(op: Op, args: &'a [Node], data: Data<'a>, env: &Env<'a>) -> Cow<'a,
             let Some(logic) = args.get(1) else {
                 return Cow::Owned(accumulator);
             };
-            for item in items.as_array().map_or(&[][..], Vec::as_slice) {
+            let items = items.as_array().map_or(&[][..], Vec::as_slice);
+            if !env.take(items.len()) {
+                return Cow::Owned(Value::Null);
+            }
+            for item in items {
                 let scope = serde_json::json!({"current": item, "accumulator": accumulator});
                 accumulator = eval(logic, Data::Item(&scope), env).into_owned();
+                // A step may wrap the accumulator (`[{"var": "accumulator"}]`):
+                // item after item it would nest deeper than any reading (or
+                // dropping) of it can recurse without overflowing the stack.
+                match values_within(&accumulator, MAX_VALUE_DEPTH) {
+                    Some(values) if env.take(values) => {}
+                    _ => {
+                        env.take(usize::MAX);
+                        return Cow::Owned(Value::Null);
+                    }
+                }
             }
             Cow::Owned(accumulator)
         }
@@ -371,6 +445,7 @@ fn apply<'a>(op: Op, args: &'a [Node], data: Data<'a>, env: &Env<'a>) -> Cow<'a,
                     other => merged.push(other),
                 }
             }
+            env.take(merged.len());
             Cow::Owned(Value::Array(merged))
         }
         Op::In => {
@@ -388,6 +463,7 @@ fn apply<'a>(op: Op, args: &'a [Node], data: Data<'a>, env: &Env<'a>) -> Cow<'a,
                     text.push_str(&to_js_string(&value));
                 }
             }
+            env.take(text.len());
             Cow::Owned(Value::String(text))
         }
         Op::Substr => {
@@ -418,9 +494,12 @@ fn relation(op: Op, a: &Value, b: &Value) -> bool {
     }
 }
 
-fn iterate<'a>(op: Op, args: &'a [Node], data: Data<'a>, env: &Env<'a>) -> Cow<'a, Value> {
+fn iterate<'a>(op: Op, args: &'a [Node], data: Data<'a>, env: &Run<'_, 'a>) -> Cow<'a, Value> {
     let items = arg(args, 0, data, env);
     let items: &[Value] = items.as_array().map_or(&[], Vec::as_slice);
+    if !env.take(items.len()) {
+        return Cow::Owned(Value::Null);
+    }
     let logic = args.get(1);
     let test = |item: &Value| -> Value {
         logic.map_or(Value::Null, |l| eval(l, Data::Item(item), env).into_owned())
@@ -436,7 +515,7 @@ fn iterate<'a>(op: Op, args: &'a [Node], data: Data<'a>, env: &Env<'a>) -> Cow<'
 }
 
 /// `var`: a dotted path into the data; `""` (or null) is the data itself.
-fn lookup<'a>(key: &Value, data: Data<'a>, env: &Env<'a>) -> Option<Cow<'a, Value>> {
+fn lookup<'a>(key: &Value, data: Data<'a>, env: &Run<'_, 'a>) -> Option<Cow<'a, Value>> {
     let path = match key {
         Value::Null => String::new(),
         other => to_js_string(other),
@@ -479,7 +558,7 @@ fn flagd_properties(env: &Env<'_>) -> Value {
     serde_json::json!({"flagKey": env.flag_key, "timestamp": env.now_seconds})
 }
 
-fn missing<'a>(args: &[Cow<'a, Value>], data: Data<'a>, env: &Env<'a>) -> Vec<Value> {
+fn missing<'a>(args: &[Cow<'a, Value>], data: Data<'a>, env: &Run<'_, 'a>) -> Vec<Value> {
     match args.first().map(|a| &**a) {
         Some(Value::Array(keys)) => missing_keys(keys, data, env),
         _ => {
@@ -489,7 +568,7 @@ fn missing<'a>(args: &[Cow<'a, Value>], data: Data<'a>, env: &Env<'a>) -> Vec<Va
     }
 }
 
-fn missing_keys<'a>(keys: &[Value], data: Data<'a>, env: &Env<'a>) -> Vec<Value> {
+fn missing_keys<'a>(keys: &[Value], data: Data<'a>, env: &Run<'_, 'a>) -> Vec<Value> {
     keys.iter()
         .filter(|key| lookup(key, data, env).is_none_or(|v| v.is_null() || v.as_str() == Some("")))
         .cloned()

@@ -52,7 +52,8 @@ pub fn fractional(args: &[Cow<'_, Value>], env: &Env<'_>) -> Value {
             },
             _ => return Value::Null,
         };
-        total += weight;
+        // Saturating: three weights near 2^63 must not wrap below the limit.
+        total = total.saturating_add(weight);
         entries.push((variant, weight));
     }
     if total > MAX_TOTAL_WEIGHT {

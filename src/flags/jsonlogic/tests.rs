@@ -184,6 +184,34 @@ fn fractional_picks_as_flagd_and_is_null_on_misuse() {
         json!(null),
     );
     eq(json!({"fractional": ["k", ["a", 0], ["b", 3]]}), json!("b"));
+    // Weights whose sum passes u64 (found by tests/fuzz.rs: it overflowed).
+    let huge = json!(i64::MAX);
+    eq(
+        json!({"fractional": ["k", ["a", huge], ["b", huge], ["c", huge], ["d", 3]]}),
+        json!(null),
+    );
+}
+
+#[test]
+fn an_evaluation_past_max_steps_gives_null() {
+    // Found by tests/fuzz.rs: merging the accumulator at each item of a long
+    // array copied it each time, minutes for 20,000 items.
+    let collect = json!({"reduce": [{"var": "xs"},
+        {"merge": [{"var": "accumulator"}, [{"var": "current"}]]}, []]});
+    let long: Vec<usize> = (0..20_000).collect();
+    assert_eq!(run(collect.clone(), json!({"xs": long})), json!(null));
+    assert_eq!(run(collect, json!({"xs": [1, 2, 3]})), json!([1, 2, 3]));
+    let doubling = json!({"reduce": [{"var": "xs"},
+        {"cat": [{"var": "accumulator"}, {"var": "accumulator"}]}, "x"]});
+    let short: Vec<usize> = (0..64).collect();
+    assert_eq!(run(doubling.clone(), json!({"xs": short})), json!(null));
+    assert_eq!(run(doubling, json!({"xs": [1, 2]})), json!("xxxx"));
+    // Found the same way: an accumulator wrapped at each item overflowed the
+    // stack when it was read or dropped.
+    let wrap = json!({"*": [2, {"reduce": [{"var": "xs"}, [{"var": "accumulator"}], 1]}]});
+    let long: Vec<usize> = (0..20_000).collect();
+    assert_eq!(run(wrap.clone(), json!({"xs": long})), json!(null));
+    assert_eq!(run(wrap, json!({"xs": [1, 2]})), json!(2));
 }
 
 #[test]

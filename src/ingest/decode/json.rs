@@ -12,6 +12,7 @@
 //! refused, the first error is the one reported.
 
 use std::fmt;
+use std::mem::size_of;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -289,7 +290,8 @@ fn write_defaults(value: &mut Value, field: &str) {
 }
 
 /// What decoding one JSON part takes: kept in the decoded message, and held only
-/// while it is decoded (serde buffers each attribute value whole before reading it).
+/// while it is decoded (serde buffers each attribute value whole before reading it,
+/// and a part refused as it is is read again whole as a `Value`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct JsonCost {
     kept: usize,
@@ -300,6 +302,13 @@ struct JsonCost {
 const MAX_JSON_NESTING: usize = 128;
 /// What serde holds per value buffered: the value and its place in a list or map.
 const BUFFERED_VALUE: usize = 64;
+/// What a part read again as a `Value` (see [`message`]) holds per value: the
+/// value, with room for as many more in the vector it grew in...
+const REREAD_VALUE: usize = 2 * size_of::<Value>();
+/// ...per member, its key and value in a map node at least half full...
+const REREAD_MEMBER: usize = 2 * (size_of::<String>() + size_of::<Value>());
+/// ...and per object, the first node of its map: a B-tree leaf of 11 members.
+const REREAD_OBJECT: usize = 11 * (size_of::<String>() + size_of::<Value>()) + 64;
 
 /// What a value found in a JSON part holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,6 +372,7 @@ enum Frame {
 fn message_cost(text: &str, kind: Kind, max_depth: usize) -> Result<JsonCost, ScanError> {
     let bytes = text.as_bytes();
     let mut cost = JsonCost::default();
+    let mut longest_string = 0;
     let mut stack: Vec<Frame> = Vec::new();
     let mut depth = 0;
     let mut expect_key = false;
@@ -380,6 +390,9 @@ fn message_cost(text: &str, kind: Kind, max_depth: usize) -> Result<JsonCost, Sc
             let (key, end) = string_at(bytes, i);
             i = end;
             expect_key = false;
+            cost.transient = cost
+                .transient
+                .saturating_add(REREAD_MEMBER + schema::allocation(key.len()));
             if let Some(Frame::Object { kind, next, .. }) = stack.last_mut() {
                 let name = unescaped(key);
                 *next = match kind.and_then(|k| k.json_field(&name)) {
@@ -412,6 +425,8 @@ fn message_cost(text: &str, kind: Kind, max_depth: usize) -> Result<JsonCost, Sc
                 if in_attribute {
                     cost.transient = cost.transient.saturating_add(BUFFERED_VALUE);
                 }
+                let reread = if byte == b'{' { REREAD_OBJECT } else { 0 };
+                cost.transient = cost.transient.saturating_add(REREAD_VALUE + reread);
                 if byte == b'{' {
                     let kind = match slot {
                         Slot::Message(kind) => Some(kind),
@@ -459,6 +474,7 @@ fn message_cost(text: &str, kind: Kind, max_depth: usize) -> Result<JsonCost, Sc
                 let (string, end) = string_at(bytes, i);
                 i = end;
                 let held = schema::allocation(string.len());
+                longest_string = longest_string.max(held);
                 if slot != Slot::Ignored {
                     cost.kept = cost.kept.saturating_add(held);
                 }
@@ -467,6 +483,9 @@ fn message_cost(text: &str, kind: Kind, max_depth: usize) -> Result<JsonCost, Sc
                         .transient
                         .saturating_add(BUFFERED_VALUE.saturating_add(held));
                 }
+                cost.transient = cost
+                    .transient
+                    .saturating_add(REREAD_VALUE.saturating_add(held));
             }
             _ => {
                 // A number or a literal.
@@ -479,9 +498,15 @@ fn message_cost(text: &str, kind: Kind, max_depth: usize) -> Result<JsonCost, Sc
                 if in_attribute {
                     cost.transient = cost.transient.saturating_add(BUFFERED_VALUE);
                 }
+                cost.transient = cost.transient.saturating_add(REREAD_VALUE);
             }
         }
     }
+    // serde quotes the value at fault in its error, at each of the two readings,
+    // and `without_values` copies the message once more.
+    cost.transient = cost
+        .transient
+        .saturating_add(longest_string.saturating_mul(3));
     Ok(cost)
 }
 

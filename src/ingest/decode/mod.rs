@@ -22,7 +22,7 @@ use crate::net::Reservation;
 
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Encoding {
+pub enum Encoding {
     Protobuf,
     Json,
 }
@@ -30,7 +30,7 @@ pub(super) enum Encoding {
 /// A decoded request, what was left out of it, and the memory it was estimated
 /// to take (reserved for as long as it is held).
 #[derive(Debug)]
-pub(super) struct Decoded {
+pub struct Decoded {
     pub request: ExportTraceServiceRequest,
     pub rejected: Rejected,
     pub cost: usize,
@@ -38,7 +38,7 @@ pub(super) struct Decoded {
 
 /// Why a request was not decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum Refused {
+pub enum Refused {
     #[error("invalid OTLP {encoding}: {reason}")]
     Malformed {
         encoding: &'static str,
@@ -53,8 +53,11 @@ pub(super) enum Refused {
     Overloaded,
 }
 
-/// Decodes `body`, reserving its estimated memory from `reservation`'s budget first.
-pub(super) fn decode(
+/// Decodes `body`, reserving its estimated memory from `reservation`'s budget first:
+/// what both receivers do with a body once it is read (and gunzipped), before
+/// [`Ingestor::accept`](super::Ingestor::accept). Public so that the fuzz targets
+/// (`tests/fuzz.rs`) drive this very path.
+pub fn decode(
     encoding: Encoding,
     body: &[u8],
     limits: &IngestLimits,

@@ -150,6 +150,10 @@ fn bytes_of(number: u32, wire: Wire<'_>) -> Result<&[u8], Malformed> {
 pub(super) fn estimate(body: &[u8], max_depth: usize) -> Result<Estimate, Malformed> {
     let mut estimate = Estimate::default();
     let mut resource_spans = 0;
+    // The longest resource, scope or span: prost holds a second copy of each
+    // string or bytes field while it decodes it, and parts are decoded one at a
+    // time, so this bounds that copy.
+    let mut longest_part = 0;
     for field in Fields::new(body) {
         let (number, wire) = field?;
         if number != 1 {
@@ -159,19 +163,26 @@ pub(super) fn estimate(body: &[u8], max_depth: usize) -> Result<Estimate, Malfor
         let mut scope_spans = 0;
         for field in Fields::new(bytes_of(number, wire)?) {
             let (number, wire) = field?;
-            let bytes = bytes_of(number, wire)?;
             match number {
-                1 => estimate.add(message_cost(bytes, Kind::Resource, 0, max_depth).ok()),
+                1 => {
+                    let bytes = bytes_of(number, wire)?;
+                    longest_part = longest_part.max(bytes.len());
+                    estimate.add(message_cost(bytes, Kind::Resource, 0, max_depth).ok());
+                }
                 2 => {
                     scope_spans += 1;
-                    estimate_scope_spans(bytes, max_depth, &mut estimate)?;
+                    let bytes = bytes_of(number, wire)?;
+                    estimate_scope_spans(bytes, max_depth, &mut estimate, &mut longest_part)?;
                 }
-                _ => estimate.add(Some(schema::allocation(bytes.len()))),
+                3 => estimate.add(Some(schema::allocation(bytes_of(number, wire)?.len()))),
+                // A field OTLP does not define (yet), of any wire type: prost skips it.
+                _ => {}
             }
         }
         estimate.add(Some(schema::vector(scope_spans, schema::SCOPE_SPANS)));
     }
     estimate.add(Some(schema::vector(resource_spans, schema::RESOURCE_SPANS)));
+    estimate.add(Some(longest_part));
     Ok(estimate)
 }
 
@@ -179,19 +190,27 @@ fn estimate_scope_spans(
     bytes: &[u8],
     max_depth: usize,
     estimate: &mut Estimate,
+    longest_part: &mut usize,
 ) -> Result<(), Malformed> {
     let mut spans = 0;
     for field in Fields::new(bytes) {
         let (number, wire) = field?;
-        let bytes = bytes_of(number, wire)?;
         match number {
-            1 => estimate.add(message_cost(bytes, Kind::Scope, 0, max_depth).ok()),
+            1 => {
+                let bytes = bytes_of(number, wire)?;
+                *longest_part = (*longest_part).max(bytes.len());
+                estimate.add(message_cost(bytes, Kind::Scope, 0, max_depth).ok());
+            }
             2 => {
                 spans += 1;
                 estimate.spans += 1;
+                let bytes = bytes_of(number, wire)?;
+                *longest_part = (*longest_part).max(bytes.len());
                 estimate.add(message_cost(bytes, Kind::Span, 0, max_depth).ok());
             }
-            _ => estimate.add(Some(schema::allocation(bytes.len()))),
+            3 => estimate.add(Some(schema::allocation(bytes_of(number, wire)?.len()))),
+            // As in resource spans: prost skips fields it does not know.
+            _ => {}
         }
     }
     estimate.add(Some(schema::vector(spans, Kind::Span.size())));
@@ -215,24 +234,23 @@ pub(super) fn decode(
         let mut group = Group::<ResourceSpans, Resource>::default();
         for field in Fields::new(bytes_of(number, wire)?) {
             let (number, wire) = field?;
-            let bytes = bytes_of(number, wire)?;
             match number {
                 1 => group.header(one::<Resource>(
-                    bytes,
+                    bytes_of(number, wire)?,
                     Kind::Resource,
                     Part::Resource,
                     max_depth,
                 )),
                 2 => {
                     let (scope_spans, spans, scope_rejected) =
-                        decode_scope_spans(bytes, max_depth)?;
+                        decode_scope_spans(bytes_of(number, wire)?, max_depth)?;
                     group.spans += spans;
                     group.rejected.merge(scope_rejected);
                     if let Some(scope_spans) = scope_spans {
                         group.message.scope_spans.push(scope_spans);
                     }
                 }
-                3 => group.message.schema_url = text(bytes)?,
+                3 => group.message.schema_url = text(bytes_of(number, wire)?)?,
                 _ => {}
             }
         }
@@ -256,22 +274,21 @@ fn decode_scope_spans(
     let mut group = Group::<ScopeSpans, InstrumentationScope>::default();
     for field in Fields::new(bytes) {
         let (number, wire) = field?;
-        let bytes = bytes_of(number, wire)?;
         match number {
             1 => group.header(one::<InstrumentationScope>(
-                bytes,
+                bytes_of(number, wire)?,
                 Kind::Scope,
                 Part::Scope,
                 max_depth,
             )),
             2 => {
                 group.spans += 1;
-                match one::<Span>(bytes, Kind::Span, Part::Span, max_depth) {
+                match one::<Span>(bytes_of(number, wire)?, Kind::Span, Part::Span, max_depth) {
                     Ok(span) => group.message.spans.push(span),
                     Err(invalid) => group.rejected.add(1, invalid),
                 }
             }
-            3 => group.message.schema_url = text(bytes)?,
+            3 => group.message.schema_url = text(bytes_of(number, wire)?)?,
             _ => {}
         }
     }

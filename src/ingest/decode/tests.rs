@@ -403,6 +403,40 @@ fn a_broken_skeleton_refuses_the_request_whole() {
 }
 
 #[test]
+fn unknown_fields_of_any_wire_type_are_skipped_as_prost_skips_them() {
+    fn field(number: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![number << 3 | 2];
+        prost::encoding::encode_varint(payload.len() as u64, &mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+    let original = request(vec![(
+        vec![kv("service.name", "cart")],
+        vec![span(1, vec![])],
+    )]);
+    let resource_spans = &original.resource_spans[0];
+    // Field 9 as a varint, a fixed64 and a fixed32, in resource spans and in
+    // scope spans (found by tests/fuzz.rs: such a request was refused whole).
+    let unknown = b"\x48\x01\x49\x00\x00\x00\x00\x00\x00\x00\x00\x4d\x00\x00\x00\x00";
+    let mut scope_spans = unknown.to_vec();
+    scope_spans.extend(resource_spans.scope_spans[0].encode_to_vec());
+    let mut inner = unknown.to_vec();
+    inner.extend(field(
+        1,
+        &resource_spans.resource.as_ref().unwrap().encode_to_vec(),
+    ));
+    inner.extend(field(2, &scope_spans));
+    let body = field(1, &inner);
+    assert_eq!(
+        ExportTraceServiceRequest::decode(&body[..]).unwrap(),
+        original
+    );
+    let decoded = run(Encoding::Protobuf, &body).unwrap();
+    assert_eq!(decoded.request, original);
+    assert_eq!(decoded.rejected, Rejected::default());
+}
+
+#[test]
 fn json_reads_omitted_defaults_and_nulls() {
     let body = r#"{"resourceSpans": [{"resource": {"entityRefs": [{"type": "service", "idKeys": ["service.name"]}]},
         "schemaUrl": null,

@@ -18,7 +18,7 @@
 
 mod fields;
 pub mod names;
-mod parse;
+pub mod parse;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;

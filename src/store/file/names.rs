@@ -59,14 +59,7 @@ fn is_label(label: &str) -> bool {
         && bytes.iter().all(|b| edge(b) || *b == b'-')
 }
 
-/// `text` quoted and escaped for a message, cut to its first 64 characters.
-pub fn shown(text: &str) -> String {
-    const MAX: usize = 64;
-    match text.char_indices().nth(MAX) {
-        None => format!("{text:?}"),
-        Some((end, _)) => format!("{:?}…", &text[..end]),
-    }
-}
+pub use crate::api::shown;
 
 /// The folder of state files named by digest (not a valid namespace, so it never
 /// meets a folder of the naming before it).
