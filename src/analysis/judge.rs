@@ -516,49 +516,53 @@ impl<'w> TailComparison<'w> {
         })
     }
 
+    /// The baseline's p99, never below what the sketch can tell apart.
+    fn baseline_ns(&self) -> f64 {
+        self.baseline_p99_ns.max(LATENCY_FLOOR_MS * 1e6)
+    }
+
+    /// The statistic when `count` candidate spans are above the threshold.
+    fn z_of_count(&self, count: u64) -> f64 {
+        let share = count as f64 / self.candidate.count() as f64;
+        (share - (1.0 - INCREASE_QUANTILE)) / self.variance.sqrt()
+    }
+
     /// The statistic for "the candidate's p99 is at most (1 + m) times the baseline's".
     fn z(&self, m: f64) -> f64 {
-        let threshold = (1.0 + m) * self.baseline_p99_ns.max(LATENCY_FLOOR_MS * 1e6);
-        let share = self.candidate.count_above_ns(threshold) as f64 / self.candidate.count() as f64;
-        (share - (1.0 - INCREASE_QUANTILE)) / self.variance.sqrt()
+        self.z_of_count(
+            self.candidate
+                .count_above_ns((1.0 + m) * self.baseline_ns()),
+        )
     }
 
     /// The largest m the spans show the ratio exceeds (−100% when none).
     fn lower(&self) -> f64 {
-        self.search(|m| self.z(m) >= self.boundary).unwrap_or(-1.0)
+        self.largest(|count| self.z_of_count(count) >= self.boundary)
+            .unwrap_or(-1.0)
     }
 
     /// The smallest m the spans show the ratio stays under (∞ when none): where
     /// "ratio ≥ m" starts being rejected.
     fn upper(&self) -> f64 {
-        match self.search(|m| self.z(m) > -self.boundary) {
+        match self.largest(|count| self.z_of_count(count) > -self.boundary) {
             None => -1.0,
             Some(m) if m >= MAX_RATIO => f64::INFINITY,
             Some(m) => m,
         }
     }
 
-    /// The largest m in (−1, MAX_RATIO] where `holds` (true below some point,
-    /// false above it), to a thousandth.
-    fn search(&self, holds: impl Fn(f64) -> bool) -> Option<f64> {
-        let (mut low, mut high) = (-0.999, MAX_RATIO);
-        if !holds(low) {
-            return None;
-        }
-        if holds(high) {
-            return Some(high);
-        }
-        while high - low > 1e-3 {
-            let mid = (low + high) / 2.0;
-            if holds(mid) {
-                low = mid;
-            } else {
-                high = mid;
-            }
-        }
-        Some(low)
+    /// The largest m in (−1, MAX_RATIO] where `holds` of the count above
+    /// `(1 + m)` times the baseline's p99 (true of large counts), exactly: the
+    /// count only changes at bucket edges.
+    fn largest(&self, holds: impl Fn(u64) -> bool) -> Option<f64> {
+        let m = self.candidate.largest_threshold_ns(holds)? / self.baseline_ns() - 1.0;
+        (m >= SMALLEST_RATIO).then_some(m.min(MAX_RATIO))
     }
 }
+
+/// The smallest relative change the interval of `maxLatencyIncrease` reaches to
+/// (−99.9%): below it the ratio says nothing.
+const SMALLEST_RATIO: f64 = -0.999;
 
 /// The largest relative increase the interval of `maxLatencyIncrease` reaches to
 /// (+10,000%): beyond it the interval is open.

@@ -99,6 +99,28 @@ impl LatencySketch {
         self.counts[start..].iter().sum()
     }
 
+    /// The largest positive threshold `t` (ns) with `holds(count_above_ns(t))`, for
+    /// a `holds` true of large counts and false of small ones, found in one walk
+    /// down the buckets: infinity when it holds of no span at all, `None` when it
+    /// holds of no count a positive threshold gives.
+    pub fn largest_threshold_ns(&self, holds: impl Fn(u64) -> bool) -> Option<f64> {
+        if holds(0) {
+            return Some(f64::INFINITY);
+        }
+        let g = gamma();
+        let mut above = 0;
+        for (i, &count) in self.counts.iter().enumerate().rev() {
+            above += count;
+            if count > 0 && holds(above) {
+                // A bucket counts as above every threshold up to its lower edge.
+                let index = self.offset + i as i32;
+                return Some(g.powi(index - 1).max(MIN_TRACKED_NS));
+            }
+        }
+        // Below MIN_TRACKED_NS every tracked span counts.
+        (self.total > self.low_count && holds(above)).then_some(MIN_TRACKED_NS)
+    }
+
     /// Bounds on the `rank`-th shortest span (1-based), in nanoseconds: the edges of
     /// the bucket that holds it. `None` when the rank is outside 1..=count.
     pub fn rank_bounds_ns(&self, rank: u64) -> Option<(f64, f64)> {
@@ -212,6 +234,26 @@ mod tests {
                 .filter(|&&v| v as f64 > threshold && (v as f64) <= edge)
                 .count() as u64;
             assert!(truth - got <= within, "{threshold}: missed {}", truth - got);
+        }
+    }
+
+    #[test]
+    fn the_largest_threshold_is_where_the_count_stops_holding() {
+        let mut sketch = LatencySketch::default();
+        (1..=1_000u64).for_each(|i| sketch.record_ns(i * 10_000));
+        for wanted in [0, 1, 5, 10, 250, 990, 1_000, 1_001] {
+            let holds = |count: u64| count >= wanted;
+            match sketch.largest_threshold_ns(holds) {
+                None => assert!(!holds(sketch.count_above_ns(1.0)), "{wanted}"),
+                Some(t) if t.is_infinite() => assert_eq!(wanted, 0),
+                Some(t) => {
+                    assert!(holds(sketch.count_above_ns(t)), "{wanted} at {t}");
+                    assert!(
+                        !holds(sketch.count_above_ns(t * 1.000_001)),
+                        "{wanted} past {t}"
+                    );
+                }
+            }
         }
     }
 

@@ -184,6 +184,8 @@ impl ArmWindow {
 pub struct UnitSample {
     /// Sorted unit hashes, the lowest bit replaced by the arm (1 = candidate).
     units: Vec<u64>,
+    /// How many of `units` are in the candidate arm, kept so the judge need not count.
+    candidates: u64,
     /// Spans that carried a bucketing value, split or not.
     pub spans_with_unit: u64,
     /// Spans that were assigned by the split and carried a bucketing value.
@@ -208,7 +210,10 @@ impl UnitSample {
         match self.units.binary_search_by_key(&(unit & !1), |u| u & !1) {
             Ok(_) => {}
             Err(_) if self.units.len() >= MAX_UNITS => {}
-            Err(at) => self.units.insert(at, entry),
+            Err(at) => {
+                self.units.insert(at, entry);
+                self.candidates += u64::from(candidate);
+            }
         }
     }
 
@@ -227,7 +232,7 @@ impl UnitSample {
 
     /// Distinct units sampled that were in the candidate arm.
     pub fn candidate_units(&self) -> u64 {
-        self.units.iter().filter(|u| *u & 1 == 1).count() as u64
+        self.candidates
     }
 }
 
