@@ -220,14 +220,14 @@ enum Command {
     ///
     /// Time is simulated (a 2-minute rollout takes milliseconds) and every rollout is
     /// seeded. Describe the traffic (rate, error rate, latency, accounts) and,
-    /// optionally, a regression of the rollout variant:
-    ///
-    ///   spangate simulate rollout.yaml --rollouts 10000
-    ///   spangate simulate rollout.yaml --candidate-error-rate 0.03
-    ///   spangate simulate --candidate-latency-factor 1.5 --regression-from-weight 50
+    /// optionally, a regression of the rollout variant (examples below).
     ///
     /// Tune a spec with it before production: a spec whose false rollbacks or time
     /// to promote are too high here will be too high there.
+    #[command(after_help = "Examples:\n  \
+        spangate simulate rollout.yaml --rollouts 10000\n  \
+        spangate simulate rollout.yaml --candidate-error-rate 0.03\n  \
+        spangate simulate --candidate-latency-factor 1.5 --regression-from-weight 50")]
     Simulate(spangate::cli::simulate::SimulateArgs),
 }
 

@@ -91,6 +91,22 @@ fn the_same_seed_gives_the_same_results() {
 }
 
 #[test]
+fn help_shows_each_example_on_its_own_line() {
+    let out = simulate(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for example in [
+        "\n  spangate simulate rollout.yaml --rollouts 10000\n",
+        "\n  spangate simulate rollout.yaml --candidate-error-rate 0.03\n",
+    ] {
+        assert!(
+            help.contains(example),
+            "{example:?} not on its own line in:\n{help}"
+        );
+    }
+}
+
+#[test]
 fn traffic_that_cannot_be_simulated_is_refused_with_the_reason() {
     for (args, reason) in [
         (&["--error-rate", "2"][..], "--error-rate is 2"),
