@@ -321,25 +321,23 @@ fn from_hex(text: &str) -> Result<Vec<u8>, String> {
     hex::decode(&digits).map_err(|e| format!("not hex: {e}"))
 }
 
-/// SplitMix64: small, fast, and the same sequence on every platform and version,
+/// The simulator's SplitMix64: small, fast, and the same sequence on every platform and version,
 /// which replaying a seed needs.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(spangate::simulate::Random);
 
 impl Rng {
     /// The generator of case `case` of the run seeded `seed`.
     pub fn for_case(seed: u64, case: u64) -> Self {
-        let mut rng = Rng(seed ^ case.wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut rng = Rng(spangate::simulate::Random::new(
+            seed ^ case.wrapping_mul(0xA24B_AED4_963E_E407),
+        ));
         rng.next_u64();
         rng
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number below `n` (0 when `n` is 0).
