@@ -828,6 +828,8 @@ fn a_disabled_analysis_is_a_timed_ramp_that_judges_nothing() {
     assert_eq!(early.status.verdict, None);
     let message = early.status.message.clone().unwrap_or_default();
     assert!(message.contains("analysis disabled"), "{message}");
+    // The controller is woken when the dwell ends, since no span will wake it.
+    assert_eq!(early.wake_at, Some(at(30)));
     // Each dwell moves it one step, with no spans and no verdict at all.
     let mut status = early.status;
     for (secs, weight) in [(30, 5.0), (60, 25.0)] {
