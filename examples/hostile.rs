@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
@@ -28,7 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+mod common;
+use common::{grpc_call, grpc_frame, kv};
 
 /// How each attack was answered: attack → answer → count.
 #[derive(Default)]
@@ -57,16 +57,6 @@ struct Target {
 impl Target {
     fn running(&self) -> bool {
         Instant::now() < self.until
-    }
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
     }
 }
 
@@ -119,14 +109,6 @@ fn full_batch() -> Bytes {
     .into()
 }
 
-fn grpc_frame(message: &[u8]) -> Bytes {
-    let mut framed = Vec::with_capacity(message.len() + 5);
-    framed.push(0);
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(message);
-    framed.into()
-}
-
 /// Posts `body` to OTLP/HTTP again and again.
 async fn http_posts(target: Arc<Target>, attack: &'static str, body: Bytes) {
     let client = reqwest::Client::new();
@@ -148,57 +130,9 @@ async fn http_posts(target: Arc<Target>, attack: &'static str, body: Bytes) {
     }
 }
 
-/// One gRPC Export call: the grpc-status answered, or why there was none.
-async fn grpc_call(target: &Target, framed: Bytes, stall_after: Option<usize>) -> String {
-    let Ok(tcp) = TcpStream::connect(target.grpc).await else {
-        return "connect error".into();
-    };
-    let Ok((send, connection)) = h2::client::handshake(tcp).await else {
-        return "handshake error".into();
-    };
-    tokio::spawn(connection);
-    let Ok(mut send) = send.ready().await else {
-        return "connection closed".into();
-    };
-    let request = http::Request::post(format!("http://{}{EXPORT_PATH}", target.grpc))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let Ok((response, mut stream)) = send.send_request(request, false) else {
-        return "stream refused".into();
-    };
-    let body = match stall_after {
-        Some(n) => framed.slice(..n),
-        None => framed,
-    };
-    let _ = stream.send_data(body, stall_after.is_none());
-    let response = match tokio::time::timeout(Duration::from_secs(120), response).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => return format!("stream error: {error}"),
-        Err(_) => return "no answer".into(),
-    };
-    let status = |headers: &http::HeaderMap| {
-        headers
-            .get("grpc-status")
-            .map(|s| format!("grpc-status {}", s.to_str().unwrap_or("?")))
-    };
-    if let Some(status) = status(response.headers()) {
-        return status;
-    }
-    let mut body = response.into_body();
-    while let Some(Ok(data)) = body.data().await {
-        let _ = body.flow_control().release_capacity(data.len());
-    }
-    match body.trailers().await {
-        Ok(Some(trailers)) => status(&trailers).unwrap_or_else(|| "no status".into()),
-        _ => "no trailers".into(),
-    }
-}
-
 async fn grpc_calls(target: Arc<Target>, attack: &'static str, framed: Bytes) {
     while target.running() {
-        let answer = grpc_call(&target, framed.clone(), None).await;
+        let answer = grpc_call(target.grpc, framed.clone(), None).await;
         target.tally.count(attack, answer);
     }
 }
@@ -206,7 +140,7 @@ async fn grpc_calls(target: Arc<Target>, attack: &'static str, framed: Bytes) {
 /// A gRPC stream that sends 3.9 of 4 MB and stalls, again and again.
 async fn stalled_grpc_stream(target: Arc<Target>, framed: Bytes) {
     while target.running() {
-        let answer = grpc_call(&target, framed.clone(), Some(3_900_000)).await;
+        let answer = grpc_call(target.grpc, framed.clone(), Some(3_900_000)).await;
         target
             .tally
             .count("row 2: gRPC stream stalled at 3.9 of 4 MB", answer);
