@@ -142,6 +142,7 @@ fn bench_analysis(c: &mut Criterion) {
                 baseline_variant: "off",
                 candidate_variant: "on",
                 weight: 25.0,
+                previous_weight: None,
                 unit_attribute: "accountId",
                 completed: &completed,
                 window: &judged,

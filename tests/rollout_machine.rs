@@ -109,6 +109,8 @@ fn first_visit_starts_at_the_first_step_with_conditions() {
     assert_eq!(d.status.current_step, Some(0));
     assert_eq!(d.status.step.as_deref(), Some("1/4"));
     assert_eq!(d.status.weight, 1.0);
+    // Nothing was split before, so no earlier weight's units can turn up.
+    assert_eq!(d.status.previous_weight, None);
     assert_eq!(d.status.observed_generation, Some(1));
     assert_eq!(reasons(&d), ["Started"]);
     assert!(d.actions.contains(&Action::RestartWindow(WindowEpoch(1))));
@@ -133,6 +135,8 @@ fn a_pass_advances_only_after_the_dwell() {
     let due = step(&spec, &early.status, Some(&pass), at(30));
     assert_eq!(due.status.current_step, Some(1));
     assert_eq!(due.status.weight, 5.0);
+    // Spans evaluated at 1% may still arrive: the sample-ratio check allows for them.
+    assert_eq!(due.status.previous_weight, Some(1.0));
     assert_eq!(due.status.step_started_at.as_ref().unwrap().0, at(30));
     assert_eq!(reasons(&due), ["StepAdvanced"]);
     assert!(due.actions.contains(&Action::RestartWindow(WindowEpoch(2))));
@@ -365,6 +369,9 @@ fn edited_steps_land_at_or_below_the_weight_and_need_a_pass_to_go_on() {
             "{steps:?}"
         );
         assert_eq!(d.phase, Phase::Progressing, "{steps:?}");
+        if landing.1 != 25.0 {
+            assert_eq!(d.previous_weight, Some(25.0), "{steps:?}");
+        }
         // With no spans there is no Pass, so the edit alone never promotes.
         let later = step(&spec, d, None, at(600));
         assert_eq!(later.status.weight, landing.1, "{steps:?}");
@@ -653,6 +660,7 @@ fn mismatched() -> Verdict {
             units: 100,
             candidate_units: 50,
             expected_share: 0.01,
+            expected_share_from: None,
             e_value: 1e9,
             alpha: 1e-3,
             mismatch: true,

@@ -7,7 +7,7 @@
 //! exactly when the check fails. The verdict depends only on the window's counts
 //! and sketches (and the status), so merged windows judge as one.
 
-use super::sequential::{Boundary, beta_binomial_e_value};
+use super::sequential::{Boundary, beta_binomial_e_value, interval_e_value};
 use super::spending::{PLANNED_SAMPLES_PER_MIN_SAMPLE, Spending};
 use super::window::{ArmWindow, UnitSample};
 use super::words::{
@@ -48,6 +48,9 @@ pub struct JudgeInput<'a> {
     pub candidate_variant: &'a str,
     /// Percent of units handed the rollout variant in this step.
     pub weight: f64,
+    /// The percent served before this step (`status.previousWeight`), when the
+    /// step changed it.
+    pub previous_weight: Option<f64>,
     /// The attribute spans carry the bucketing value in, for messages.
     pub unit_attribute: &'a str,
     /// What the finished steps showed.
@@ -81,7 +84,12 @@ pub fn judge(input: &JudgeInput<'_>) -> Verdict {
         })
         .collect();
     let checks = run_checks(input, rates, &baseline, &candidate);
-    let sample_ratio = sample_ratio(&window.units, input.weight, input.unit_attribute);
+    let sample_ratio = sample_ratio(
+        &window.units,
+        input.weight,
+        input.previous_weight,
+        input.unit_attribute,
+    );
 
     let failed: Vec<&CheckEvidence> = checks
         .iter()
@@ -106,13 +114,20 @@ pub fn judge(input: &JudgeInput<'_>) -> Verdict {
         (
             VerdictOutcome::Inconclusive,
             format!(
-                "SampleRatioMismatch: {} of {} units got variant {} ({}), the weight says {}; \
+                "SampleRatioMismatch: {} of {} units got variant {} ({}), {}; \
                  the spans cannot be trusted, holding",
                 srm.candidate_units,
                 srm.units,
                 input.candidate_variant,
                 percent(srm.candidate_units as f64 / srm.units.max(1) as f64),
-                percent(srm.expected_share),
+                match srm.expected_share_from {
+                    Some(from) => format!(
+                        "the weights say {} to {}",
+                        percent(from.min(srm.expected_share)),
+                        percent(from.max(srm.expected_share))
+                    ),
+                    None => format!("the weight says {}", percent(srm.expected_share)),
+                },
             ),
         )
     } else {
@@ -192,7 +207,10 @@ impl Rate {
         let g = groups as f64;
         let unit_variance = (groups >= 2).then(|| {
             let spread: f64 = used()
-                .map(|group| (group.errors as f64 - p * group.spans as f64).powi(2))
+                .map(|group| {
+                    let spread = group.errors as f64 - p * group.spans as f64;
+                    spread * spread
+                })
                 .sum();
             g / (g - 1.0) * spread / (n * n)
         });
@@ -463,7 +481,10 @@ fn latency_design_effect(arm: &ArmWindow) -> (f64, Option<f64>) {
     let between = (groups >= 2).then(|| {
         g / (g - 1.0)
             * used()
-                .map(|group| (group.log_latency_sum() - mean * group.spans as f64).powi(2))
+                .map(|group| {
+                    let spread = group.log_latency_sum() - mean * group.spans as f64;
+                    spread * spread
+                })
                 .sum::<f64>()
             / (n * n)
     });
@@ -886,16 +907,21 @@ fn run_checks(
     checks
 }
 
-/// The sample-ratio check of a step at `weight` percent.
+/// The sample-ratio check of a step at `weight` percent that replaced
+/// `previous_weight`.
 fn sample_ratio(
     units: &UnitSample,
     weight: f64,
+    previous_weight: Option<f64>,
     unit_attribute: &str,
 ) -> Option<SampleRatioEvidence> {
     let share = weight / 100.0;
     if !(share > 0.0 && share < 1.0) {
         return None;
     }
+    let share_from = previous_weight
+        .map(|w| w / 100.0)
+        .filter(|&from| from > 0.0 && from != share);
     let skipped = if units.spans_with_unit == 0 {
         Some(format!(
             "skipped: no span carried the bucketing value ({unit_attribute})"
@@ -911,13 +937,20 @@ fn sample_ratio(
     let e_value = if skipped.is_some() {
         1.0
     } else {
+        let e_value = match share_from {
+            // Units evaluated at the previous weight may be seen first, so the
+            // share may sit anywhere between the two.
+            Some(from) => interval_e_value(c, m, from.min(share), from.max(share).min(1.0 - 1e-9)),
+            None => beta_binomial_e_value(c, m, share, SAMPLE_RATIO_CONCENTRATION),
+        };
         // Kept finite: status is JSON, which has no infinity.
-        beta_binomial_e_value(c, m, share, SAMPLE_RATIO_CONCENTRATION).min(f64::MAX)
+        e_value.min(f64::MAX)
     };
     Some(SampleRatioEvidence {
         units: m,
         candidate_units: c,
         expected_share: share,
+        expected_share_from: share_from,
         e_value,
         alpha: SAMPLE_RATIO_ALPHA,
         mismatch: e_value >= 1.0 / SAMPLE_RATIO_ALPHA,
@@ -1071,6 +1104,7 @@ mod tests {
             baseline_variant: "off",
             candidate_variant: "on",
             weight,
+            previous_weight: None,
             unit_attribute: "accountId",
             completed,
             window,
@@ -1515,6 +1549,54 @@ mod tests {
         assert_eq!(
             srm.skipped.as_deref(),
             Some("skipped: no span carried the bucketing value (accountId)")
+        );
+    }
+
+    #[test]
+    fn a_share_between_the_previous_weight_and_this_one_fits() {
+        // At 25% after 5%, units whose first span was evaluated at 5% make the
+        // share lower than the weight without anything being wrong.
+        let spec = analysis(100);
+        let step = |candidate_units: u64, previous_weight: Option<f64>| {
+            let units = window(
+                Spans {
+                    units: 1_000 - candidate_units,
+                    ..spans(6_000, 0, 40)
+                },
+                Spans {
+                    units: candidate_units,
+                    ..spans(1_000, 0, 40)
+                },
+            );
+            judge(&JudgeInput {
+                analysis: &spec,
+                steps: &STEPS,
+                service: "checkout",
+                baseline_variant: "off",
+                candidate_variant: "on",
+                weight: 25.0,
+                previous_weight,
+                unit_attribute: "accountId",
+                completed: &[],
+                window: &units,
+            })
+        };
+        let stale = step(120, Some(5.0));
+        assert_eq!(stale.outcome, VerdictOutcome::Pass, "{}", stale.message);
+        let srm = stale.sample_ratio.unwrap();
+        assert_eq!(srm.expected_share_from, Some(0.05));
+        assert!(!srm.mismatch);
+        // Without the previous weight the same share is a mismatch.
+        assert!(step(120, None).sample_ratio.unwrap().mismatch);
+        // Below both weights the data still cannot be trusted.
+        let missing = step(20, Some(5.0));
+        assert_eq!(missing.outcome, VerdictOutcome::Inconclusive);
+        assert!(
+            missing
+                .message
+                .contains("20 of 1000 units got variant on (2%), the weights say 5% to 25%"),
+            "{}",
+            missing.message
         );
     }
 }

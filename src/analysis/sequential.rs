@@ -134,6 +134,39 @@ pub fn beta_binomial_e_value(successes: u64, trials: u64, p0: f64, concentration
     log_e.exp()
 }
 
+/// Log-odds shifts of the alternatives the interval test bets on, on each side.
+const INTERVAL_SHIFTS: [f64; 8] = [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4];
+
+/// The e-value against "each unit is a success, independently, with some
+/// probability between `low` and `high`", the probability free to differ from
+/// unit to unit, after `successes` of `trials`. Half bets that the share is above
+/// `high`, half that it is below `low`, each on an even mixture of alternatives
+/// [`INTERVAL_SHIFTS`] away in log-odds. For an alternative `q > high` a unit's
+/// likelihood ratio `(q/high)^x ((1−q)/(1−high))^(1−x)` has mean at most one when
+/// its probability is at most `high`, so each side is a nonnegative
+/// supermartingale under the null and so is their average: it reaches `1/α` with
+/// probability at most `α` however often it is looked at (Ville's inequality; the
+/// construction is the mixture of Ramdas, Grünwald, Vovk and Shafer, "Game-theoretic
+/// statistics and safe anytime-valid inference", Statistical Science 2023, §4).
+pub fn interval_e_value(successes: u64, trials: u64, low: f64, high: f64) -> f64 {
+    if !(low > 0.0 && low <= high && high < 1.0) || successes > trials {
+        return 1.0;
+    }
+    let (k, rest) = (successes as f64, (trials - successes) as f64);
+    let side = |p0: f64, direction: f64| {
+        let log_odds = (p0 / (1.0 - p0)).ln();
+        INTERVAL_SHIFTS
+            .iter()
+            .map(|shift| {
+                let q = 1.0 / (1.0 + (-(log_odds + direction * shift)).exp());
+                (k * (q / p0).ln() + rest * ((1.0 - q) / (1.0 - p0)).ln()).exp()
+            })
+            .sum::<f64>()
+            / INTERVAL_SHIFTS.len() as f64
+    };
+    0.5 * (side(high, 1.0) + side(low, -1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +215,59 @@ mod tests {
             mean += probability * beta_binomial_e_value(k, n, p0, 20.0);
         }
         assert!((mean - 1.0).abs() < 1e-9, "{mean}");
+    }
+
+    /// The exact distribution of successes among independent units whose
+    /// probabilities are `probabilities`.
+    fn successes_distribution(probabilities: &[f64]) -> Vec<f64> {
+        let mut distribution = vec![1.0];
+        for &p in probabilities {
+            let mut next = vec![0.0; distribution.len() + 1];
+            for (k, &mass) in distribution.iter().enumerate() {
+                next[k] += mass * (1.0 - p);
+                next[k + 1] += mass * p;
+            }
+            distribution = next;
+        }
+        distribution
+    }
+
+    #[test]
+    fn interval_e_value_has_mean_at_most_one_anywhere_in_the_interval() {
+        let (low, high) = (0.05, 0.25);
+        let n = 60;
+        // Every unit at one probability, and half the units at each end (as when
+        // units evaluated at the previous weight arrive first), exactly.
+        let mut cases: Vec<Vec<f64>> = [0.05, 0.1, 0.15, 0.25]
+            .iter()
+            .map(|&p| vec![p; n])
+            .collect();
+        cases.push([vec![low; n / 2], vec![high; n / 2]].concat());
+        cases.push([vec![high; n / 2], vec![low; n / 2]].concat());
+        for probabilities in cases {
+            let distribution = successes_distribution(&probabilities);
+            let mean: f64 = distribution
+                .iter()
+                .enumerate()
+                .map(|(k, mass)| mass * interval_e_value(k as u64, n as u64, low, high))
+                .sum();
+            assert!(mean <= 1.0 + 1e-9, "{probabilities:?}: {mean}");
+        }
+    }
+
+    #[test]
+    fn interval_e_value_grows_outside_the_interval_only() {
+        // 1,000 units: 15% sits inside [5%, 25%]; 2% and 40% sit outside, past the
+        // sample-ratio alarm at 1,000.
+        assert!(interval_e_value(150, 1_000, 0.05, 0.25) < 1.0);
+        assert!(interval_e_value(20, 1_000, 0.05, 0.25) > 1e3);
+        assert!(interval_e_value(400, 1_000, 0.05, 0.25) > 1e6);
+        // A point interval is a two-sided test of the weight itself.
+        assert!(interval_e_value(250, 1_000, 0.25, 0.25) < 1.0);
+        assert!(interval_e_value(150, 1_000, 0.25, 0.25) > 1e6);
+        // Nothing to test without a proper interval.
+        assert_eq!(interval_e_value(5, 10, 0.0, 0.5), 1.0);
+        assert_eq!(interval_e_value(5, 10, 0.6, 0.5), 1.0);
     }
 
     #[test]

@@ -13,7 +13,11 @@ const LARGEST_FAST: f64 = 1e15;
 /// always when `signed`, trailing zeros dropped when `trim`. A value that rounds to
 /// zero is written without a minus sign.
 pub fn push_fixed(out: &mut String, value: f64, decimals: u32, signed: bool, trim: bool) {
-    let scale = 10u64.pow(decimals);
+    const SCALES: [u64; 4] = [1, 10, 100, 1_000];
+    let scale = SCALES
+        .get(decimals as usize)
+        .copied()
+        .unwrap_or_else(|| 10u64.pow(decimals));
     if !value.is_finite() || value.abs() * scale as f64 >= LARGEST_FAST {
         // Never reached by the judge's numbers; kept correct rather than fast.
         let _ = if signed {
@@ -51,7 +55,7 @@ pub fn push_digits(out: &mut String, mut value: u64, width: usize) {
         digits[start] = b'0' + (value % 10) as u8;
         value /= 10;
     }
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+    out.extend(digits[start..].iter().map(|&digit| char::from(digit)));
 }
 
 /// Appends `bytes` in lowercase hexadecimal.
@@ -63,7 +67,11 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
             pair[0] = DIGITS[usize::from(b >> 4)];
             pair[1] = DIGITS[usize::from(b & 0xf)];
         }
-        out.push_str(std::str::from_utf8(&hex[..2 * chunk.len()]).unwrap_or_default());
+        out.extend(
+            hex[..2 * chunk.len()]
+                .iter()
+                .map(|&digit| char::from(digit)),
+        );
     }
 }
 

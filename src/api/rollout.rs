@@ -302,6 +302,12 @@ pub struct FeatureRolloutStatus {
     #[serde(default)]
     #[schemars(range(min = 0, max = 100))]
     pub weight: f64,
+    /// The weight served before the current one. Spans evaluated at it may still
+    /// arrive during the step (an exporter's batch delay, a client's cached flag
+    /// value), so the sample-ratio check accepts any share between the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub previous_weight: Option<f64>,
     /// When the current step started, to the microsecond.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<MicroTime>,
@@ -459,8 +465,12 @@ pub struct SampleRatioEvidence {
     pub candidate_units: u64,
     /// The weight as a fraction.
     pub expected_share: f64,
-    /// The e-value against "the share equals the weight"; at `1/alpha` or more the
-    /// data cannot be trusted.
+    /// The previous weight as a fraction, when the step changed it: any share
+    /// between the two fits, since units evaluated at either may be seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_share_from: Option<f64>,
+    /// The e-value against "the share equals the weight" (or lies between the
+    /// two weights); at `1/alpha` or more the data cannot be trusted.
     pub e_value: f64,
     pub alpha: f64,
     /// Whether the share departs from the weight by more than chance allows.

@@ -252,6 +252,7 @@ impl<S: RolloutStore> Reconciler<S> {
                             baseline_variant: &spec.flag.default_variant,
                             candidate_variant: &spec.flag.rollout_variant,
                             weight: rollout.status.weight,
+                            previous_weight: rollout.status.previous_weight,
                             unit_attribute: route.unit_attribute(),
                             completed: &rollout.status.completed_steps,
                             window: &window,

@@ -365,7 +365,7 @@ fn follow(
         );
         return;
     }
-    next.weight = weight;
+    set_weight(next, weight);
 
     if !plan.judged {
         ramp(next, actions, plan, input.now, index, weight);
@@ -613,6 +613,14 @@ fn humantime(d: std::time::Duration) -> String {
     }
 }
 
+/// Serves `weight` from now on, remembering the weight it replaces.
+fn set_weight(next: &mut FeatureRolloutStatus, weight: f64) {
+    if weight != next.weight {
+        next.previous_weight = (next.weight > 0.0).then_some(next.weight);
+        next.weight = weight;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn transition(
     next: &mut FeatureRolloutStatus,
@@ -627,7 +635,7 @@ fn transition(
 ) {
     next.phase = phase;
     next.current_step = step;
-    next.weight = weight;
+    set_weight(next, weight);
     next.history.push(Transition {
         at: Time(now),
         phase,
