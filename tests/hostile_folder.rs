@@ -440,7 +440,7 @@ fn the_older_rollout_of_a_flag_has_it_whatever_the_names() {
             key: RolloutKey::new("default", name),
             generation: Some(1),
             created: Some(created.parse().unwrap()),
-            spec: Ok(spec),
+            spec: Ok(std::sync::Arc::new(spec)),
             status: spangate::api::FeatureRolloutStatus {
                 phase,
                 ..Default::default()

@@ -29,7 +29,7 @@ pub fn to_document(rollout: &StoredRollout) -> serde_json::Value {
         },
     });
     if let Ok(spec) = &rollout.spec {
-        doc["spec"] = serde_json::to_value(spec).unwrap_or_default();
+        doc["spec"] = serde_json::to_value(&**spec).unwrap_or_default();
     }
     doc["status"] = serde_json::to_value(&rollout.status).unwrap_or_default();
     doc

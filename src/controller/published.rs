@@ -16,7 +16,7 @@ use crate::serve::PublishedFlags;
 use crate::store::RolloutKey;
 
 /// What one rollout contributes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub phase: Phase,
     pub flag: Option<Flag>,
@@ -102,6 +102,18 @@ impl Publisher {
     /// Sets what each rollout of `entries` contributes and forgets every rollout
     /// not in `keys`, publishing once.
     pub fn set_all(&self, entries: Vec<(RolloutKey, Entry)>, keys: &HashSet<&RolloutKey>) {
+        {
+            // Most passes change nothing: then the flag set is not rebuilt.
+            let state = self.lock();
+            let unchanged = entries.len() == state.entries.len()
+                && entries
+                    .iter()
+                    .all(|(key, entry)| state.entries.get(key) == Some(entry))
+                && state.entries.keys().all(|key| keys.contains(key));
+            if unchanged {
+                return;
+            }
+        }
         self.update(|map| {
             map.extend(entries);
             map.retain(|key, _| keys.contains(key));
@@ -180,5 +192,85 @@ impl Publisher {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Every update leaves the state whole before it can panic (publishing reads it).
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use arc_swap::ArcSwap;
+    use serde_json::json;
+
+    use super::*;
+    use crate::analysis::{Window, WindowEpoch};
+    use crate::flags::Variant;
+
+    /// Counts how often ingest is handed routes.
+    #[derive(Default)]
+    struct RouteCount(AtomicU64);
+
+    impl SpanWindows for RouteCount {
+        fn window(&self, _: &str, _: WindowEpoch) -> Window {
+            Window::default()
+        }
+
+        fn set_routes(&self, _: Vec<Route>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn samples_recorded(&self) -> u64 {
+            0
+        }
+    }
+
+    fn entry(key: &str, default_variant: usize) -> Entry {
+        let variants = ["off", "on"]
+            .map(|name| Variant {
+                name: name.to_string(),
+                value: json!(name == "on"),
+            })
+            .to_vec();
+        Entry {
+            phase: Phase::Serving,
+            flag: Some(Flag::new(key, variants, default_variant)),
+            route: None,
+        }
+    }
+
+    #[test]
+    fn a_pass_that_changes_nothing_publishes_nothing() {
+        let flags: PublishedFlags = Arc::new(ArcSwap::from_pointee(FlagSet::default()));
+        let routes = Arc::new(RouteCount::default());
+        let publisher = Publisher::new(flags.clone(), routes.clone());
+        let mut changes = publisher.subscribe();
+        let (a, b) = (RolloutKey::new("ns", "a"), RolloutKey::new("ns", "b"));
+        let keys: HashSet<&RolloutKey> = [&a, &b].into_iter().collect();
+        let pass = |default_b| {
+            vec![
+                (a.clone(), entry("fa", 0)),
+                (b.clone(), entry("fb", default_b)),
+            ]
+        };
+
+        publisher.set_all(pass(0), &keys);
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        let first = flags.load_full();
+        assert_eq!(first.len(), 2);
+
+        // The same entries again: the same flag set, not even rebuilt.
+        publisher.set_all(pass(0), &keys);
+        assert!(!changes.has_changed().unwrap());
+        assert!(Arc::ptr_eq(&first, &flags.load_full()));
+
+        // One flag changed, or one rollout gone: published.
+        publisher.set_all(pass(1), &keys);
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        let only_a: HashSet<&RolloutKey> = [&a].into_iter().collect();
+        publisher.set_all(vec![(a.clone(), entry("fa", 0))], &only_a);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(flags.load().len(), 1);
     }
 }

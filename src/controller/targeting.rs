@@ -167,7 +167,16 @@ pub fn compile_spec(
 /// Each rollout's compiled spec, kept while its source and segments stay the same.
 #[derive(Debug, Default)]
 pub struct SpecCache {
-    compiled: HashMap<RolloutKey, Compiled<CompiledSpec>>,
+    compiled: HashMap<RolloutKey, CachedSpec>,
+}
+
+#[derive(Debug)]
+struct CachedSpec {
+    /// The spec compiled, as the store shares it: the same allocation is the same
+    /// spec, found without hashing it.
+    spec: Arc<FeatureRolloutSpec>,
+    segments_hash: u64,
+    compiled: Compiled<CompiledSpec>,
 }
 
 impl SpecCache {
@@ -175,9 +184,16 @@ impl SpecCache {
     pub fn get(
         &mut self,
         key: &RolloutKey,
-        spec: &FeatureRolloutSpec,
+        spec: &Arc<FeatureRolloutSpec>,
         segments: &SegmentCatalog,
     ) -> Result<CompiledSpec, String> {
+        let segments_hash = segments.hash_used(&key.namespace, spec);
+        if let Some(cached) = self.compiled.get(key)
+            && Arc::ptr_eq(&cached.spec, spec)
+            && cached.segments_hash == segments_hash
+        {
+            return cached.compiled.result.clone();
+        }
         let source = serde_json::json!([
             spec.flag,
             spec.bucket_by,
@@ -185,19 +201,21 @@ impl SpecCache {
             spec.private_attributes,
             spec.steps.is_empty(),
         ]);
-        let source_hash = fnv1a(source.to_string().as_bytes())
-            ^ segments.hash_used(&key.namespace, spec).rotate_left(1);
-        if let Some(cached) = self.compiled.get(key)
-            && cached.source_hash == source_hash
-        {
-            return cached.result.clone();
-        }
-        let result = compile_spec(spec, &key.namespace, segments).map_err(|p| p.join("; "));
+        let source_hash = fnv1a(source.to_string().as_bytes()) ^ segments_hash.rotate_left(1);
+        let compiled = match self.compiled.remove(key) {
+            Some(cached) if cached.compiled.source_hash == source_hash => cached.compiled,
+            _ => Compiled {
+                source_hash,
+                result: compile_spec(spec, &key.namespace, segments).map_err(|p| p.join("; ")),
+            },
+        };
+        let result = compiled.result.clone();
         self.compiled.insert(
             key.clone(),
-            Compiled {
-                source_hash,
-                result: result.clone(),
+            CachedSpec {
+                spec: spec.clone(),
+                segments_hash,
+                compiled,
             },
         );
         result

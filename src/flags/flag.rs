@@ -67,6 +67,22 @@ pub struct Flag {
     pub private_attributes: PrivateAttributes,
 }
 
+/// Equal flags evaluate alike and read alike: targeting is compared by its
+/// fingerprint, as [`Flag::fingerprint`] does, not rule by rule.
+impl PartialEq for Flag {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+            && self.variants == other.variants
+            && self.default_variant == other.default_variant
+            && self.state == other.state
+            && (Arc::ptr_eq(&self.targeting, &other.targeting)
+                || self.targeting.fingerprint == other.targeting.fingerprint)
+            && self.percentage == other.percentage
+            && self.metadata == other.metadata
+            && self.private_attributes == other.private_attributes
+    }
+}
+
 /// Why a flag resolved to its variant, as OFREP names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {

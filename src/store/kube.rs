@@ -86,7 +86,7 @@ impl KubeStore {
             key,
             generation: rollout.metadata.generation,
             created: rollout.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            spec: Ok(rollout.spec.clone()),
+            spec: Ok(std::sync::Arc::new(rollout.spec.clone())),
             status: rollout.status.clone().unwrap_or_default(),
         }
     }

@@ -28,7 +28,7 @@ impl MemoryStore {
             key,
             generation: Some(1),
             created: None,
-            spec: Ok(spec),
+            spec: Ok(std::sync::Arc::new(spec)),
             status: FeatureRolloutStatus::default(),
         });
         store

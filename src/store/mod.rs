@@ -21,6 +21,7 @@ pub use memory::MemoryStore;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus, SegmentSpec};
 use crate::rollout::EventType;
@@ -56,8 +57,9 @@ pub struct StoredRollout {
     /// When the rollout was created (`metadata.creationTimestamp`; in a folder, when
     /// it was first seen): of two rollouts of one flag key, the older keeps it.
     pub created: Option<jiff::Timestamp>,
-    /// The spec, or why it could not be read (with the file and position).
-    pub spec: Result<FeatureRolloutSpec, String>,
+    /// The spec, or why it could not be read (with the file and position); shared
+    /// with the store's cache, so a pass over unchanged rollouts copies no spec.
+    pub spec: Result<Arc<FeatureRolloutSpec>, String>,
     pub status: FeatureRolloutStatus,
     /// Where the rollout came from, for messages (a file path, or `namespace/name`).
     pub source: String,

@@ -58,6 +58,9 @@ struct Shared {
     /// rollout is the one refused.
     owners: Mutex<HashMap<RolloutKey, OsString>>,
     files_read: AtomicU64,
+    /// The segments of the last listing's scan, for the `segments` call that
+    /// follows it in a pass, so the folder is walked once a pass, not twice.
+    listed_segments: Mutex<Option<Vec<StoredSegment>>>,
 }
 
 /// A file as last read.
@@ -141,7 +144,7 @@ struct Found {
 /// the spec's hash.
 type Listed = (
     String,
-    Result<crate::api::FeatureRolloutSpec, String>,
+    Result<Arc<crate::api::FeatureRolloutSpec>, String>,
     String,
 );
 
@@ -181,6 +184,13 @@ impl FileStore {
     fn files(&self) -> MutexGuard<'_, HashMap<OsString, CachedFile>> {
         self.shared
             .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn listed_segments(&self) -> MutexGuard<'_, Option<Vec<StoredSegment>>> {
+        self.shared
+            .listed_segments
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -462,6 +472,7 @@ impl FileStore {
     /// Lists the rollouts; with `persist`, records new generations in the state folder.
     fn list_now(&self, persist: bool) -> anyhow::Result<Vec<StoredRollout>> {
         let scan = self.scan()?;
+        *self.listed_segments() = Some(segments_of(&scan));
         let mut by_key: BTreeMap<RolloutKey, Vec<Found>> = BTreeMap::new();
         let mut unnamed: Vec<Found> = Vec::new();
         for (file, source, parsed) in &scan.files {
@@ -602,32 +613,13 @@ impl FileStore {
         out
     }
 
-    /// Every segment document; a name defined twice is an error on both.
+    /// Every segment document, as the last listing found them if no segments were
+    /// asked for since, else as the folder holds them now.
     fn segments_now(&self) -> anyhow::Result<Vec<StoredSegment>> {
-        let mut by_key: BTreeMap<RolloutKey, StoredSegment> = BTreeMap::new();
-        for (_, source, parsed) in self.scan()?.files {
-            for segment in &parsed.segments {
-                match by_key.get_mut(&segment.key) {
-                    Some(first) => {
-                        first.spec = Err(format!(
-                            "{source}: segment {} is also defined in {}; names must be unique",
-                            segment.key, first.source
-                        ));
-                    }
-                    None => {
-                        by_key.insert(
-                            segment.key.clone(),
-                            StoredSegment {
-                                key: segment.key.clone(),
-                                spec: segment.spec.clone(),
-                                source: source.clone(),
-                            },
-                        );
-                    }
-                }
-            }
+        if let Some(listed) = self.listed_segments().take() {
+            return Ok(listed);
         }
-        Ok(by_key.into_values().collect())
+        Ok(segments_of(&self.scan()?))
     }
 
     fn write_status_now(
@@ -718,6 +710,34 @@ fn fallback_key(
         .map(|name| RolloutKey::new(DEFAULT_NAMESPACE, name))
         .find(|key| !taken(key))
         .unwrap_or_else(|| RolloutKey::new(DEFAULT_NAMESPACE, format!("{whole}#{index}")))
+}
+
+/// Every segment document of `scan`; a name defined twice is an error on both.
+fn segments_of(scan: &Scan) -> Vec<StoredSegment> {
+    let mut by_key: BTreeMap<RolloutKey, StoredSegment> = BTreeMap::new();
+    for (_, source, parsed) in &scan.files {
+        for segment in &parsed.segments {
+            match by_key.get_mut(&segment.key) {
+                Some(first) => {
+                    first.spec = Err(format!(
+                        "{source}: segment {} is also defined in {}; names must be unique",
+                        segment.key, first.source
+                    ));
+                }
+                None => {
+                    by_key.insert(
+                        segment.key.clone(),
+                        StoredSegment {
+                            key: segment.key.clone(),
+                            spec: segment.spec.clone(),
+                            source: source.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    by_key.into_values().collect()
 }
 
 impl RolloutStore for FileStore {

@@ -28,7 +28,7 @@ pub struct Document {
     pub key: Option<RolloutKey>,
     /// Its position in the file, from 0.
     pub index: usize,
-    pub spec: Result<FeatureRolloutSpec, String>,
+    pub spec: Result<std::sync::Arc<FeatureRolloutSpec>, String>,
     /// Hash of the spec: a new one is a new generation.
     pub hash: String,
 }
@@ -207,13 +207,15 @@ fn document(parsed: &mut Parsed, source: &str, index: usize, value: Value) {
     let spec = match (wrong_api, envelope.spec) {
         (Some(message), _) => Err(message),
         (None, None) => Err(format!("{at}: spec is missing")),
-        (None, Some(spec)) => {
-            typed(Spec::Rollout, spec, &top_level).map_err(|e| format!("{at}: {e}"))
-        }
+        (None, Some(spec)) => typed(Spec::Rollout, spec, &top_level)
+            .map(std::sync::Arc::new)
+            .map_err(|e| format!("{at}: {e}")),
     };
     let hash = match &spec {
         Ok(spec) => crate::fingerprint::fnv1a_hex(
-            serde_json::to_string(spec).unwrap_or_default().as_bytes(),
+            serde_json::to_string(&**spec)
+                .unwrap_or_default()
+                .as_bytes(),
         ),
         Err(_) => String::new(),
     };
