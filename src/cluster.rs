@@ -25,21 +25,15 @@ use crate::controller::{
     Entry, Publisher, Reconciler, SegmentCatalog, compile_spec, flagset, served_flag,
 };
 use crate::flags::FlagSet;
-use crate::ingest::{ForwardConfig, IngestLimits};
-use crate::net::{ServerLimits, ServerStats, Tokens};
+use crate::net::ServerStats;
 use crate::serve::{PublishedFlags, Readiness};
-use crate::standalone::{BoundAddrs, ListenAddrs, Listeners, Served, ingestor, render_metrics};
+use crate::server::{BoundAddrs, Listeners, ServeConfig, Served, ingestor, render_metrics};
 use crate::store::{KubeStore, list_segments};
 
 /// What `spangate run` is told.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// Private attributes, access and limits of the OFREP endpoints.
-    pub ofrep: crate::serve::OfrepConfig,
-    pub listen: ListenAddrs,
-    pub ingest_limits: IngestLimits,
-    /// How often the span windows are looked at for new data.
-    pub tick: Duration,
+    pub serve: ServeConfig,
     /// Namespace of the lease and the flag-set ConfigMap [default: the client's].
     pub namespace: Option<String>,
     /// Name of the ConfigMap the flag set is published to.
@@ -48,12 +42,6 @@ pub struct RunConfig {
     pub lease: Option<LeaseSettings>,
     /// This replica's name in the lease and in events [default: the host name].
     pub identity: Option<String>,
-    /// Where received spans go on to, if anywhere.
-    pub forward: Option<ForwardConfig>,
-    /// Connection limits and timeouts of every listener, and the shutdown timeout.
-    pub server: ServerLimits,
-    /// Tokens the OTLP receivers require; empty: none.
-    pub otlp_tokens: Tokens,
 }
 
 /// Which lease, and how long it holds.
@@ -77,15 +65,16 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
     let identity = config.identity.clone().unwrap_or_else(host_name);
-    let listeners = Listeners::bind(config.listen).await?;
+    let serve = &config.serve;
+    let listeners = Listeners::bind(serve.listen).await?;
     let addrs = listeners.addrs;
 
     let flags: PublishedFlags = Arc::new(ArcSwap::from_pointee(FlagSet::default()));
     let mut tasks = JoinSet::new();
     let ingestor = ingestor(
-        config.forward.clone(),
-        config.ingest_limits,
-        &config.ofrep,
+        serve.forward.clone(),
+        serve.ingest_limits,
+        &serve.ofrep,
         &flags,
         &mut tasks,
         &cancel,
@@ -104,11 +93,11 @@ pub async fn run(
         Served {
             ingestor: ingestor.clone(),
             flags: flags.clone(),
-            ofrep: config.ofrep.clone(),
+            ofrep: serve.ofrep.clone(),
             readiness: readiness.clone(),
-            metrics: render_metrics(&reconciler, &ingestor, &config.ofrep, &stats),
-            server: config.server,
-            otlp_tokens: config.otlp_tokens.clone(),
+            metrics: render_metrics(&reconciler, &ingestor, &serve.ofrep, &stats),
+            server: serve.server,
+            otlp_tokens: serve.otlp_tokens.clone(),
             stats,
         },
     );
@@ -148,19 +137,19 @@ pub async fn run(
     // Ready, serving flags from status, before competing for the lease: once it
     // holds the lease, nothing may delay renewing it.
     tokio::select! {
-        _ = cancel.cancelled() => return finish(tasks, None, config.server.shutdown_timeout).await,
+        _ = cancel.cancelled() => return finish(tasks, None, config.serve.server.shutdown_timeout).await,
         _ = listed_rx => {}
     }
     if let Some(elector) = &elector {
         tokio::select! {
-            _ = cancel.cancelled() => return finish(tasks, None, config.server.shutdown_timeout).await,
+            _ = cancel.cancelled() => return finish(tasks, None, config.serve.server.shutdown_timeout).await,
             _ = elector.acquire() => {}
         }
     }
     following.cancel();
     let _ = mirror.await;
     metrics.set_leader(true);
-    let ctx = Arc::new(Context::new(reconciler, config.tick));
+    let ctx = Arc::new(Context::new(reconciler, config.serve.tick));
     let stop = cancel.clone();
     tasks.spawn(async move {
         kube_controller::run(controller, ctx, async move { stop.cancelled().await }).await;
@@ -182,7 +171,7 @@ pub async fn run(
             None => std::future::pending().await,
         }
     };
-    let shutdown_timeout = config.server.shutdown_timeout;
+    let shutdown_timeout = config.serve.server.shutdown_timeout;
     tokio::select! {
         _ = cancel.cancelled() => finish(tasks, elector.as_ref(), shutdown_timeout).await,
         failed = wait_any(&mut tasks) => {

@@ -259,3 +259,78 @@ fn crd_prints_what_crds_holds() {
         assert!(text.contains(&yaml), "{name} missing from spangate crd");
     }
 }
+
+#[test]
+fn a_taken_address_names_the_listener_and_the_flag_that_moves_it() {
+    let dir = examples();
+    let path = dir.path().to_str().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    for (flag, serves) in [
+        ("--ofrep-addr", "OFREP"),
+        ("--probe-addr", "probes and metrics"),
+    ] {
+        let mut args = vec!["standalone", "--dir", path];
+        for listener in [
+            "--otlp-grpc-addr",
+            "--otlp-http-addr",
+            "--ofrep-addr",
+            "--probe-addr",
+        ] {
+            let addr = if listener == flag {
+                taken_addr.as_str()
+            } else {
+                "127.0.0.1:0"
+            };
+            args.extend([listener, addr]);
+        }
+        // The address is taken before the process starts, so it stops at once.
+        let out = spangate(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot listen for {serves} on {taken_addr}; is another spangate running? \
+                 choose another address with {flag}: "
+            )),
+            "{flag}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn every_serving_flag_can_be_set_from_the_environment() {
+    // The shared group gives standalone and run the same variables; a bad value
+    // in one is refused with the variable's flag named.
+    for command in ["standalone", "run"] {
+        let out = Command::new(BIN)
+            .args([command, "--help"])
+            .output()
+            .expect("run spangate");
+        let help = stdout(&out);
+        for variable in [
+            "SPANGATE_OTLP_GRPC_ADDR",
+            "SPANGATE_TICK",
+            "SPANGATE_MAX_BODY_BYTES",
+            "SPANGATE_READY_FILE",
+            "SPANGATE_PRIVATE_ATTRIBUTES",
+            "SPANGATE_MAX_IN_FLIGHT_BYTES",
+            "SPANGATE_SHUTDOWN_TIMEOUT",
+            "SPANGATE_FORWARD_QUEUE_BYTES",
+        ] {
+            assert!(help.contains(variable), "{command} --help lacks {variable}");
+        }
+    }
+    let dir = examples();
+    let out = Command::new(BIN)
+        .args(["standalone", "--dir", dir.path().to_str().unwrap()])
+        .env("SPANGATE_TICK", "soon")
+        .output()
+        .expect("run spangate");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tick"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

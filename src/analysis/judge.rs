@@ -1097,6 +1097,16 @@ mod tests {
         weight: f64,
         completed: &[StepEvidence],
     ) -> Verdict {
+        run_after(analysis, window, (None, weight), completed)
+    }
+
+    /// A step from `weights.0` (the previous weight, if any) to `weights.1`.
+    fn run_after(
+        analysis: &AnalysisSpec,
+        window: &Window,
+        (previous_weight, weight): (Option<f64>, f64),
+        completed: &[StepEvidence],
+    ) -> Verdict {
         judge(&JudgeInput {
             analysis,
             steps: &STEPS,
@@ -1104,7 +1114,7 @@ mod tests {
             baseline_variant: "off",
             candidate_variant: "on",
             weight,
-            previous_weight: None,
+            previous_weight,
             unit_attribute: "accountId",
             completed,
             window,
@@ -1568,18 +1578,7 @@ mod tests {
                     ..spans(1_000, 0, 40)
                 },
             );
-            judge(&JudgeInput {
-                analysis: &spec,
-                steps: &STEPS,
-                service: "checkout",
-                baseline_variant: "off",
-                candidate_variant: "on",
-                weight: 25.0,
-                previous_weight,
-                unit_attribute: "accountId",
-                completed: &[],
-                window: &units,
-            })
+            run_after(&spec, &units, (previous_weight, 25.0), &[])
         };
         let stale = step(120, Some(5.0));
         assert_eq!(stale.outcome, VerdictOutcome::Pass, "{}", stale.message);

@@ -1,6 +1,11 @@
-//! Command-line front ends that are more than wiring: `get`'s rendering of rollouts,
-//! the kubectl plugin, and `simulate`'s arguments and report.
+//! The commands: each one's arguments and what it does with them. `main.rs` only
+//! parses and dispatches. `serve` holds what `standalone` and `run` share.
 
+pub mod demo;
+pub mod files;
 pub mod get;
 pub mod kubectl;
+pub mod run;
+pub mod serve;
 pub mod simulate;
+pub mod standalone;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::serve::parse_duration;
 use crate::api::{FeatureRolloutSpec, LatencyQuantiles};
 use crate::simulate::{Simulation, Summary, Traffic};
 
@@ -97,10 +98,6 @@ pub struct SimulateArgs {
 pub enum SimulateOutput {
     Text,
     Json,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::api::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// The spec of the README's example rollout.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{CheckOutcome, FeatureRolloutSpec, FeatureRolloutStatus, Phase, VariantEvidence};
 use crate::controller::PassReport;
 use crate::ingest::IngestLimits;
+use crate::server::{ListenAddrs, ServeConfig};
 use crate::standalone::{Standalone, StandaloneConfig};
 use crate::store::RolloutKey;
 
@@ -129,18 +130,22 @@ pub async fn run(
         StandaloneConfig {
             dir: dir.clone(),
             state_dir: None,
-            otlp_grpc_addr: loopback(0),
-            otlp_http_addr: loopback(0),
-            ofrep_addr: loopback(0),
-            probe_addr: loopback(0),
-            tick: Duration::from_millis(250),
-            ingest_limits: IngestLimits::default(),
-            ofrep: crate::serve::OfrepConfig::default(),
             flags_file: None,
-            forward: None,
-            server: crate::net::ServerLimits::default(),
-            otlp_tokens: crate::net::Tokens::default(),
             max_rollout_file_bytes: crate::store::DEFAULT_MAX_FILE_BYTES,
+            serve: ServeConfig {
+                listen: ListenAddrs {
+                    otlp_grpc: loopback(0),
+                    otlp_http: loopback(0),
+                    ofrep: loopback(0),
+                    probes: loopback(0),
+                },
+                tick: Duration::from_millis(250),
+                ingest_limits: IngestLimits::default(),
+                ofrep: crate::serve::OfrepConfig::default(),
+                forward: None,
+                server: crate::net::ServerLimits::default(),
+                otlp_tokens: crate::net::Tokens::default(),
+            },
         },
         {
             let (latest, changed) = (latest.clone(), changed.clone());
