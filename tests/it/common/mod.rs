@@ -1,8 +1,6 @@
 //! A real `spangate standalone` process for end-to-end tests: temporary folders,
 //! loopback ports chosen by the OS, and status read through `spangate get`.
 
-#![allow(dead_code)] // each test binary uses a different part of this harness
-
 pub mod cluster;
 pub mod otlp;
 

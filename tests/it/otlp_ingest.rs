@@ -1,14 +1,12 @@
 //! The OTLP receivers on real sockets, fed by the real OpenTelemetry exporters and by
 //! hand-made requests, good and bad.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::common::otlp::kv;
 use bytes::{Buf, BufMut};
-use common::otlp::kv;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use opentelemetry::KeyValue;

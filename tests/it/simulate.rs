@@ -2,12 +2,10 @@
 //! rollout variant exactly at its tolerance is rolled back at most `1 − confidence`
 //! of the time, whatever the spec and the traffic.
 
-mod common;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::BIN;
+use crate::common::BIN;
 use serde_json::Value;
 use spangate::api::{FeatureRolloutSpec, LatencyQuantiles};
 use spangate::simulate::{Random, Simulation, Summary, Traffic};

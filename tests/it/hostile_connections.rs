@@ -5,14 +5,12 @@
 //! while spangate is asked to stop. Each shows the answer the client gets, and
 //! that the probes, OFREP and the controller keep working.
 
-mod common;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::otlp::{self, kv};
-use common::{Spangate, http_get, rollout_yaml};
+use crate::common::otlp::{self, kv};
+use crate::common::{Spangate, http_get, rollout_yaml};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};

@@ -3,13 +3,11 @@
 //! private attributes hidden; an absent backend costs the senders nothing, and
 //! forwarding resumes once it answers.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::otlp::{TraceBackend, kv};
+use crate::common::otlp::{TraceBackend, kv};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,

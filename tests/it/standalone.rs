@@ -2,12 +2,10 @@
 //! over OFREP, spans sent by the Rust `opentelemetry-otlp` exporter over gRPC and
 //! HTTP, status read with `spangate get`.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Spangate, rollout_yaml};
+use crate::common::{Spangate, rollout_yaml};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, Status, Tracer as _, TracerProvider as _};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};

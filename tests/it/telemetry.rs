@@ -2,12 +2,10 @@
 //! exports a span per reconcile and per decision, over gRPC or HTTP, to a collector
 //! played here by a plain OTLP receiver.
 
-mod common;
-
 use std::time::Duration;
 
-use common::otlp::{TraceBackend, attribute};
-use common::{Spangate, rollout_yaml, wait_for};
+use crate::common::otlp::{TraceBackend, attribute};
+use crate::common::{Spangate, rollout_yaml, wait_for};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use spangate::ingest::ForwardProtocol;
 

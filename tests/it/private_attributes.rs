@@ -14,14 +14,12 @@
 //! are searched for too, to prove that the outputs that show contexts would have
 //! shown a leak.
 
-mod common;
-
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use common::otlp::TraceBackend;
-use common::{Addrs, Spangate, wait_for};
+use crate::common::otlp::TraceBackend;
+use crate::common::{Addrs, Spangate, wait_for};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,

@@ -3,12 +3,10 @@
 //! and the Helm chart's RBAC. The API server is 1.20 (built by `./scripts/test`), so
 //! the CRDs' CEL rules are not enforced here (`tests/crd_validation.rs` checks them).
 
-mod common;
-
 use std::time::Duration;
 
-use common::cluster::{Authorization, Cluster, OPERATOR_USER, Operator, rollout, tool};
-use common::wait_for;
+use crate::common::cluster::{Authorization, Cluster, OPERATOR_USER, Operator, rollout, tool};
+use crate::common::wait_for;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);

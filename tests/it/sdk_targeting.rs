@@ -7,14 +7,12 @@
 //! `./scripts/test` installs the SDKs and names them with `SPANGATE_TEST_PYTHON` and
 //! `SPANGATE_TEST_NODE_MODULES`.
 
-mod common;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ChildGuard, Spangate, scrub_env, wait_for};
+use crate::common::{ChildGuard, Spangate, scrub_env, wait_for};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "test-token-9d3e";

@@ -2,11 +2,9 @@
 //! back by itself after stepping up, the healthy one is promoted, and the exit code
 //! says whether the rollout ended as the scenario should.
 
-mod common;
-
 use std::process::Command;
 
-use common::{BIN, scrub_env};
+use crate::common::{BIN, scrub_env};
 
 fn demo(scenario: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -28,7 +26,7 @@ fn demo(scenario: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     // What the demo claims is also what its state folder says.
-    let state = common::get(dir.path(), &dir.path().join(".spangate"), "new-checkout");
+    let state = crate::common::get(dir.path(), &dir.path().join(".spangate"), "new-checkout");
     (
         out.status.success(),
         format!("{text}\nfinal status: {:#}", state["status"]),

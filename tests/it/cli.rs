@@ -1,12 +1,10 @@
 //! The commands that only read: `get`, `export`, `crd`, the exit codes scripts rely
 //! on, and options refused before anything starts.
 
-mod common;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{BIN, ChildGuard, wait_for};
+use crate::common::{BIN, ChildGuard, wait_for};
 
 fn spangate(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run spangate")

@@ -5,14 +5,12 @@
 //! They need a Python with those SDKs, named by `SPANGATE_TEST_PYTHON`;
 //! `./scripts/test` installs one and runs them.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, Spangate, rollout_yaml, scrub_env};
+use crate::common::{ChildGuard, Spangate, rollout_yaml, scrub_env};
 use serde_json::Value;
 
 const ROLLOUT_NAME: &str = "checkout";

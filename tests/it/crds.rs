@@ -26,7 +26,7 @@ fn checked_in_crds_equal_the_generated_ones() {
     expected.sort();
     assert!(
         stale.is_empty(),
-        "crds/ differs from the code for {stale:?}; regenerate with SPANGATE_UPDATE_CRDS=1 cargo test --test crds"
+        "crds/ differs from the code for {stale:?}; regenerate with SPANGATE_UPDATE_CRDS=1 cargo test --test it crds::"
     );
     assert_eq!(
         on_disk, expected,

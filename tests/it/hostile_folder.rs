@@ -4,12 +4,10 @@
 //! of files. Each attack runs on real files with the real `spangate` binary (or the
 //! real `FileStore`), and shows that the bad input costs only itself.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Spangate, http_get, rollout_yaml, wait_for};
+use crate::common::{Spangate, http_get, rollout_yaml, wait_for};
 use serde_json::{Value, json};
 use spangate::store::{FileStore, RolloutKey, RolloutStore as _, StoredRollout};
 

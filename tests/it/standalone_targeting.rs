@@ -2,12 +2,10 @@
 //! segment edit re-evaluating the flags that use it, an entitlement flag served
 //! without steps, and rollouts made Invalid by targeting that cannot be served.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Spangate, wait_for};
+use crate::common::{Spangate, wait_for};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -362,7 +360,7 @@ fn standalone_serves_a_flag_file_without_a_rollout_folder() {
     let root = tempfile::tempdir().unwrap();
     write(root.path(), "flags.json", FLAGD_FILE);
     let ready = root.path().join("ready.json");
-    let mut command = std::process::Command::new(common::BIN);
+    let mut command = std::process::Command::new(crate::common::BIN);
     command
         .args(["standalone", "--flags"])
         .arg(root.path().join("flags.json"))
@@ -380,9 +378,11 @@ fn standalone_serves_a_flag_file_without_a_rollout_folder() {
             "--ready-file",
         ])
         .arg(&ready);
-    let mut process =
-        common::ChildGuard::spawn(common::scrub_env(&mut command), &root.path().join("log"));
-    let addrs: common::Addrs = wait_for("the ready file", LIMIT, || {
+    let mut process = crate::common::ChildGuard::spawn(
+        crate::common::scrub_env(&mut command),
+        &root.path().join("log"),
+    );
+    let addrs: crate::common::Addrs = wait_for("the ready file", LIMIT, || {
         assert!(process.exited().is_none(), "{}", process.log_tail());
         serde_json::from_str(&std::fs::read_to_string(&ready).ok()?).ok()
     });

@@ -4,15 +4,13 @@
 //! deep or with a bad ID, spans that cannot be measured. Each shows the answer the
 //! sender gets, and that spangate keeps serving.
 
-mod common;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Spangate;
-use common::otlp::{self, kv};
+use crate::common::Spangate;
+use crate::common::otlp::{self, kv};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -445,7 +443,7 @@ async fn metrics_count_accepted_and_rejected_spans_apart() {
         ("spangate_otlp_batches_total{outcome=\"rejected\"}", 1.0),
     ] {
         assert_eq!(
-            common::metric(&metrics, line),
+            crate::common::metric(&metrics, line),
             Some(value),
             "{line}\n{metrics}"
         );
