@@ -6,6 +6,7 @@
 //! reconcile and per decision, carrying the flag, variant, revision, step, weight
 //! and verdict, so a rollout reads as a timeline in Jaeger.
 
+use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -60,7 +61,12 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let result = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colour codes only for a person at a terminal, not in a log file.
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(

@@ -353,8 +353,10 @@ async fn a_flood_of_garbage_writes_a_few_warnings_and_counts_every_request() {
         );
         assert_eq!(spangate.metric(&name), Some(sent as f64), "{name}");
     }
-    let warnings = spangate
-        .log()
+    let log = spangate.log();
+    // Written to a file, not a terminal: plain text a grep or a log shipper reads.
+    assert!(!log.contains('\u{1b}'), "colour codes in the log file");
+    let warnings = log
         .lines()
         .filter(|line| line.contains("refused an OTLP trace request"))
         .count() as u64;
