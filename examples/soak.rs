@@ -208,6 +208,20 @@ impl Soak {
         self.spans_rejected.fetch_add(rejected, Ordering::Relaxed);
     }
 
+    /// The answer to a batch of `spans` valid spans: every one must be taken.
+    fn exported(
+        &self,
+        kind: Kind,
+        (answer, rejected, took): (String, Option<i64>, Duration),
+        spans: usize,
+        sent: &str,
+    ) {
+        if rejected == Some(0) {
+            self.took_spans(spans, 0);
+        }
+        self.record(kind, answer, rejected == Some(0), took, sent);
+    }
+
     fn record(&self, kind: Kind, answer: String, expected: bool, took: Duration, sent: &str) {
         let mut record = self.records[kind as usize].lock().unwrap();
         record
@@ -623,16 +637,11 @@ async fn otlp_http_worker(soak: Arc<Soak>, period: Duration) {
         } else {
             "application/x-protobuf"
         };
-        let (answer, rejected, took) =
-            otlp_post(&soak, content_type, format.ends_with("gzip"), body).await;
-        if rejected == Some(0) {
-            soak.took_spans(spans, 0);
-        }
-        soak.record(
+        let answer = otlp_post(&soak, content_type, format.ends_with("gzip"), body).await;
+        soak.exported(
             Kind::OtlpHttp,
             answer,
-            rejected == Some(0),
-            took,
+            spans,
             &format!("POST /v1/traces, {spans} spans, {format}"),
         );
     }
@@ -678,15 +687,11 @@ async fn otlp_grpc_worker(
         tick.tick().await;
         let size = rng.random_range(1..=512);
         let (request, spans) = batch(&soak, &mut rng, size);
-        let (answer, rejected, took) = grpc_export(&mut client, request).await;
-        if rejected == Some(0) {
-            soak.took_spans(spans, 0);
-        }
-        soak.record(
+        let answer = grpc_export(&mut client, request).await;
+        soak.exported(
             Kind::OtlpGrpc,
             answer,
-            rejected == Some(0),
-            took,
+            spans,
             &format!("Export, {spans} spans"),
         );
     }
