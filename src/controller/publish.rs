@@ -6,7 +6,7 @@ use crate::fingerprint::fnv1a;
 
 use super::targeting::CompiledSpec;
 use crate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase};
-use crate::flags::{Attribute, Flag, FlagState, PercentageRollout, Variant, percent_to_weight};
+use crate::flags::{Flag, FlagState, PercentageRollout, Variant, percent_to_weight};
 use crate::store::{RolloutKey, StoredRollout};
 
 /// The flag a stored rollout serves with `status`: none while it is Invalid.
@@ -41,18 +41,13 @@ pub fn compile_flag(
     let default_variant = variants
         .iter()
         .position(|v| v.name == spec.flag.default_variant)?;
-    let bucket_by = spec
-        .bucket_by
-        .as_deref()
-        .and_then(|b| Attribute::parse(b).ok())
-        .unwrap_or_else(Attribute::targeting_key);
     let percentage = variants
         .iter()
         .position(|v| v.name == spec.flag.rollout_variant)
         .map(|variant| PercentageRollout {
             variant,
             weight: percent_to_weight(status.weight),
-            bucket_by,
+            bucket_by: compiled.bucket_by.clone(),
         });
     let mut metadata = Map::new();
     metadata.insert("rollout".into(), Value::from(key.to_string()));

@@ -114,6 +114,8 @@ fn segment_names(spec: &FeatureRolloutSpec) -> impl Iterator<Item = &str> {
 pub struct CompiledSpec {
     pub targeting: Arc<Targeting>,
     pub private_attributes: PrivateAttributes,
+    /// `spec.bucketBy` as parsed here, once: the percentage split buckets by it.
+    pub bucket_by: Attribute,
 }
 
 /// Compiles a rollout's targeting and private attributes against `segments`.
@@ -158,6 +160,7 @@ pub fn compile_spec(
         Ok(CompiledSpec {
             targeting: Arc::new(targeting),
             private_attributes,
+            bucket_by,
         })
     } else {
         Err(problems)
