@@ -162,18 +162,13 @@ fn failed_names(failed: &[&CheckEvidence]) -> Vec<String> {
 }
 
 fn evidence(variant: &str, arm: &ArmWindow, rate: &Rate) -> VariantEvidence {
-    let q = |q| arm.latency.quantile_ms(q);
+    let [p50, p90, p95, p99] = arm.latency.quantiles_ms([0.50, 0.90, 0.95, 0.99]);
     VariantEvidence {
         variant: variant.to_string(),
         samples: arm.samples,
         errors: arm.errors,
         error_rate: arm.error_rate(),
-        latency_ms: LatencyQuantiles {
-            p50: q(0.50),
-            p90: q(0.90),
-            p95: q(0.95),
-            p99: q(0.99),
-        },
+        latency_ms: LatencyQuantiles { p50, p90, p95, p99 },
         error_rate_unit_variance: rate.unit_variance,
         unit_groups: rate.groups,
     }
@@ -470,9 +465,11 @@ fn latency_design_effect(arm: &ArmWindow) -> (f64, Option<f64>) {
         return (1.0, None);
     }
     let used = || arm.groups.iter().filter(|g| g.spans > 0);
-    let groups = used().count();
+    let (groups, sum) = used().fold((0, 0.0), |(groups, sum), g| {
+        (groups + 1, sum + g.log_latency_sum())
+    });
     let n = arm.samples as f64;
-    let mean = used().map(|g| g.log_latency_sum()).sum::<f64>() / n;
+    let mean = sum / n;
     let within = (arm.log_latency_square_sum() - n * mean * mean).max(0.0) / (n - 1.0);
     if within <= 0.0 {
         return (1.0, None);

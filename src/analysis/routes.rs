@@ -1,6 +1,6 @@
 //! Which rollout a span sample counts for, and on which arm.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::window::unit_hash;
 use super::{Arm, Observation, SpanSample};
@@ -87,11 +87,9 @@ impl Route {
         }
     }
 
-    /// The arm `sample` is on, if it counts for this route at all.
+    /// The arm `sample` is on, if it counts for this route at all; the caller has
+    /// matched its service and flag key already (the index of [`Routes`] does).
     fn arm_of(&self, sample: &SpanSample) -> Option<Arm> {
-        if sample.service != self.service || sample.flag_key != self.flag_key {
-            return None;
-        }
         if let Some(revision) = &self.revision
             && sample.revision != Some(revision.as_str())
         {
@@ -118,7 +116,7 @@ pub struct Routes {
 
 impl Routes {
     pub fn new(routes: Vec<Route>) -> Self {
-        let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+        let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::default();
         for (i, route) in routes.iter().enumerate() {
             index
                 .entry(route.service.clone())

@@ -28,22 +28,40 @@ pub fn push_fixed(out: &mut String, value: f64, decimals: u32, signed: bool, tri
         return;
     }
     let scaled = (value.abs() * scale as f64).round() as u64;
+    // Written right to left into one buffer, then appended once.
+    let mut text = [0u8; 24];
+    let mut start = text.len();
+    let mut rest = scaled;
+    let mut fraction_written = false;
+    for _ in 0..decimals {
+        let digit = (rest % 10) as u8;
+        rest /= 10;
+        if fraction_written || !trim || digit != 0 {
+            start -= 1;
+            text[start] = b'0' + digit;
+            fraction_written = true;
+        }
+    }
+    if fraction_written {
+        start -= 1;
+        text[start] = b'.';
+    }
+    loop {
+        start -= 1;
+        text[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
     if value < 0.0 && scaled != 0 {
-        out.push('-');
+        start -= 1;
+        text[start] = b'-';
     } else if signed {
-        out.push('+');
+        start -= 1;
+        text[start] = b'+';
     }
-    push_digits(out, scaled / scale, 1);
-    if decimals == 0 {
-        return;
-    }
-    let point = out.len();
-    out.push('.');
-    push_digits(out, scaled % scale, decimals as usize);
-    if trim {
-        let kept = out[point..].trim_end_matches('0').len();
-        out.truncate(if kept == 1 { point } else { point + kept });
-    }
+    out.push_str(std::str::from_utf8(&text[start..]).expect("ASCII digits"));
 }
 
 /// Appends the decimal digits of `value`, at least `width` of them (zero-padded).
@@ -55,7 +73,7 @@ pub fn push_digits(out: &mut String, mut value: u64, width: usize) {
         digits[start] = b'0' + (value % 10) as u8;
         value /= 10;
     }
-    out.extend(digits[start..].iter().map(|&digit| char::from(digit)));
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
 }
 
 /// Appends `bytes` in lowercase hexadecimal.
@@ -67,11 +85,7 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
             pair[0] = DIGITS[usize::from(b >> 4)];
             pair[1] = DIGITS[usize::from(b & 0xf)];
         }
-        out.extend(
-            hex[..2 * chunk.len()]
-                .iter()
-                .map(|&digit| char::from(digit)),
-        );
+        out.push_str(std::str::from_utf8(&hex[..2 * chunk.len()]).expect("ASCII digits"));
     }
 }
 

@@ -1,6 +1,6 @@
 //! The windows every receiver feeds: one per routed rollout, for its current step.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -110,7 +110,7 @@ impl Ingestor {
     /// the window of a rollout no longer routed is dropped.
     pub fn set_routes(&self, routes: Routes) {
         let mut windows = self.lock_windows();
-        let mut kept = HashMap::with_capacity(routes.len());
+        let mut kept = HashMap::with_capacity_and_hasher(routes.len(), Default::default());
         for route in routes.iter() {
             let window = match windows.remove(&route.rollout) {
                 Some(current) if current.epoch == route.epoch => current,
@@ -160,7 +160,7 @@ impl Ingestor {
             first_rejection: left_out.first,
             ..IngestReport::default()
         };
-        let mut batch: HashMap<&str, StepWindow> = HashMap::new();
+        let mut batch: HashMap<&str, StepWindow> = HashMap::default();
         for span in extract::spans(request, self.limits.span_checks) {
             report.spans += 1;
             let span = match span {
@@ -190,7 +190,7 @@ impl Ingestor {
         &self,
         observations: impl IntoIterator<Item = (&'r Route, Arm, Observation)>,
     ) {
-        let mut batch: HashMap<&str, StepWindow> = HashMap::new();
+        let mut batch: HashMap<&str, StepWindow> = HashMap::default();
         let mut report = IngestReport::default();
         for (route, arm, observation) in observations {
             report.spans += 1;
@@ -489,7 +489,7 @@ mod tests {
     fn samples_of_a_past_epoch_are_dropped() {
         let ingestor = Ingestor::new();
         ingestor.set_routes(routes(2));
-        let mut old = HashMap::new();
+        let mut old = HashMap::default();
         old.insert("shop/checkout", {
             let mut window = Window::default();
             window.record(

@@ -103,7 +103,6 @@ impl Random {
 /// One account: how healthy it is.
 #[derive(Debug, Clone)]
 struct Account {
-    id: String,
     /// Multiplies the error rate of its requests (mean 1 over accounts).
     error_factor: f64,
     /// Multiplies the latency of its requests.
@@ -120,15 +119,18 @@ pub struct User {
     pub account_unit: u64,
     pub error_factor: f32,
     pub latency_factor: f32,
+    /// Index of the user's account.
+    account: u32,
 }
 
 /// The users and accounts of one simulated rollout. Their IDs are salted per
 /// rollout, so each rollout buckets a different set of users into its variant.
+/// IDs are written when needed rather than kept: a population is built per
+/// rollout, and ten thousand strings and contexts cost more than its spans.
 #[derive(Debug, Clone)]
 pub struct Population {
+    salt: u64,
     users: Vec<User>,
-    /// The evaluation context of each user, as it would ask over OFREP.
-    contexts: Vec<Map<String, Value>>,
 }
 
 /// σ of the logarithm of account sizes: a few large accounts, many small ones.
@@ -138,29 +140,60 @@ const ACCOUNT_ERROR_SIGMA: f64 = 0.8;
 /// σ of the logarithm of accounts' latency factors.
 const ACCOUNT_LATENCY_SIGMA: f64 = 0.15;
 
+/// Writes `prefix` and then `index` in decimal into `id`: user and account IDs,
+/// written for each of ten thousand users every time the flag changes, where
+/// `format!` would cost more than the evaluation.
+fn write_id(id: &mut String, prefix: &str, index: usize) {
+    id.clear();
+    id.push_str(prefix);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = index;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    id.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
+/// The prefixes of the user and account IDs of a population salted with `salt`.
+fn id_prefixes(salt: u64) -> [String; 2] {
+    [format!("r{salt}-u"), format!("r{salt}-a")]
+}
+
 impl Population {
     pub fn new(traffic: &Traffic, salt: u64, random: &mut Random) -> Self {
         let users = traffic.users.max(1) as usize;
         let accounts: Vec<Account> = match traffic.accounts {
-            None => (0..users)
-                .map(|i| Account {
-                    id: format!("r{salt}-a{i}"),
+            None => vec![
+                Account {
                     error_factor: 1.0,
                     latency_factor: 1.0,
-                })
-                .collect(),
+                };
+                users
+            ],
             Some(n) => (0..n.max(1))
-                .map(|i| {
+                .map(|_| {
                     let s = ACCOUNT_ERROR_SIGMA;
                     Account {
-                        id: format!("r{salt}-a{i}"),
                         error_factor: (s * random.normal() - s * s / 2.0).exp(),
                         latency_factor: (ACCOUNT_LATENCY_SIGMA * random.normal()).exp(),
                     }
                 })
                 .collect(),
         };
-        let account_units: Vec<u64> = accounts.iter().map(|a| unit_hash(&a.id)).collect();
+        let [user_prefix, account_prefix] = id_prefixes(salt);
+        let mut id = String::new();
+        let account_units: Vec<u64> = (0..accounts.len())
+            .map(|i| {
+                write_id(&mut id, &account_prefix, i);
+                unit_hash(&id)
+            })
+            .collect();
         // Users join accounts in proportion to the accounts' (lognormal) sizes.
         let sizes: Vec<f64> = match traffic.accounts {
             None => Vec::new(),
@@ -170,7 +203,6 @@ impl Population {
                 .collect(),
         };
         let total: f64 = sizes.iter().sum();
-        let mut contexts = Vec::with_capacity(users);
         let users = (0..users)
             .map(|i| {
                 let account = if sizes.is_empty() {
@@ -185,24 +217,17 @@ impl Population {
                         })
                         .unwrap_or(sizes.len() - 1)
                 };
-                let key = format!("r{salt}-u{i}");
-                let user = User {
-                    user_unit: unit_hash(&key),
+                write_id(&mut id, &user_prefix, i);
+                User {
+                    user_unit: unit_hash(&id),
                     account_unit: account_units[account],
                     error_factor: accounts[account].error_factor as f32,
                     latency_factor: accounts[account].latency_factor as f32,
-                };
-                let mut context = Map::new();
-                context.insert("targetingKey".into(), Value::from(key));
-                context.insert(
-                    "accountId".into(),
-                    Value::from(accounts[account].id.clone()),
-                );
-                contexts.push(context);
-                user
+                    account: account as u32,
+                }
             })
             .collect();
-        Self { users, contexts }
+        Self { salt, users }
     }
 
     pub fn len(&self) -> usize {
@@ -226,17 +251,31 @@ pub struct Served {
     pub reason: &'static str,
 }
 
-/// Evaluates `flag` for every user: what the OFREP endpoint would answer them.
+/// Evaluates `flag` for every user: what the OFREP endpoint would answer them,
+/// asked with the context `{targetingKey, accountId}`.
 pub fn serve_all(
     flag: &Flag,
     population: &Population,
     now: jiff::Timestamp,
 ) -> Vec<Option<Served>> {
+    let [user_prefix, account_prefix] = id_prefixes(population.salt);
+    let mut context = Map::new();
+    context.insert("targetingKey".into(), Value::String(String::new()));
+    context.insert("accountId".into(), Value::String(String::new()));
     population
-        .contexts
+        .users
         .iter()
-        .map(|context| {
-            let resolution = flag.evaluate(&Context::new(context), now).ok()?;
+        .enumerate()
+        .map(|(i, user)| {
+            for (name, prefix, index) in [
+                ("targetingKey", &user_prefix, i),
+                ("accountId", &account_prefix, user.account as usize),
+            ] {
+                if let Some(Value::String(id)) = context.get_mut(name) {
+                    write_id(id, prefix, index);
+                }
+            }
+            let resolution = flag.evaluate(&Context::new(&context), now).ok()?;
             let name = resolution.variant?;
             let variant = flag.variants.iter().position(|v| v.name == name)?;
             Some(Served {
@@ -255,5 +294,19 @@ fn semconv_reason(reason: Reason) -> &'static str {
         Reason::Split => "split",
         Reason::Disabled => "disabled",
         Reason::Error => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_read_as_format_writes_them() {
+        let mut id = String::from("left over");
+        for index in [0, 7, 10, 99_999, usize::MAX] {
+            write_id(&mut id, "r42-u", index);
+            assert_eq!(id, format!("r42-u{index}"));
+        }
     }
 }
