@@ -15,13 +15,14 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 use launchdarkly_server_sdk_evaluation as ld;
 use serde_json::{Map, Value, json};
 use spangate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, SegmentSpec};
-use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
+use spangate::controller::SegmentCatalog;
 use spangate::flags::{Context, Flag, Matched, bucket};
 use spangate::store::{RolloutKey, StoredSegment};
 
@@ -78,6 +79,7 @@ fn spangate_flag(targeting: Value, segments: &[(&str, Value)]) -> Flag {
         "bucketBy": "accountId",
         "service": "search",
         "steps": [25, 100],
+        "analysis": {"maxErrorRate": 0.05},
         "targeting": targeting,
     }))
     .expect("a valid spec");
@@ -91,14 +93,15 @@ fn spangate_flag(targeting: Value, segments: &[(&str, Value)]) -> Flag {
         .collect();
     let mut catalog = SegmentCatalog::default();
     catalog.update(&stored);
-    let compiled = compile_spec(&spec, "default", &catalog).expect("compiles");
+    let key = RolloutKey::new("default", KEY);
+    let compiled = catalog.compile(&key, Arc::new(spec)).expect("compiles");
     let status = FeatureRolloutStatus {
         phase: Phase::Progressing,
         current_step: Some(0),
         weight: 25.0,
         ..Default::default()
     };
-    compile_flag(&RolloutKey::new("default", KEY), &spec, &status, &compiled).expect("served")
+    compiled.flag(&key.to_string(), &status).expect("served")
 }
 
 /// LaunchDarkly's store: the flag and its segments.

@@ -21,9 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::FeatureRollout;
 use crate::controller::kube::{self as kube_controller, Context};
 use crate::controller::lease::{LeaderElector, LeaseConfig};
-use crate::controller::{
-    Entry, Publisher, Reconciler, SegmentCatalog, compile_spec, flagset, served_flag,
-};
+use crate::controller::{Entry, Publisher, Reconciler, SegmentCatalog, flagset};
 use crate::flags::FlagSet;
 use crate::net::ServerStats;
 use crate::serve::{PublishedFlags, Readiness};
@@ -230,8 +228,8 @@ async fn mirror_status(
         for rollout in cache.state() {
             let stored = KubeStore::snapshot(&rollout);
             let flag = stored.spec.as_ref().ok().and_then(|spec| {
-                let compiled = compile_spec(spec, &stored.key.namespace, &segments).ok()?;
-                served_flag(&stored, &stored.status, &compiled)
+                let compiled = segments.compile(&stored.key, spec.clone()).ok()?;
+                compiled.flag(&stored.key.to_string(), &stored.status)
             });
             publisher.set(
                 &stored.key,

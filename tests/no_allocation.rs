@@ -6,6 +6,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -17,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde_json::{Map, Value, json};
 use spangate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, SegmentSpec};
-use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
+use spangate::controller::SegmentCatalog;
 use spangate::flags::{Context, PrivateAttributes};
 use spangate::ingest::hide_private;
 use spangate::store::{RolloutKey, StoredSegment};
@@ -64,6 +65,7 @@ flag: {key: new-search, variants: {"old": false, "new": true}, defaultVariant: "
 bucketBy: accountId
 service: search
 steps: [25, 100]
+analysis: {maxErrorRate: 0.05}
 targeting:
   targets:
   - {variant: "new", values: [qa-1, qa-2]}
@@ -104,14 +106,16 @@ targeting:
         spec: Ok(segment),
         source: "beta.yaml".into(),
     }]);
-    let compiled = compile_spec(&spec, "default", &catalog).unwrap();
+    let compiled = catalog
+        .compile(&RolloutKey::new("default", "s"), Arc::new(spec))
+        .unwrap();
     let status = FeatureRolloutStatus {
         phase: Phase::Progressing,
         current_step: Some(0),
         weight: 25.0,
         ..Default::default()
     };
-    let flag = compile_flag(&RolloutKey::new("default", "s"), &spec, &status, &compiled).unwrap();
+    let flag = compiled.flag("default/s", &status).unwrap();
 
     let people: Vec<Map<String, Value>> = [
         json!({"targetingKey": "qa-1"}),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::get::{OutputFormat, render};
 use super::serve::write_stdout;
-use crate::controller::{SegmentCatalog, compile_spec, served_flag};
+use crate::controller::SegmentCatalog;
 use crate::store::FileStore;
 
 #[derive(clap::Args)]
@@ -71,8 +71,8 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter_map(|r| {
             let spec = r.spec.as_ref().ok()?;
-            let compiled = compile_spec(spec, &r.key.namespace, &segments).ok()?;
-            served_flag(r, &r.status, &compiled)
+            let compiled = segments.compile(&r.key, spec.clone()).ok()?;
+            compiled.flag(&r.key.to_string(), &r.status)
         })
         .collect();
     let export = crate::flags::flagd::flag_set(&flags);

@@ -9,14 +9,12 @@ pub mod flagset;
 pub mod kube;
 pub mod lease;
 mod metrics;
-mod publish;
 mod published;
 mod targeting;
 
 pub use metrics::Metrics;
-pub use publish::{compile_flag, served_flag};
 pub use published::{Entry, Publisher};
-pub use targeting::{CompiledSpec, SegmentCatalog, SpecCache, compile_spec};
+pub use targeting::{SegmentCatalog, SpecCache};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -166,8 +164,8 @@ impl<S: RolloutStore> Reconciler<S> {
             }
             _ => None,
         };
-        let conflict = conflict.or_else(|| match (&rollout.spec, &compiled) {
-            (Ok(spec), Some(Err(targeting))) => Some(invalid_targeting(spec, targeting)),
+        let conflict = conflict.or_else(|| match &compiled {
+            Some(Err(invalid)) => Some(format!("invalid spec: {invalid}")),
             _ => None,
         });
         let span = info_span!(
@@ -198,7 +196,7 @@ impl<S: RolloutStore> Reconciler<S> {
         let entry = Entry {
             phase: status.phase,
             flag: match &compiled {
-                Some(Ok(compiled)) => served_flag(rollout, &status, compiled),
+                Some(Ok(compiled)) => compiled.flag(&rollout.key.to_string(), &status),
                 _ => None,
             },
             route,
@@ -555,14 +553,5 @@ impl<'a> FlagOwners<'a> {
         (*owner != rollout.key).then(|| {
             format!("flag {key:?} is already rolled out by {owner}; one rollout per flag key")
         })
-    }
-}
-
-/// The Invalid message for a spec whose targeting does not compile: its other
-/// problems too, so that every one is named at once.
-fn invalid_targeting(spec: &crate::api::FeatureRolloutSpec, targeting: &str) -> String {
-    match crate::rollout::plan(spec) {
-        Ok(_) => format!("invalid spec: {targeting}"),
-        Err(invalid) => format!("invalid spec: {invalid}; {targeting}"),
     }
 }

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 use super::SpanWindows;
-use super::publish::content_version;
 use crate::analysis::Route;
 use crate::api::Phase;
+use crate::fingerprint::fnv1a;
 use crate::flags::{Flag, FlagSet};
 use crate::serve::PublishedFlags;
 use crate::store::RolloutKey;
@@ -193,6 +193,16 @@ impl Publisher {
         // Every update leaves the state whole before it can panic (publishing reads it).
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Changes exactly when any served flag changes; the OFREP bulk ETag. A content
+/// hash rather than a counter, so it is the same after a restart.
+fn content_version(flags: &[Flag]) -> u64 {
+    let prints: Vec<String> = flags
+        .iter()
+        .map(|f| format!("{:016x}", f.fingerprint()))
+        .collect();
+    fnv1a(prints.join(",").as_bytes())
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::api::{ClauseOp, FeatureRolloutSpec};
 use crate::fingerprint::fnv1a;
-use crate::flags::compile::{self, FlagShape, SegmentSource};
-use crate::flags::{Attribute, PrivateAttributes, Segment, Targeting};
+use crate::flags::Segment;
+use crate::flags::compile::{self, SegmentSource};
+use crate::rollout::{CompiledRollout, InvalidSpec};
 use crate::store::{RolloutKey, StoredSegment};
 
 /// Every segment, compiled (or why it cannot be used).
@@ -17,9 +18,9 @@ pub struct SegmentCatalog {
 }
 
 #[derive(Debug, Clone)]
-struct Compiled<T> {
+struct Compiled<T, E = String> {
     source_hash: u64,
-    result: Result<T, String>,
+    result: Result<T, E>,
 }
 
 impl SegmentCatalog {
@@ -49,8 +50,17 @@ impl SegmentCatalog {
         self.segments = next;
     }
 
+    /// Rollout `key` compiled against the segments as seen from its namespace.
+    pub fn compile(
+        &self,
+        key: &RolloutKey,
+        spec: Arc<FeatureRolloutSpec>,
+    ) -> Result<CompiledRollout, InvalidSpec> {
+        CompiledRollout::compile(spec, &self.seen_from(&key.namespace))
+    }
+
     /// Segments as seen from `namespace`: `name` is there, `other/name` elsewhere.
-    pub fn seen_from<'c>(&'c self, namespace: &'c str) -> impl SegmentSource + 'c {
+    fn seen_from<'c>(&'c self, namespace: &'c str) -> impl SegmentSource + 'c {
         Scoped {
             catalog: self,
             namespace,
@@ -109,65 +119,7 @@ fn segment_names(spec: &FeatureRolloutSpec) -> impl Iterator<Item = &str> {
         .filter_map(|v| v.as_str())
 }
 
-/// What a rollout's spec compiles to, apart from its state.
-#[derive(Debug, Clone)]
-pub struct CompiledSpec {
-    pub targeting: Arc<Targeting>,
-    pub private_attributes: PrivateAttributes,
-    /// `spec.bucketBy` as parsed here, once: the percentage split buckets by it.
-    pub bucket_by: Attribute,
-}
-
-/// Compiles a rollout's targeting and private attributes against `segments`.
-pub fn compile_spec(
-    spec: &FeatureRolloutSpec,
-    namespace: &str,
-    segments: &SegmentCatalog,
-) -> Result<CompiledSpec, Vec<String>> {
-    let mut problems = Vec::new();
-    let private_attributes =
-        PrivateAttributes::parse(&spec.private_attributes).unwrap_or_else(|found| {
-            problems.extend(
-                found
-                    .into_iter()
-                    .map(|p| format!("spec.privateAttributes: {p}")),
-            );
-            PrivateAttributes::default()
-        });
-    let bucket_by = match spec.bucket_by.as_deref().map(Attribute::parse) {
-        None => Attribute::targeting_key(),
-        Some(Ok(attribute)) => attribute,
-        Some(Err(e)) => {
-            problems.push(format!("spec.bucketBy {e}"));
-            Attribute::targeting_key()
-        }
-    };
-    let names: Vec<&str> = spec.flag.variants.keys().map(String::as_str).collect();
-    let shape = FlagShape {
-        variants: &names,
-        bucket_by: &bucket_by,
-        has_steps: !spec.steps.is_empty(),
-    };
-    let targeting = match &spec.targeting {
-        None => Targeting::default(),
-        Some(t) => compile::targeting(t, shape, &segments.seen_from(namespace), "spec.targeting")
-            .unwrap_or_else(|found| {
-                problems.extend(found);
-                Targeting::default()
-            }),
-    };
-    if problems.is_empty() {
-        Ok(CompiledSpec {
-            targeting: Arc::new(targeting),
-            private_attributes,
-            bucket_by,
-        })
-    } else {
-        Err(problems)
-    }
-}
-
-/// Each rollout's compiled spec, kept while its source and segments stay the same.
+/// Each rollout compiled, kept while its spec and the segments it uses stay the same.
 #[derive(Debug, Default)]
 pub struct SpecCache {
     compiled: HashMap<RolloutKey, CachedSpec>,
@@ -179,17 +131,17 @@ struct CachedSpec {
     /// spec, found without hashing it.
     spec: Arc<FeatureRolloutSpec>,
     segments_hash: u64,
-    compiled: Compiled<CompiledSpec>,
+    compiled: Compiled<Arc<CompiledRollout>, InvalidSpec>,
 }
 
 impl SpecCache {
-    /// The compiled spec of rollout `key`, compiling only what changed.
+    /// Rollout `key` compiled, compiling only what changed.
     pub fn get(
         &mut self,
         key: &RolloutKey,
         spec: &Arc<FeatureRolloutSpec>,
         segments: &SegmentCatalog,
-    ) -> Result<CompiledSpec, String> {
+    ) -> Result<Arc<CompiledRollout>, InvalidSpec> {
         let segments_hash = segments.hash_used(&key.namespace, spec);
         if let Some(cached) = self.compiled.get(key)
             && Arc::ptr_eq(&cached.spec, spec)
@@ -197,19 +149,13 @@ impl SpecCache {
         {
             return cached.compiled.result.clone();
         }
-        let source = serde_json::json!([
-            spec.flag,
-            spec.bucket_by,
-            spec.targeting,
-            spec.private_attributes,
-            spec.steps.is_empty(),
-        ]);
-        let source_hash = fnv1a(source.to_string().as_bytes()) ^ segments_hash.rotate_left(1);
+        let source = serde_json::to_string(&**spec).unwrap_or_default();
+        let source_hash = fnv1a(source.as_bytes()) ^ segments_hash.rotate_left(1);
         let compiled = match self.compiled.remove(key) {
             Some(cached) if cached.compiled.source_hash == source_hash => cached.compiled,
             _ => Compiled {
                 source_hash,
-                result: compile_spec(spec, &key.namespace, segments).map_err(|p| p.join("; ")),
+                result: segments.compile(key, spec.clone()).map(Arc::new),
             },
         };
         let result = compiled.result.clone();

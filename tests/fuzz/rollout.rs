@@ -11,7 +11,7 @@
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use spangate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, SegmentSpec};
-use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
+use spangate::controller::SegmentCatalog;
 use spangate::flags::{Context, Flag, flagd};
 use spangate::store::StoredSegment;
 use spangate::store::rollout_file::{self, Parsed};
@@ -94,15 +94,10 @@ pub fn served_flags(parsed: &Parsed, file: &str) -> Result<Vec<Flag>, String> {
         if document.hash.is_empty() {
             return Err("a rollout was read without its hash".to_string());
         }
-        if let Err(invalid) = spangate::rollout::plan(spec) {
-            for problem in &invalid.problems {
-                message(&format!("{SOURCE}: {problem}"), file)?;
-            }
-        }
-        let compiled = match compile_spec(spec, &key.namespace, &catalog) {
+        let compiled = match catalog.compile(key, spec.clone()) {
             Ok(compiled) => compiled,
-            Err(problems) => {
-                for problem in problems {
+            Err(invalid) => {
+                for problem in &invalid.problems {
                     message(&format!("{SOURCE}: {problem}"), file)?;
                 }
                 continue;
@@ -114,7 +109,7 @@ pub fn served_flags(parsed: &Parsed, file: &str) -> Result<Vec<Flag>, String> {
             weight: 25.0,
             ..Default::default()
         };
-        flags.extend(compile_flag(key, spec, &status, &compiled));
+        flags.extend(compiled.flag(&key.to_string(), &status));
     }
     Ok(flags)
 }

@@ -17,6 +17,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use rand::rngs::StdRng;
@@ -24,7 +25,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 use spangate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, SegmentSpec};
-use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
+use spangate::controller::SegmentCatalog;
 use spangate::flags::{Context, EvaluationError, Flag, flagd};
 use spangate::store::{RolloutKey, StoredSegment};
 
@@ -231,7 +232,9 @@ fn rollout(rng: &mut StdRng, n: usize) -> (FeatureRolloutSpec, f64) {
                  "defaultVariant": "v0", "rolloutVariant": "v1"},
         "bucketBy": BUCKET_BY.choose(rng).unwrap(),
         "service": "checkout",
-        "steps": [weight.max(0.01), 100],
+        // Steps must increase: a flag at 100% has that one step.
+        "steps": if weight < 100.0 { vec![weight.max(0.01), 100.0] } else { vec![100.0] },
+        "analysis": {"maxErrorRate": 0.05},
         "targeting": targeting,
     });
     (serde_json::from_value(spec).unwrap(), weight)
@@ -293,21 +296,17 @@ fn generate(seed: u64, flags: usize, contexts: usize) -> Case {
     let flags = (0..flags)
         .map(|n| {
             let (spec, weight) = rollout(&mut rng, n);
-            let compiled = compile_spec(&spec, "default", &catalog)
-                .unwrap_or_else(|p| panic!("generated spec does not compile: {p:?}\n{spec:#?}"));
+            let key = RolloutKey::new("default", format!("r{n}"));
+            let compiled = catalog
+                .compile(&key, Arc::new(spec.clone()))
+                .unwrap_or_else(|p| panic!("generated spec does not compile: {p}\n{spec:#?}"));
             let status = FeatureRolloutStatus {
                 phase: Phase::Progressing,
                 current_step: Some(0),
                 weight,
                 ..Default::default()
             };
-            compile_flag(
-                &RolloutKey::new("default", format!("r{n}")),
-                &spec,
-                &status,
-                &compiled,
-            )
-            .unwrap()
+            compiled.flag(&key.to_string(), &status).unwrap()
         })
         .collect();
     let contexts = (0..contexts).map(|_| context(&mut rng)).collect();

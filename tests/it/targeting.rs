@@ -5,9 +5,10 @@
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use spangate::api::{FeatureRolloutSpec, FeatureRolloutStatus, Phase, SegmentSpec};
-use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
+use spangate::controller::SegmentCatalog;
 use spangate::flags::{Context, Flag, Matched, Reason};
 use spangate::store::{RolloutKey, StoredSegment};
+use std::sync::Arc;
 
 /// A rollout of `new-checkout` (off → on, bucketed by accountId) with `targeting`.
 fn spec(targeting: &str) -> FeatureRolloutSpec {
@@ -17,6 +18,7 @@ flag: {{key: new-checkout, variants: {{"off": false, "on": true}}, defaultVarian
 bucketBy: accountId
 service: checkout
 steps: [5, 25, 100]
+analysis: {{maxErrorRate: 0.05}}
 targeting:
 {}
 "#,
@@ -45,8 +47,10 @@ fn segments(defs: &[(&str, &str)]) -> SegmentCatalog {
 
 /// The flag `spec` serves at `weight` percent, with `catalog`'s segments.
 fn flag_with(spec: &FeatureRolloutSpec, weight: f64, catalog: &SegmentCatalog) -> Flag {
-    let compiled = compile_spec(spec, "default", catalog)
-        .unwrap_or_else(|problems| panic!("does not compile: {problems:?}"));
+    let key = RolloutKey::new("default", "checkout");
+    let compiled = catalog
+        .compile(&key, Arc::new(spec.clone()))
+        .unwrap_or_else(|invalid| panic!("does not compile: {invalid}"));
     let status = FeatureRolloutStatus {
         phase: if weight >= 100.0 {
             Phase::Promoted
@@ -57,13 +61,9 @@ fn flag_with(spec: &FeatureRolloutSpec, weight: f64, catalog: &SegmentCatalog) -
         weight,
         ..Default::default()
     };
-    compile_flag(
-        &RolloutKey::new("default", "checkout"),
-        spec,
-        &status,
-        &compiled,
-    )
-    .expect("a served flag")
+    compiled
+        .flag(&key.to_string(), &status)
+        .expect("a served flag")
 }
 
 fn flag(targeting: &str, weight: f64) -> Flag {
@@ -71,8 +71,13 @@ fn flag(targeting: &str, weight: f64) -> Flag {
 }
 
 fn problems(spec: &FeatureRolloutSpec, catalog: &SegmentCatalog) -> String {
-    compile_spec(spec, "default", catalog)
+    catalog
+        .compile(
+            &RolloutKey::new("default", "checkout"),
+            Arc::new(spec.clone()),
+        )
         .expect_err("should not compile")
+        .problems
         .join("\n")
 }
 
@@ -550,18 +555,15 @@ targeting:
 "#,
     )
     .unwrap();
-    let compiled = compile_spec(&spec, "default", &SegmentCatalog::default()).unwrap();
+    let key = RolloutKey::new("default", "plans");
+    let compiled = SegmentCatalog::default()
+        .compile(&key, Arc::new(spec))
+        .unwrap();
     let status = FeatureRolloutStatus {
         phase: Phase::Serving,
         ..Default::default()
     };
-    let f = compile_flag(
-        &RolloutKey::new("default", "plans"),
-        &spec,
-        &status,
-        &compiled,
-    )
-    .unwrap();
+    let f = compiled.flag(&key.to_string(), &status).unwrap();
     let r = f
         .evaluate(&Context::new(&ctx(json!({"plan": "elite"}))), now())
         .unwrap();
