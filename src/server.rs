@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::controller;
+use crate::analysis::{Route, Routes, Window, WindowEpoch};
+use crate::controller::{self, SpanWindows};
 use crate::ingest::{self, ForwardConfig, IngestLimits, Ingestor, ReceiverOptions};
 use crate::net::{self, Protocols, ServerLimits, ServerStats, Tokens};
 use crate::serve::{self, OfrepConfig, PublishedFlags, Readiness, RenderMetrics};
@@ -225,6 +226,21 @@ pub fn ingestor(
     Arc::new(Ingestor::with_limits(limits, Some(forwarder)))
 }
 
+/// Ingest keeps the windows the controller judges.
+impl SpanWindows for Ingestor {
+    fn window(&self, rollout: &str, epoch: WindowEpoch) -> Window {
+        Ingestor::window(self, rollout, epoch)
+    }
+
+    fn set_routes(&self, routes: Vec<Route>) {
+        Ingestor::set_routes(self, Routes::new(routes));
+    }
+
+    fn samples_recorded(&self) -> u64 {
+        self.stats().samples_routed
+    }
+}
+
 /// The `/metrics` exposition of a reconciler, an ingestor, OFREP and the listeners.
 pub fn render_metrics<S: crate::store::RolloutStore>(
     reconciler: &controller::Reconciler<S>,
@@ -237,8 +253,8 @@ pub fn render_metrics<S: crate::store::RolloutStore>(
     let (ingestor, ofrep, server) = (ingestor.clone(), ofrep.stats.clone(), server.clone());
     Arc::new(move || {
         let stats = ingestor.stats();
-        let mut out = metrics.render(&publisher.phases(), &stats);
-        stats.render_limits(&mut out);
+        let mut out = metrics.render(&publisher.phases());
+        stats.render(&mut out);
         ofrep.render(&mut out);
         server.render(&mut out);
         crate::telemetry::write_family(

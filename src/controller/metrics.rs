@@ -1,4 +1,5 @@
-//! The operator's counters and their Prometheus text exposition (`/metrics`).
+//! The controller's counters and their Prometheus text exposition (part of
+//! `/metrics`; ingest renders its own).
 //!
 //! Names follow Prometheus conventions: `_total` for counters, units in the name.
 
@@ -6,7 +7,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::{Phase, VerdictOutcome};
-use crate::ingest::IngestStats;
 
 /// Counters the controller bumps; shared by every reconcile.
 #[derive(Debug, Default)]
@@ -42,9 +42,8 @@ impl Metrics {
         self.leader.store(u64::from(leader), Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of these counters, the rollouts per phase and
-    /// the ingest counters.
-    pub fn render(&self, phases: &[(Phase, usize)], ingest: &IngestStats) -> String {
+    /// The Prometheus text exposition of these counters and the rollouts per phase.
+    pub fn render(&self, phases: &[(Phase, usize)]) -> String {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
@@ -98,43 +97,6 @@ impl Metrics {
             "1 when this process reconciles (holds the leader lease), else 0.",
             &[("", read(&self.leader))],
         );
-        metric(
-            "spangate_otlp_batches_total",
-            "counter",
-            "OTLP trace requests by outcome.",
-            &[
-                ("{outcome=\"ingested\"}", ingest.batches_received),
-                ("{outcome=\"rejected\"}", ingest.batches_rejected),
-            ],
-        );
-        metric(
-            "spangate_spans_ingested_total",
-            "counter",
-            "Spans accepted from OTLP requests; the ones refused are in spangate_spans_rejected_total.",
-            &[("", ingest.spans_accepted)],
-        );
-        metric(
-            "spangate_spans_rejected_total",
-            "counter",
-            "Spans refused as invalid (reported to the sender as partial success).",
-            &[("", ingest.spans_rejected)],
-        );
-        metric(
-            "spangate_spans_forwarded_total",
-            "counter",
-            "Spans forwarded to the tracing backend by outcome (only when forwarding).",
-            &[
-                ("{outcome=\"sent\"}", ingest.forwarded.sent),
-                ("{outcome=\"dropped\"}", ingest.forwarded.dropped),
-                ("{outcome=\"failed\"}", ingest.forwarded.failed),
-            ],
-        );
-        metric(
-            "spangate_samples_routed_total",
-            "counter",
-            "Flag evaluations read off spans and recorded into a rollout's window.",
-            &[("", ingest.samples_routed)],
-        );
         out
     }
 }
@@ -149,12 +111,7 @@ mod tests {
         metrics.reconciled();
         metrics.reconciled();
         metrics.verdict(VerdictOutcome::Fail);
-        let ingest = IngestStats {
-            spans_accepted: 7,
-            spans_rejected: 2,
-            ..Default::default()
-        };
-        let text = metrics.render(&[(Phase::Progressing, 3), (Phase::Promoted, 0)], &ingest);
+        let text = metrics.render(&[(Phase::Progressing, 3), (Phase::Promoted, 0)]);
         for line in [
             "# TYPE spangate_reconciles_total counter",
             "spangate_reconciles_total 2",
@@ -162,8 +119,6 @@ mod tests {
             "spangate_rollouts{phase=\"Progressing\"} 3",
             "spangate_rollouts{phase=\"Promoted\"} 0",
             "spangate_verdicts_total{outcome=\"Fail\"} 1",
-            "spangate_spans_ingested_total 7",
-            "spangate_spans_rejected_total 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

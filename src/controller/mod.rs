@@ -23,7 +23,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tracing::{Instrument, info_span};
 
-use crate::analysis::{JudgeInput, Route, Routes, Window, WindowEpoch, judge};
+use crate::analysis::{JudgeInput, Route, Window, WindowEpoch, judge};
 use crate::api::{FeatureRolloutStatus, Phase};
 use crate::rollout::{Action, EventType, Input, Request, decide, reject};
 use crate::serve::{PublishedFlags, Readiness};
@@ -38,20 +38,6 @@ pub trait SpanWindows: Send + Sync + 'static {
     /// Samples recorded into any window so far: grows exactly when there is new
     /// analysis data.
     fn samples_recorded(&self) -> u64;
-}
-
-impl SpanWindows for crate::ingest::Ingestor {
-    fn window(&self, rollout: &str, epoch: WindowEpoch) -> Window {
-        crate::ingest::Ingestor::window(self, rollout, epoch)
-    }
-
-    fn set_routes(&self, routes: Vec<Route>) {
-        crate::ingest::Ingestor::set_routes(self, Routes::new(routes));
-    }
-
-    fn samples_recorded(&self) -> u64 {
-        self.stats().samples_routed
-    }
 }
 
 /// What one pass saw, for progress displays and tests.

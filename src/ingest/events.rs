@@ -96,9 +96,51 @@ pub struct IngestStats {
 }
 
 impl IngestStats {
-    /// The `/metrics` families of ingest's limits: refusals by reason, the
-    /// in-flight budget and the forward queue.
-    pub fn render_limits(&self, out: &mut String) {
+    /// The `/metrics` families of ingest: requests and spans by outcome, samples
+    /// routed, refusals by reason, the in-flight budget and the forward queue.
+    pub fn render(&self, out: &mut String) {
+        write_family(
+            out,
+            "spangate_otlp_batches_total",
+            "counter",
+            "OTLP trace requests by outcome.",
+            [
+                ("{outcome=\"ingested\"}", self.batches_received),
+                ("{outcome=\"rejected\"}", self.batches_rejected),
+            ],
+        );
+        write_family(
+            out,
+            "spangate_spans_ingested_total",
+            "counter",
+            "Spans accepted from OTLP requests; the ones refused are in spangate_spans_rejected_total.",
+            [("", self.spans_accepted)],
+        );
+        write_family(
+            out,
+            "spangate_spans_rejected_total",
+            "counter",
+            "Spans refused as invalid (reported to the sender as partial success).",
+            [("", self.spans_rejected)],
+        );
+        write_family(
+            out,
+            "spangate_spans_forwarded_total",
+            "counter",
+            "Spans forwarded to the tracing backend by outcome (only when forwarding).",
+            [
+                ("{outcome=\"sent\"}", self.forwarded.sent),
+                ("{outcome=\"dropped\"}", self.forwarded.dropped),
+                ("{outcome=\"failed\"}", self.forwarded.failed),
+            ],
+        );
+        write_family(
+            out,
+            "spangate_samples_routed_total",
+            "counter",
+            "Flag evaluations read off spans and recorded into a rollout's window.",
+            [("", self.samples_routed)],
+        );
         let refused = Transport::ALL.iter().flat_map(|transport| {
             RejectReason::ALL.iter().map(move |reason| {
                 (
@@ -288,5 +330,37 @@ impl StaleSamplesDropped<'_> {
             samples = self.samples,
             "dropped samples of a rollout's previous step"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_help_and_type() {
+        let stats = IngestStats {
+            batches_received: 4,
+            spans_accepted: 7,
+            spans_rejected: 2,
+            samples_routed: 5,
+            ..Default::default()
+        };
+        let mut text = String::new();
+        stats.render(&mut text);
+        for line in [
+            "# TYPE spangate_otlp_batches_total counter",
+            "spangate_otlp_batches_total{outcome=\"ingested\"} 4",
+            "spangate_spans_ingested_total 7",
+            "spangate_spans_rejected_total 2",
+            "spangate_spans_forwarded_total{outcome=\"sent\"} 0",
+            "spangate_samples_routed_total 5",
+            "# TYPE spangate_otlp_in_flight_bytes gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
     }
 }
