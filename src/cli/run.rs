@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::serve::{
-    ServeArgs, parse_duration, runtime, shutdown_signal, with_flag_hint, write_ready_file,
+    ServeArgs, cancel_on_signal, flush_telemetry_then, parse_duration, runtime, with_flag_hint,
+    write_ready_file,
 };
 use crate::cluster::{LeaseSettings, RunConfig};
 use crate::telemetry::{self, LogFormat};
@@ -55,20 +56,14 @@ pub fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             identity: args.identity,
         };
         let cancel = tokio_util::sync::CancellationToken::new();
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            stop.cancel();
-        });
+        cancel_on_signal(cancel.clone());
         let result = crate::cluster::run(config, cancel, |addrs| match &ready_file {
             Some(path) => write_ready_file(path, &addrs),
             None => Ok(()),
         })
         .await
         .map_err(with_flag_hint);
-        tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
-        result?;
+        flush_telemetry_then(telemetry, result).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

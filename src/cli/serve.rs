@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::flags::PrivateAttributes;
 use crate::ingest::{ForwardConfig, ForwardProtocol, IngestLimits, SpanChecks};
 use crate::net::{ServerLimits, Tokens};
 use crate::serve::{Access, OfrepConfig};
 use crate::server::{BindError, BoundAddrs, ListenAddrs, Listener, ServeConfig};
+use crate::telemetry::Telemetry;
 
 /// How `standalone` and `run` serve.
 #[derive(clap::Args)]
@@ -318,7 +320,26 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-pub async fn shutdown_signal() {
+/// Cancels `cancel` on SIGINT or SIGTERM, and says so in the log.
+pub fn cancel_on_signal(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+}
+
+/// Flushes the last spans and log lines, then hands back what the command ended
+/// with: an error is reported after telemetry has been flushed, not lost with it.
+pub async fn flush_telemetry_then<T>(
+    telemetry: Telemetry,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    result
+}
+
+async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::serve::{
-    ServeArgs, at_least_one, runtime, shutdown_signal, with_flag_hint, write_ready_file,
+    ServeArgs, at_least_one, cancel_on_signal, flush_telemetry_then, runtime, with_flag_hint,
+    write_ready_file,
 };
 use crate::standalone::{Standalone, StandaloneConfig};
 use crate::telemetry::{self, LogFormat};
@@ -72,15 +73,9 @@ pub fn run(args: StandaloneArgs, log_format: LogFormat) -> anyhow::Result<ExitCo
             first_pass.notified().await;
             write_ready_file(&path, &addrs)?;
         }
-        let cancel = standalone.cancel_token();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            cancel.cancel();
-        });
+        cancel_on_signal(standalone.cancel_token());
         let result = standalone.wait().await;
-        tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
-        result?;
+        flush_telemetry_then(telemetry, result).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
