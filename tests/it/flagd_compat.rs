@@ -28,6 +28,8 @@ use spangate::controller::{SegmentCatalog, compile_flag, compile_spec};
 use spangate::flags::{Context, EvaluationError, Flag, flagd};
 use spangate::store::{RolloutKey, StoredSegment};
 
+use crate::common::fixture::RolloutFixture;
+
 const VARIANTS: [&str; 3] = ["v0", "v1", "v2"];
 const EMAILS: [&str; 6] = [
     "ann@gmail.com",
@@ -225,16 +227,21 @@ fn rollout(rng: &mut StdRng, n: usize) -> (FeatureRolloutSpec, f64) {
     let weight = *[0.0, 100.0, rng.random_range(1..10_000) as f64 / 100.0, 50.0]
         .choose(rng)
         .unwrap();
-    let spec = json!({
-        "flag": {"key": format!("flag-{n}"),
-                 "variants": {"v0": "value-0", "v1": "value-1", "v2": "value-2"},
-                 "defaultVariant": "v0", "rolloutVariant": "v1"},
-        "bucketBy": BUCKET_BY.choose(rng).unwrap(),
-        "service": "checkout",
-        "steps": [weight.max(0.01), 100],
-        "targeting": targeting,
-    });
-    (serde_json::from_value(spec).unwrap(), weight)
+    let spec = RolloutFixture::new("checkout")
+        .flag(&format!("flag-{n}"))
+        .variants(
+            json!({"v0": "value-0", "v1": "value-1", "v2": "value-2"}),
+            "v0",
+        )
+        .rollout_variant("v1")
+        .bucket_by(*BUCKET_BY.choose(rng).unwrap())
+        .revision(None)
+        .steps([weight.max(0.01), 100.0])
+        .step_duration(None)
+        .analysis(None)
+        .targeting(targeting)
+        .spec();
+    (spec, weight)
 }
 
 fn context(rng: &mut StdRng) -> Value {
