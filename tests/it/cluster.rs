@@ -5,11 +5,21 @@
 
 use std::time::Duration;
 
-use crate::common::cluster::{Authorization, Cluster, OPERATOR_USER, Operator, rollout, tool};
+use crate::common::cluster::{Authorization, Cluster, OPERATOR_USER, Operator, tool};
+use crate::common::fixture::{RolloutFixture, from_yaml};
 use crate::common::wait_for;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// A rollout as these tests judge it: their spans carry no revision, and their
+/// evaluations only a targeting key to bucket by.
+fn rollout(name: &str) -> RolloutFixture {
+    RolloutFixture::new(name)
+        .bucket_by(None)
+        .revision(None)
+        .analysis(json!({"minSamples": 30, "maxErrorRate": 0.05}))
+}
 
 fn status(cluster: &Cluster, name: &str) -> Value {
     cluster.get(&["featurerollout", name, "-n", "default"])["status"].clone()
@@ -85,7 +95,7 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
 
     // Admission: the schema refuses a weight over 100, with the field named.
     let refused = cluster
-        .apply(&rollout("too-far", "too-far", "[5, 150]", ""))
+        .apply(&rollout("too-far").flag("too-far").steps([5, 150]).yaml())
         .expect_err("a step of 150% is refused");
     assert!(
         refused.contains("spec.steps") && refused.contains("100"),
@@ -93,7 +103,7 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
     );
 
     cluster
-        .apply(&rollout("checkout", "new-checkout", "[20, 50, 100]", ""))
+        .apply(&rollout("checkout").steps([20, 50, 100]).yaml())
         .unwrap();
     let s = wait_status(
         &cluster,
@@ -223,8 +233,11 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
     // A spec the schema lets through but the controller cannot carry out.
     cluster
         .apply(
-            &rollout("typo", "typo-flag", "[10, 100]", "")
-                .replace(r#"rolloutVariant: "on""#, r#"rolloutVariant: "onn""#),
+            &rollout("typo")
+                .flag("typo-flag")
+                .steps([10, 100])
+                .rollout_variant("onn")
+                .yaml(),
         )
         .unwrap();
     let s = wait_status(
@@ -246,7 +259,12 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
 
     // Promote and abort through the plugin, carried out by the controller.
     cluster
-        .apply(&rollout("promoted", "promoted-flag", "[1, 5, 100]", ""))
+        .apply(
+            &rollout("promoted")
+                .flag("promoted-flag")
+                .steps([1, 5, 100])
+                .yaml(),
+        )
         .unwrap();
     wait_status(
         &cluster,
@@ -323,7 +341,7 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
     // A second rollout of a served flag waits as Invalid, and takes the flag over
     // as soon as the first is deleted.
     cluster
-        .apply(&rollout("second", "new-checkout", "[10, 100]", ""))
+        .apply(&rollout("second").steps([10, 100]).yaml())
         .unwrap();
     let s = wait_status(
         &cluster,
@@ -384,12 +402,7 @@ fn a_second_replica_takes_over_and_resumes_from_status() {
         Some("spangate-leader"),
     );
     cluster
-        .apply(&rollout(
-            "checkout",
-            "new-checkout",
-            "[10, 30, 60, 100]",
-            "",
-        ))
+        .apply(&rollout("checkout").steps([10, 30, 60, 100]).yaml())
         .unwrap();
     wait_status(
         &cluster,
@@ -479,7 +492,7 @@ fn the_charts_rbac_is_enough() {
         Some("spangate-leader"),
     );
     cluster
-        .apply(&rollout("checkout", "new-checkout", "[50, 100]", ""))
+        .apply(&rollout("checkout").steps([50, 100]).yaml())
         .unwrap();
     wait_status(
         &cluster,
@@ -504,21 +517,6 @@ fn the_charts_rbac_is_enough() {
     );
 }
 
-const PLANS: &str = r#"apiVersion: spangate.dev/v1alpha1
-kind: FeatureRollout
-metadata: {name: plans, namespace: default}
-spec:
-  flag:
-    key: plan-features
-    variants: {basic: {seats: 5}, pro: {seats: 50}}
-    defaultVariant: basic
-  targeting:
-    rules:
-    - name: beta
-      clauses: [{op: segmentMatch, values: [beta-users]}]
-      variant: pro
-"#;
-
 fn beta_users(member: &str) -> String {
     format!(
         "apiVersion: spangate.dev/v1alpha1\nkind: Segment\nmetadata: {{name: beta-users, namespace: default}}\nspec:\n  included: [{member}]\n"
@@ -531,7 +529,14 @@ fn segments_in_the_cluster_target_and_an_edit_re_evaluates() {
     let cluster = Cluster::start(Authorization::AlwaysAllow);
     cluster.apply_crds();
     cluster.apply(&beta_users("u-early")).unwrap();
-    cluster.apply(PLANS).unwrap();
+    let plans = RolloutFixture::new("plans")
+        .flag("plan-features")
+        .variants(json!({"basic": {"seats": 5}, "pro": {"seats": 50}}), "basic")
+        .without_steps()
+        .targeting(from_yaml(
+            "rules:\n- name: beta\n  clauses: [{op: segmentMatch, values: [beta-users]}]\n  variant: pro\n",
+        ));
+    cluster.apply(&plans.yaml()).unwrap();
     let operator = Operator::start(&cluster, &cluster.admin_kubeconfig, "spangate-a", None);
     let s = wait_status(
         &cluster,

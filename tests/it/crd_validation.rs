@@ -5,6 +5,8 @@
 use kube_cel::Validator;
 use serde_json::{Value, json};
 
+use crate::common::fixture::RolloutFixture;
+
 fn schema() -> Value {
     let crd = <spangate::api::FeatureRollout as kube::CustomResourceExt>::crd();
     serde_json::to_value(
@@ -17,29 +19,19 @@ fn schema() -> Value {
     .unwrap()
 }
 
-fn rollout(edit: impl FnOnce(&mut Value)) -> Value {
-    let mut doc = json!({
-        "apiVersion": "spangate.dev/v1alpha1",
-        "kind": "FeatureRollout",
-        "metadata": {"name": "new-checkout", "namespace": "default"},
-        "spec": {
-            "flag": {
-                "key": "new-checkout",
-                "variants": {"off": false, "on": true},
-                "defaultVariant": "off",
-                "rolloutVariant": "on",
-            },
-            "service": "checkout",
-            "steps": [1, 5, 25, 100],
-        },
-    });
-    edit(&mut doc["spec"]);
-    doc
+/// A rollout with nothing beyond what the rules look at.
+fn rollout() -> RolloutFixture {
+    RolloutFixture::new("new-checkout")
+        .bucket_by(None)
+        .revision(None)
+        .steps([1, 5, 25, 100])
+        .step_duration(None)
+        .analysis(None)
 }
 
-/// The messages of the rules `doc` breaks.
-fn broken(doc: &Value) -> Vec<String> {
-    match Validator::new().validate(&schema(), doc, None) {
+/// The messages of the rules `rollout` breaks.
+fn broken(rollout: RolloutFixture) -> Vec<String> {
+    match Validator::new().validate(&schema(), &rollout.json(), None) {
         Ok(()) => Vec::new(),
         Err(errors) => errors.into_vec().into_iter().map(|e| e.message).collect(),
     }
@@ -47,38 +39,29 @@ fn broken(doc: &Value) -> Vec<String> {
 
 #[test]
 fn a_sound_rollout_passes_every_rule() {
-    assert_eq!(broken(&rollout(|_| {})), Vec::<String>::new());
-    assert_eq!(
-        broken(&rollout(|s| s["steps"] = json!([0.5]))),
-        Vec::<String>::new()
-    );
+    assert_eq!(broken(rollout()), Vec::<String>::new());
+    assert_eq!(broken(rollout().steps([0.5])), Vec::<String>::new());
 }
 
 #[test]
 fn steps_must_strictly_increase() {
     let message = "spec.steps must be strictly increasing percentages, e.g. [1, 5, 25, 100]";
-    assert_eq!(
-        broken(&rollout(|s| s["steps"] = json!([5, 1, 100]))),
-        [message]
-    );
-    assert_eq!(
-        broken(&rollout(|s| s["steps"] = json!([1, 5, 5, 100]))),
-        [message]
-    );
+    assert_eq!(broken(rollout().steps([5, 1, 100])), [message]);
+    assert_eq!(broken(rollout().steps([1, 5, 5, 100])), [message]);
 }
 
 #[test]
 fn the_variants_named_must_exist_and_differ() {
     assert_eq!(
-        broken(&rollout(|s| s["flag"]["rolloutVariant"] = json!("onn"))),
+        broken(rollout().rollout_variant("onn")),
         ["spec.flag.rolloutVariant must be one of the names in spec.flag.variants"]
     );
     assert_eq!(
-        broken(&rollout(|s| s["flag"]["defaultVariant"] = json!("of"))),
+        broken(rollout().default_variant("of")),
         ["spec.flag.defaultVariant must be one of the names in spec.flag.variants"]
     );
     assert_eq!(
-        broken(&rollout(|s| s["flag"]["rolloutVariant"] = json!("off"))),
+        broken(rollout().rollout_variant("off")),
         [
             "spec.flag.rolloutVariant must differ from spec.flag.defaultVariant, or nothing would change"
         ]
@@ -115,37 +98,34 @@ fn weights_and_rates_have_openapi_bounds() {
 
 #[test]
 fn a_flag_without_steps_needs_no_rollout_variant_nor_service() {
-    let entitlement = rollout(|s| {
-        s.as_object_mut().unwrap().remove("steps");
-        s.as_object_mut().unwrap().remove("service");
-        s["flag"].as_object_mut().unwrap().remove("rolloutVariant");
-        s["targeting"] = json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "variant": "on"}]});
-    });
-    assert_eq!(broken(&entitlement), Vec::<String>::new());
+    let entitlement = rollout().without_steps().targeting(json!({"rules": [{
+        "clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}],
+        "variant": "on",
+    }]}));
+    assert_eq!(broken(entitlement), Vec::<String>::new());
 }
 
 #[test]
 fn steps_and_the_rollout_variant_come_together() {
     assert_eq!(
-        broken(&rollout(|s| {
-            s["flag"].as_object_mut().unwrap().remove("rolloutVariant");
-        })),
+        broken(rollout().rollout_variant(None)),
         [
             "spec.steps need spec.flag.rolloutVariant (what they hand out) and spec.service (whose spans are judged)"
         ]
     );
     assert_eq!(
-        broken(&rollout(|s| {
-            s.as_object_mut().unwrap().remove("service");
-        })),
+        broken(rollout().service(None)),
         [
             "spec.steps need spec.flag.rolloutVariant (what they hand out) and spec.service (whose spans are judged)"
         ]
     );
     assert_eq!(
-        broken(&rollout(|s| {
-            s.as_object_mut().unwrap().remove("steps");
-        })),
+        broken(
+            rollout()
+                .without_steps()
+                .rollout_variant("on")
+                .service("checkout")
+        ),
         [
             "spec.flag.rolloutVariant needs spec.steps; without steps the flag is served as its targeting says"
         ]

@@ -29,6 +29,8 @@ use spangate::controller::SegmentCatalog;
 use spangate::flags::{Context, EvaluationError, Flag, flagd};
 use spangate::store::{RolloutKey, StoredSegment};
 
+use crate::common::fixture::RolloutFixture;
+
 const VARIANTS: [&str; 3] = ["v0", "v1", "v2"];
 const EMAILS: [&str; 6] = [
     "ann@gmail.com",
@@ -226,18 +228,26 @@ fn rollout(rng: &mut StdRng, n: usize) -> (FeatureRolloutSpec, f64) {
     let weight = *[0.0, 100.0, rng.random_range(1..10_000) as f64 / 100.0, 50.0]
         .choose(rng)
         .unwrap();
-    let spec = json!({
-        "flag": {"key": format!("flag-{n}"),
-                 "variants": {"v0": "value-0", "v1": "value-1", "v2": "value-2"},
-                 "defaultVariant": "v0", "rolloutVariant": "v1"},
-        "bucketBy": BUCKET_BY.choose(rng).unwrap(),
-        "service": "checkout",
+    let spec = RolloutFixture::new("checkout")
+        .flag(&format!("flag-{n}"))
+        .variants(
+            json!({"v0": "value-0", "v1": "value-1", "v2": "value-2"}),
+            "v0",
+        )
+        .rollout_variant("v1")
+        .bucket_by(*BUCKET_BY.choose(rng).unwrap())
+        .revision(None)
         // Steps must increase: a flag at 100% has that one step.
-        "steps": if weight < 100.0 { vec![weight.max(0.01), 100.0] } else { vec![100.0] },
-        "analysis": {"maxErrorRate": 0.05},
-        "targeting": targeting,
-    });
-    (serde_json::from_value(spec).unwrap(), weight)
+        .steps(if weight < 100.0 {
+            vec![weight.max(0.01), 100.0]
+        } else {
+            vec![100.0]
+        })
+        .step_duration(None)
+        .analysis(json!({"maxErrorRate": 0.05}))
+        .targeting(targeting)
+        .spec();
+    (spec, weight)
 }
 
 fn context(rng: &mut StdRng) -> Value {

@@ -9,12 +9,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::common::fixture::RolloutFixture;
 use crate::common::otlp::{self, kv};
-use crate::common::{Spangate, http_get, rollout_yaml};
+use crate::common::{Spangate, http_get};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -332,11 +334,10 @@ async fn under_a_low_open_files_limit_a_flood_of_connections_starves_nothing() {
     // The controller still reads files and writes state: a new rollout is served.
     std::fs::write(
         dir.join("checkout.yaml"),
-        rollout_yaml(
-            "checkout",
-            "[10, 100]",
-            "{minSamples: 1000000, maxErrorRate: 0.05}",
-        ),
+        RolloutFixture::new("checkout")
+            .steps([10, 100])
+            .analysis(json!({"minSamples": 1000000, "maxErrorRate": 0.05}))
+            .yaml(),
     )
     .unwrap();
     let ofrep = spangate.addrs.ofrep;

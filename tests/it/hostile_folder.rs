@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::common::{Spangate, http_get, rollout_yaml, wait_for};
+use crate::common::fixture::{RolloutFixture, from_yaml};
+use crate::common::{Spangate, http_get, wait_for};
 use serde_json::{Value, json};
 use spangate::store::{FileStore, RolloutKey, RolloutStore as _, StoredRollout};
 
@@ -22,16 +23,16 @@ fn folders() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (temp, dir, state)
 }
 
-/// A rollout of flag `flag` (checkout spans judged).
-fn rollout(name: &str, flag: &str, steps: &str) -> String {
-    rollout_yaml(name, steps, ANALYSIS).replace("key: new-checkout", &format!("key: {flag}"))
+/// A rollout judged on errors only.
+fn rollout(name: &str) -> RolloutFixture {
+    RolloutFixture::new(name).analysis(from_yaml(ANALYSIS))
 }
 
 /// A flag without steps, served as it is.
-fn plain_flag(name: &str, flag: &str) -> String {
-    format!(
-        "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {{name: {name}}}\nspec:\n  flag: {{key: {flag}, variants: {{\"off\": false, \"on\": true}}, defaultVariant: \"on\"}}\n"
-    )
+fn plain_flag(name: &str) -> RolloutFixture {
+    RolloutFixture::new(name)
+        .default_variant("on")
+        .without_steps()
 }
 
 fn phase(status: &Value) -> &str {
@@ -177,20 +178,16 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_bad_name_or_a_corrupt_state_file_costs_only_its_own_rollout() {
     let (_temp, dir, state) = folders();
-    std::fs::write(
-        dir.join("checkout.yaml"),
-        rollout("checkout", "new-checkout", "[10, 50, 100]"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("checkout.yaml"), rollout("checkout").yaml()).unwrap();
     std::fs::write(
         dir.join("unrelated.yaml"),
-        plain_flag("unrelated", "unrelated-flag"),
+        plain_flag("unrelated").flag("unrelated-flag").yaml(),
     )
     .unwrap();
     // A rollout whose state file is corrupt from the start.
     std::fs::write(
         dir.join("stale.yaml"),
-        rollout("stale", "stale-flag", "[10, 100]"),
+        rollout("stale").flag("stale-flag").steps([10, 100]).yaml(),
     )
     .unwrap();
     let corrupt_path = spangate::store::state_path(&state, &RolloutKey::new("default", "stale"));
@@ -212,16 +209,14 @@ fn a_bad_name_or_a_corrupt_state_file_costs_only_its_own_rollout() {
     });
 
     // While running: a 300-character name and a NUL in a name.
-    let long = format!(
-        "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {{name: {}}}\nspec: {{flag: {{key: long-flag, variants: {{a: 1}}, defaultVariant: a}}}}\n",
-        "a".repeat(300)
-    );
-    std::fs::write(dir.join("long.yaml"), long).unwrap();
-    std::fs::write(
-        dir.join("nul.yaml"),
-        "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {name: \"bad\\0name\"}\nspec: {flag: {key: nul-flag, variants: {a: 1}, defaultVariant: a}}\n",
-    )
-    .unwrap();
+    let named = |name: &str, flag: &str| {
+        plain_flag(name)
+            .flag(flag)
+            .variants(json!({"a": 1}), "a")
+            .yaml()
+    };
+    std::fs::write(dir.join("long.yaml"), named(&"a".repeat(300), "long-flag")).unwrap();
+    std::fs::write(dir.join("nul.yaml"), named("bad\0name", "nul-flag")).unwrap();
     let long = spangate.wait_status("long", "Invalid for its name", LIMIT, |s| {
         phase(s) == "Invalid"
     });
@@ -274,7 +269,7 @@ fn readyz_fails_while_the_folder_cannot_be_read() {
     let (_temp, dir, state) = folders();
     std::fs::write(
         dir.join("unrelated.yaml"),
-        plain_flag("unrelated", "unrelated-flag"),
+        plain_flag("unrelated").flag("unrelated-flag").yaml(),
     )
     .unwrap();
     let spangate = Spangate::start(&dir, &state);
@@ -301,11 +296,17 @@ fn names_never_become_paths_and_never_share_state() {
     // Deep enough that `../../..` from a namespace folder stays inside the temporary one.
     let state = temp.path().join("deep/er/state");
     let outside = temp.path().join("outside");
-    std::fs::write(dir.join("r1.yaml"), rollout("r1", "r1-flag", "[10, 100]")).unwrap();
+    std::fs::write(
+        dir.join("r1.yaml"),
+        rollout("r1").flag("r1-flag").steps([10, 100]).yaml(),
+    )
+    .unwrap();
     let with_meta = |ns: &str, name: &str, flag: &str| {
-        format!(
-            "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {{name: {name:?}, namespace: {ns:?}}}\nspec: {{flag: {{key: {flag}, variants: {{a: 1}}, defaultVariant: a}}}}\n"
-        )
+        plain_flag(name)
+            .flag(flag)
+            .namespace(ns)
+            .variants(json!({"a": 1}), "a")
+            .yaml()
     };
     std::fs::write(
         dir.join("abs.yaml"),
@@ -327,7 +328,11 @@ fn names_never_become_paths_and_never_share_state() {
     )
     .unwrap();
     // A state file of the naming before: read, and moved to its new name.
-    std::fs::write(dir.join("old.yaml"), plain_flag("old", "old-flag")).unwrap();
+    std::fs::write(
+        dir.join("old.yaml"),
+        plain_flag("old").flag("old-flag").yaml(),
+    )
+    .unwrap();
     std::fs::create_dir_all(state.join("default")).unwrap();
     let legacy = state.join("default/old.json");
     std::fs::write(
@@ -385,7 +390,7 @@ fn a_second_rollout_of_a_flag_never_takes_it_over() {
     let (_temp, dir, state) = folders();
     std::fs::write(
         dir.join("r1.yaml"),
-        rollout("r1", "new-checkout", "[10, 20, 30, 100]"),
+        rollout("r1").steps([10, 20, 30, 100]).yaml(),
     )
     .unwrap();
     let spangate = Spangate::start(&dir, &state);
@@ -396,7 +401,7 @@ fn a_second_rollout_of_a_flag_never_takes_it_over() {
     // Named so that it comes first in key order.
     std::fs::write(
         dir.join("copy.yaml"),
-        rollout("a-newcomer", "new-checkout", "[10, 100]"),
+        rollout("a-newcomer").steps([10, 100]).yaml(),
     )
     .unwrap();
     let newcomer = spangate.wait_status("a-newcomer", "Invalid", LIMIT, |s| phase(s) == "Invalid");
@@ -430,10 +435,10 @@ fn a_second_rollout_of_a_flag_never_takes_it_over() {
 #[test]
 fn the_older_rollout_of_a_flag_has_it_whatever_the_names() {
     let stored = |name: &str, created: &str, phase: spangate::api::Phase| {
-        let spec: spangate::api::FeatureRolloutSpec = serde_json::from_value(json!({
-            "flag": {"key": "k", "variants": {"a": 1, "b": 2}, "defaultVariant": "a"}
-        }))
-        .unwrap();
+        let spec = plain_flag(name)
+            .flag("k")
+            .variants(json!({"a": 1, "b": 2}), "a")
+            .spec();
         StoredRollout {
             key: RolloutKey::new("default", name),
             generation: Some(1),
@@ -490,7 +495,8 @@ fn find<'a>(rollouts: &'a [StoredRollout], name: &str) -> &'a StoredRollout {
 #[test]
 fn a_file_caught_half_written_keeps_its_last_spec_for_one_more_look() {
     let (_temp, dir, state) = folders();
-    let text = rollout("r1", "new-checkout", "[10, 20, 30, 100]");
+    let r1 = rollout("r1").steps([10, 20, 30, 100]);
+    let text = r1.yaml();
     let path = dir.join("r1.yaml");
     std::fs::write(&path, &text).unwrap();
     let store = FileStore::new(&dir, Some(state));
@@ -520,7 +526,7 @@ fn a_file_caught_half_written_keeps_its_last_spec_for_one_more_look() {
 
     // Cut where it still parses, but its steps can no longer be carried out (no
     // service): also looked at twice before it is believed.
-    let cut = text.replace("  service: checkout\n", "");
+    let cut = r1.service(None).yaml();
     std::fs::write(&path, &cut).unwrap();
     let first_look = list(&store);
     assert_eq!(
@@ -537,7 +543,7 @@ fn a_file_caught_half_written_keeps_its_last_spec_for_one_more_look() {
 #[test]
 fn a_rollout_rewritten_with_the_same_content_never_restarts() {
     let (_temp, dir, state) = folders();
-    let text = rollout("r1", "new-checkout", "[10, 20, 30, 100]");
+    let text = rollout("r1").steps([10, 20, 30, 100]).yaml();
     let path = dir.join("r1.yaml");
     std::fs::write(&path, &text).unwrap();
     let spangate = Spangate::start(&dir, &state);
@@ -569,7 +575,9 @@ fn files_are_read_again_only_when_they_change() {
     for i in 0..N {
         std::fs::write(
             dir.join(format!("r{i}.yaml")),
-            plain_flag(&format!("r{i}"), &format!("flag-{i}")),
+            plain_flag(&format!("r{i}"))
+                .flag(&format!("flag-{i}"))
+                .yaml(),
         )
         .unwrap();
     }
@@ -581,7 +589,11 @@ fn files_are_read_again_only_when_they_change() {
     assert_eq!(spangate.metric(reads), Some(N as f64));
     wait_passes(&spangate, N, 3);
     assert_eq!(spangate.metric(reads), Some(N as f64));
-    std::fs::write(dir.join("r7.yaml"), plain_flag("r7", "flag-7-renamed")).unwrap();
+    std::fs::write(
+        dir.join("r7.yaml"),
+        plain_flag("r7").flag("flag-7-renamed").yaml(),
+    )
+    .unwrap();
     wait_for("the changed file served", LIMIT, || {
         (evaluate(&spangate, "flag-7-renamed", 1).0 == 200).then_some(())
     });
@@ -604,7 +616,7 @@ fn links_out_of_the_folder_are_not_followed_and_contents_never_echoed() {
     std::fs::create_dir(&data).unwrap();
     std::fs::write(
         data.join("mounted.yaml"),
-        plain_flag("mounted", "mounted-flag"),
+        plain_flag("mounted").flag("mounted-flag").yaml(),
     )
     .unwrap();
     std::os::unix::fs::symlink("..2026_01_01", dir.join("..data")).unwrap();
@@ -641,10 +653,14 @@ fn links_out_of_the_folder_are_not_followed_and_contents_never_echoed() {
 #[test]
 fn a_rollout_file_over_the_size_limit_is_invalid_and_never_read() {
     let (_temp, dir, state) = folders();
-    let mut big = plain_flag("big", "big-flag");
+    let mut big = plain_flag("big").flag("big-flag").yaml();
     big.push_str(&"# padding\n".repeat(5_000));
     std::fs::write(dir.join("big.yaml"), &big).unwrap();
-    std::fs::write(dir.join("small.yaml"), plain_flag("small", "small-flag")).unwrap();
+    std::fs::write(
+        dir.join("small.yaml"),
+        plain_flag("small").flag("small-flag").yaml(),
+    )
+    .unwrap();
     let spangate = Spangate::start_with_args(&dir, &state, &["--max-rollout-file-bytes", "4096"]);
     let status = spangate.wait_status("big", "Invalid", LIMIT, |s| phase(s) == "Invalid");
     assert!(
@@ -690,8 +706,13 @@ fn each_unparsable_file_names_its_own_error() {
 #[test]
 fn an_unknown_field_is_invalid_and_names_the_nearest_known_one() {
     let (_temp, dir, state) = folders();
-    let typo = rollout("typo", "typo-flag", "[10, 100]")
-        .replace("analysis: {", "analysis: {maxErrorRateIncrese: 0.01, ");
+    let mut analysis = from_yaml(ANALYSIS);
+    analysis["maxErrorRateIncrese"] = json!(0.01);
+    let typo = rollout("typo")
+        .flag("typo-flag")
+        .steps([10, 100])
+        .analysis(analysis)
+        .yaml();
     std::fs::write(dir.join("typo.yaml"), typo).unwrap();
     let spangate = Spangate::start(&dir, &state);
     let status = spangate.wait_status("typo", "Invalid", LIMIT, |s| phase(s) == "Invalid");
@@ -706,11 +727,16 @@ fn an_unknown_field_is_invalid_and_names_the_nearest_known_one() {
 #[test]
 fn steps_without_a_check_are_invalid_unless_the_analysis_is_off() {
     let (_temp, dir, state) = folders();
-    let unjudged = rollout_yaml("unjudged", "[10, 100]", "{minSamples: 40}")
-        .replace("key: new-checkout", "key: unjudged-flag");
+    let unjudged = rollout("unjudged")
+        .flag("unjudged-flag")
+        .steps([10, 100])
+        .analysis(json!({"minSamples": 40}))
+        .yaml();
     std::fs::write(dir.join("unjudged.yaml"), unjudged).unwrap();
-    let ramp = rollout_yaml("ramp", "[10, 50, 100]", "{enabled: false}")
-        .replace("key: new-checkout", "key: ramp-flag");
+    let ramp = rollout("ramp")
+        .flag("ramp-flag")
+        .analysis(json!({"enabled": false}))
+        .yaml();
     std::fs::write(dir.join("ramp.yaml"), ramp).unwrap();
     let spangate = Spangate::start(&dir, &state);
     let status = spangate.wait_status("unjudged", "Invalid", LIMIT, |s| phase(s) == "Invalid");

@@ -10,11 +10,11 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::common::{ChildGuard, Spangate, rollout_yaml, scrub_env};
-use serde_json::Value;
+use crate::common::fixture::RolloutFixture;
+use crate::common::{ChildGuard, Spangate, scrub_env};
+use serde_json::{Value, json};
 
 const ROLLOUT_NAME: &str = "checkout";
-const ANALYSIS: &str = "{minSamples: 40, maxErrorRate: 0.05, maxErrorRateIncrease: 0.02, maxLatencyMs: {p99: 400}, maxLatencyIncrease: 0.5}";
 const MIN_SAMPLES: u64 = 40;
 const ROLLOUT_DEADLINE: Duration = Duration::from_secs(180);
 /// The traffic script stops on its own after the round that sees the end.
@@ -53,7 +53,15 @@ fn run_scenario(scenario: &str, exporter: &str) -> Value {
     std::fs::create_dir(&dir).expect("create the rollout dir");
     std::fs::write(
         dir.join("checkout.yaml"),
-        rollout_yaml(ROLLOUT_NAME, "[10, 50, 100]", ANALYSIS),
+        RolloutFixture::new(ROLLOUT_NAME)
+            .analysis(json!({
+                "minSamples": 40,
+                "maxErrorRate": 0.05,
+                "maxErrorRateIncrease": 0.02,
+                "maxLatencyMs": {"p99": 400},
+                "maxLatencyIncrease": 0.5,
+            }))
+            .yaml(),
     )
     .expect("write the rollout");
     let mut spangate = Spangate::start(&dir, &root.path().join("state"));

@@ -22,6 +22,8 @@ use spangate::controller::{Reconciler, SpanWindows};
 use spangate::flags::FlagSet;
 use spangate::store::KubeStore;
 
+use crate::common::fixture::RolloutFixture;
+
 /// Span windows that hold whatever the test puts in them.
 #[derive(Default)]
 struct FixedWindows(Mutex<Window>);
@@ -38,35 +40,21 @@ impl SpanWindows for FixedWindows {
     }
 }
 
+/// The rollout as the API server hands it out, with `status` and `finalizers`.
 fn rollout(status: Option<Value>, finalizers: &[&str]) -> FeatureRollout {
-    let mut doc = json!({
-        "apiVersion": "spangate.dev/v1alpha1",
-        "kind": "FeatureRollout",
-        "metadata": {
-            "name": "new-checkout",
-            "namespace": "default",
-            "uid": "6d1f0b0e-0000-4000-8000-000000000001",
-            "generation": 1,
-            "resourceVersion": "100",
-            "finalizers": finalizers,
-        },
-        "spec": {
-            "flag": {
-                "key": "new-checkout",
-                "variants": {"off": false, "on": true},
-                "defaultVariant": "off",
-                "rolloutVariant": "on",
-            },
-            "service": "checkout",
-            "steps": [5, 25, 100],
-            "stepDuration": "0s",
-            "analysis": {"minSamples": 50, "maxErrorRate": 0.05},
-        },
-    });
-    if let Some(status) = status {
-        doc["status"] = status;
-    }
-    serde_json::from_value(doc).unwrap()
+    let mut rollout = RolloutFixture::new("new-checkout")
+        .bucket_by(None)
+        .revision(None)
+        .steps([5, 25, 100])
+        .analysis(json!({"minSamples": 50, "maxErrorRate": 0.05}))
+        .resource();
+    let meta = &mut rollout.metadata;
+    meta.uid = Some("6d1f0b0e-0000-4000-8000-000000000001".into());
+    meta.generation = Some(1);
+    meta.resource_version = Some("100".into());
+    meta.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+    rollout.status = status.map(|s| serde_json::from_value(s).unwrap());
+    rollout
 }
 
 /// The status the controller leaves after its first visit, a minute ago.

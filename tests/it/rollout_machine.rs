@@ -1,6 +1,7 @@
 //! The rollout state machine, transition by transition.
 
 use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
 use spangate::analysis::WindowEpoch;
 use spangate::api::{
     FeatureRolloutSpec, FeatureRolloutStatus, Hold, Phase, SampleRatioEvidence, VariantEvidence,
@@ -8,22 +9,15 @@ use spangate::api::{
 };
 use spangate::rollout::{Action, Decision, EventType, HISTORY_LIMIT, Input, Request, decide};
 
-fn spec() -> FeatureRolloutSpec {
-    serde_norway::from_str(
-        r#"
-flag:
-  key: new-checkout
-  variants: {"off": false, "on": true}
-  defaultVariant: "off"
-  rolloutVariant: "on"
-service: checkout
-revision: 3f2c1a9
-steps: [1, 5, 25, 100]
-stepDuration: 30s
-analysis: {minSamples: 10, maxErrorRate: 0.05}
-"#,
-    )
-    .unwrap()
+use crate::common::fixture::RolloutFixture;
+
+/// A rollout judged on errors with few samples, dwelling 30s at each step.
+fn rollout() -> RolloutFixture {
+    RolloutFixture::new("checkout")
+        .bucket_by(None)
+        .steps([1, 5, 25, 100])
+        .step_duration("30s")
+        .analysis(json!({"minSamples": 10, "maxErrorRate": 0.05}))
 }
 
 fn t0() -> Timestamp {
@@ -103,7 +97,7 @@ fn started(spec: &FeatureRolloutSpec) -> FeatureRolloutStatus {
 
 #[test]
 fn first_visit_starts_at_the_first_step_with_conditions() {
-    let spec = spec();
+    let spec = rollout().spec();
     let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
     assert_eq!(d.status.phase, Phase::Progressing);
     assert_eq!(d.status.current_step, Some(0));
@@ -123,7 +117,7 @@ fn first_visit_starts_at_the_first_step_with_conditions() {
 
 #[test]
 fn a_pass_advances_only_after_the_dwell() {
-    let spec = spec();
+    let spec = rollout().spec();
     let s = started(&spec);
     let pass = verdict(VerdictOutcome::Pass);
     let early = step(&spec, &s, Some(&pass), at(10));
@@ -149,7 +143,7 @@ fn a_pass_advances_only_after_the_dwell() {
 
 #[test]
 fn inconclusive_and_no_verdict_hold_even_after_the_dwell() {
-    let spec = spec();
+    let spec = rollout().spec();
     let s = started(&spec);
     let held = step(
         &spec,
@@ -171,7 +165,7 @@ fn inconclusive_and_no_verdict_hold_even_after_the_dwell() {
 
 #[test]
 fn a_fail_rolls_back_to_weight_zero_with_a_warning_and_evidence() {
-    let spec = spec();
+    let spec = rollout().spec();
     let s = started(&spec);
     let d = step(&spec, &s, Some(&verdict(VerdictOutcome::Fail)), at(5));
     assert_eq!(d.status.phase, Phase::RolledBack);
@@ -201,7 +195,7 @@ fn a_fail_rolls_back_to_weight_zero_with_a_warning_and_evidence() {
 
 #[test]
 fn reaching_a_100_percent_step_promotes() {
-    let spec = spec();
+    let spec = rollout().spec();
     let pass = verdict(VerdictOutcome::Pass);
     let mut s = started(&spec);
     for i in 1..=3 {
@@ -215,7 +209,7 @@ fn reaching_a_100_percent_step_promotes() {
 
 #[test]
 fn a_final_step_below_100_holds_and_is_still_judged() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     spec.steps = vec![10.0, 20.0];
     let pass = verdict(VerdictOutcome::Pass);
     let mut s = started(&spec);
@@ -237,7 +231,7 @@ fn a_final_step_below_100_holds_and_is_still_judged() {
 
 #[test]
 fn pause_holds_and_resume_restarts_the_dwell() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     let s = started(&spec);
     spec.paused = true;
     let paused = step(&spec, &s, Some(&verdict(VerdictOutcome::Fail)), at(40));
@@ -273,7 +267,7 @@ fn pause_holds_and_resume_restarts_the_dwell() {
 
 #[test]
 fn paused_from_the_start_hands_nothing_out() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     spec.paused = true;
     let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
     assert_eq!(
@@ -287,7 +281,7 @@ fn paused_from_the_start_hands_nothing_out() {
 
 #[test]
 fn a_changed_flag_or_revision_restarts_from_the_first_step() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     let pass = verdict(VerdictOutcome::Pass);
     let s = step(&spec, &started(&spec), Some(&pass), at(30)).status;
     assert_eq!(s.current_step, Some(1));
@@ -319,7 +313,7 @@ fn a_changed_flag_or_revision_restarts_from_the_first_step() {
 
 #[test]
 fn other_spec_changes_keep_the_step() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     let pass = verdict(VerdictOutcome::Pass);
     let s = step(&spec, &started(&spec), Some(&pass), at(30)).status;
     assert_eq!((s.current_step, s.weight), (Some(1), 5.0));
@@ -347,7 +341,7 @@ fn other_spec_changes_keep_the_step() {
 
 #[test]
 fn edited_steps_land_at_or_below_the_weight_and_need_a_pass_to_go_on() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     let pass = verdict(VerdictOutcome::Pass);
     let s = step(&spec, &started(&spec), Some(&pass), at(30)).status;
     let s = step(&spec, &s, Some(&pass), at(60)).status;
@@ -439,7 +433,7 @@ fn invalid_specs_say_exactly_what_is_wrong() {
         ("minSamples is 0", Box::new(|s| s.analysis.min_samples = 0)),
     ];
     for (expected, edit) in cases {
-        let mut spec = spec();
+        let mut spec = rollout().spec();
         edit(&mut spec);
         let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
         assert_eq!(d.status.phase, Phase::Invalid, "{expected}");
@@ -460,7 +454,7 @@ fn invalid_specs_say_exactly_what_is_wrong() {
 
 #[test]
 fn fixing_an_invalid_spec_starts_the_rollout() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     spec.steps = vec![50.0, 10.0];
     let bad = step(&spec, &FeatureRolloutStatus::default(), None, t0());
     spec.steps = vec![10.0, 50.0];
@@ -473,7 +467,7 @@ fn fixing_an_invalid_spec_starts_the_rollout() {
 
 #[test]
 fn conditions_keep_their_transition_time_until_they_change() {
-    let spec = spec();
+    let spec = rollout().spec();
     let s = started(&spec);
     let later = step(
         &spec,
@@ -489,7 +483,7 @@ fn conditions_keep_their_transition_time_until_they_change() {
 
 #[test]
 fn history_is_bounded() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     let mut s = started(&spec);
     for i in 0..30 {
         spec.paused = i % 2 == 0;
@@ -516,7 +510,7 @@ fn requested(
 
 #[test]
 fn promote_skips_the_remaining_steps_once() {
-    let spec = spec();
+    let spec = rollout().spec();
     let s = started(&spec);
     let d = requested(&spec, &s, Request::Promote, at(5));
     assert_eq!(
@@ -540,7 +534,7 @@ fn promote_skips_the_remaining_steps_once() {
 
 #[test]
 fn promote_also_ends_a_pause() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     spec.paused = true;
     let paused = started(&spec);
     assert_eq!(paused.phase, Phase::Paused);
@@ -554,7 +548,7 @@ fn promote_also_ends_a_pause() {
 
 #[test]
 fn abort_rolls_back_now_with_a_warning() {
-    let spec = spec();
+    let spec = rollout().spec();
     let s = started(&spec);
     let d = requested(&spec, &s, Request::Abort, at(5));
     assert_eq!(
@@ -581,7 +575,7 @@ fn abort_rolls_back_now_with_a_warning() {
 
 #[test]
 fn requests_leave_an_invalid_spec_alone() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     spec.steps = vec![];
     for request in [Request::Promote, Request::Abort] {
         let d = requested(&spec, &FeatureRolloutStatus::default(), request, at(1));
@@ -592,25 +586,22 @@ fn requests_leave_an_invalid_spec_alone() {
 }
 
 /// An entitlement flag: variants and targeting, no steps.
-fn entitlement() -> FeatureRolloutSpec {
-    serde_norway::from_str(
-        r#"
-flag:
-  key: plan-features
-  variants: {basic: {seats: 5}, pro: {seats: 50}, elite: {seats: 500}}
-  defaultVariant: basic
-targeting:
-  rules:
-  - clauses: [{attribute: plan, op: in, values: [elite]}]
-    variant: elite
-"#,
-    )
-    .unwrap()
+fn entitlement() -> RolloutFixture {
+    RolloutFixture::new("plans")
+        .flag("plan-features")
+        .variants(
+            json!({"basic": {"seats": 5}, "pro": {"seats": 50}, "elite": {"seats": 500}}),
+            "basic",
+        )
+        .without_steps()
+        .targeting(json!({"rules": [
+            {"clauses": [{"attribute": "plan", "op": "in", "values": ["elite"]}], "variant": "elite"},
+        ]}))
 }
 
 #[test]
 fn a_flag_without_steps_is_served_and_never_moves() {
-    let spec = entitlement();
+    let spec = entitlement().spec();
     let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
     assert_eq!(d.status.phase, Phase::Serving);
     assert_eq!((d.status.current_step, d.status.weight), (None, 0.0));
@@ -637,8 +628,13 @@ fn a_flag_without_steps_is_served_and_never_moves() {
 
 #[test]
 fn steps_added_to_a_served_flag_start_a_rollout() {
-    let served = step(&entitlement(), &FeatureRolloutStatus::default(), None, t0());
-    let mut rollout = entitlement();
+    let served = step(
+        &entitlement().spec(),
+        &FeatureRolloutStatus::default(),
+        None,
+        t0(),
+    );
+    let mut rollout = entitlement().spec();
     rollout.flag.rollout_variant = "pro".into();
     rollout.service = "billing".into();
     rollout.steps = vec![10.0, 100.0];
@@ -648,7 +644,7 @@ fn steps_added_to_a_served_flag_start_a_rollout() {
     assert_eq!((d.status.current_step, d.status.weight), (Some(0), 10.0));
     assert_eq!(reasons(&d), ["Started"]);
     // And removing them again just serves the flag.
-    let back = step(&entitlement(), &d.status, None, at(120));
+    let back = step(&entitlement().spec(), &d.status, None, at(120));
     assert_eq!(back.status.phase, Phase::Serving);
     assert_eq!((back.status.current_step, back.status.weight), (None, 0.0));
 }
@@ -672,7 +668,7 @@ fn mismatched() -> Verdict {
 
 #[test]
 fn a_sample_ratio_mismatch_holds_with_a_condition_and_one_event_but_a_fail_still_rolls_back() {
-    let spec = spec();
+    let spec = rollout().spec();
     let s = started(&spec);
     let held = step(&spec, &s, Some(&mismatched()), at(40));
     assert_eq!(
@@ -718,7 +714,7 @@ fn a_sample_ratio_mismatch_holds_with_a_condition_and_one_event_but_a_fail_still
 
 #[test]
 fn a_step_without_its_samples_by_max_step_duration_holds_and_says_so() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     spec.analysis.max_step_duration = Some("2m".into());
     let s = started(&spec);
     let waiting = step(
@@ -768,7 +764,7 @@ fn a_step_without_its_samples_by_max_step_duration_holds_and_says_so() {
 
 #[test]
 fn a_step_starts_to_the_microsecond_and_its_window_is_numbered() {
-    let spec = spec();
+    let spec = rollout().spec();
     let start = t0() + SignedDuration::from_micros(700_123);
     let d = step(&spec, &FeatureRolloutStatus::default(), None, start);
     // Kept whole through the status's JSON, which a restart reads back.
@@ -793,7 +789,7 @@ fn a_step_starts_to_the_microsecond_and_its_window_is_numbered() {
 
 #[test]
 fn the_same_verdict_again_leaves_the_status_as_it_was() {
-    let spec = spec();
+    let spec = rollout().spec();
     let waiting = verdict(VerdictOutcome::Inconclusive);
     let first = step(&spec, &started(&spec), Some(&waiting), at(5)).status;
     let again = step(&spec, &first, Some(&waiting), at(6)).status;
@@ -807,7 +803,7 @@ fn the_same_verdict_again_leaves_the_status_as_it_was() {
 
 #[test]
 fn steps_with_no_threshold_have_no_check_to_judge_by() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     spec.analysis.max_error_rate = None;
     let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
     assert_eq!(d.status.phase, Phase::Invalid);
@@ -821,7 +817,7 @@ fn steps_with_no_threshold_have_no_check_to_judge_by() {
 
 #[test]
 fn a_disabled_analysis_is_a_timed_ramp_that_judges_nothing() {
-    let mut spec = spec();
+    let mut spec = rollout().spec();
     spec.analysis.max_error_rate = None;
     spec.analysis.enabled = false;
     let s = started(&spec);

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::common::{Spangate, rollout_yaml};
+use crate::common::Spangate;
+use crate::common::fixture::RolloutFixture;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, Status, Tracer as _, TracerProvider as _};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
@@ -13,7 +14,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SimpleSpanProcessor};
 use serde_json::{Value, json};
 
-const ANALYSIS: &str = "{minSamples: 40, maxErrorRate: 0.08, maxErrorRateIncrease: 0.05, maxLatencyMs: {p99: 400}, maxLatencyIncrease: 0.5}";
 const LIMIT: Duration = Duration::from_secs(90);
 
 #[derive(Clone, Copy)]
@@ -177,7 +177,7 @@ fn failed_checks(status: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_healthy_variant_is_promoted_through_every_step() {
-    let (_temp, dir, state) = folders(&rollout_yaml("checkout", "[10, 50, 100]", ANALYSIS));
+    let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());
     let spangate = Spangate::start(&dir, &state);
     let mut service = Service::new(&spangate, Transport::Grpc);
     let status = service
@@ -200,7 +200,7 @@ async fn a_healthy_variant_is_promoted_through_every_step() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_variant_with_more_errors_is_rolled_back() {
-    let (_temp, dir, state) = folders(&rollout_yaml("checkout", "[10, 50, 100]", ANALYSIS));
+    let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());
     let spangate = Spangate::start(&dir, &state);
     let mut service = Service::new(&spangate, Transport::Http);
     let status = service
@@ -224,7 +224,7 @@ async fn a_variant_with_more_errors_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_variant_with_higher_p99_latency_is_rolled_back() {
-    let (_temp, dir, state) = folders(&rollout_yaml("checkout", "[10, 50, 100]", ANALYSIS));
+    let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());
     let spangate = Spangate::start(&dir, &state);
     let mut service = Service::new(&spangate, Transport::Grpc);
     let status = service
@@ -248,7 +248,7 @@ async fn a_variant_with_higher_p99_latency_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_in_the_middle_resumes_at_the_same_step() {
-    let (_temp, dir, state) = folders(&rollout_yaml("checkout", "[10, 50, 100]", ANALYSIS));
+    let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());
     let spangate = Spangate::start(&dir, &state);
     let mut service = Service::new(&spangate, Transport::Grpc);
     let before = service
@@ -298,7 +298,7 @@ async fn a_restart_in_the_middle_resumes_at_the_same_step() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn folder_edits_are_picked_up_and_invalid_files_say_what_is_wrong() {
-    let (_temp, dir, state) = folders(&rollout_yaml("checkout", "[10, 50, 100]", ANALYSIS));
+    let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());
     let spangate = Spangate::start(&dir, &state);
     spangate.wait_status("checkout", "Progressing", LIMIT, |s| {
         phase(s) == "Progressing"
@@ -313,9 +313,12 @@ async fn folder_edits_are_picked_up_and_invalid_files_say_what_is_wrong() {
         "{broken:#}"
     );
 
-    let mut bad_steps = rollout_yaml("other", "[50, 10]", ANALYSIS);
-    bad_steps = bad_steps.replace("key: new-checkout", "key: other-flag");
-    std::fs::write(dir.join("other.yaml"), &bad_steps).unwrap();
+    let rollout = RolloutFixture::new("other").flag("other-flag");
+    std::fs::write(
+        dir.join("other.yaml"),
+        rollout.clone().steps([50, 10]).yaml(),
+    )
+    .unwrap();
     let other = spangate.wait_status("other", "Invalid steps", LIMIT, |s| phase(s) == "Invalid");
     let message = other["message"].as_str().unwrap();
     assert!(
@@ -333,11 +336,7 @@ async fn folder_edits_are_picked_up_and_invalid_files_say_what_is_wrong() {
         (Some("False"), Some("InvalidSpec"))
     );
 
-    std::fs::write(
-        dir.join("other.yaml"),
-        bad_steps.replace("[50, 10]", "[10, 50]"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("other.yaml"), rollout.steps([10, 50]).yaml()).unwrap();
     let fixed = spangate.wait_status("other", "the fixed rollout to start", LIMIT, |s| {
         phase(s) == "Progressing"
     });
@@ -347,7 +346,7 @@ async fn folder_edits_are_picked_up_and_invalid_files_say_what_is_wrong() {
     // A second rollout of the same flag is refused, naming the first.
     std::fs::write(
         dir.join("twin.yaml"),
-        rollout_yaml("twin", "[10]", ANALYSIS),
+        RolloutFixture::new("twin").steps([10]).yaml(),
     )
     .unwrap();
     let twin = spangate.wait_status("twin", "a flag-key conflict", LIMIT, |s| {
@@ -364,7 +363,7 @@ async fn folder_edits_are_picked_up_and_invalid_files_say_what_is_wrong() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_their_protocol_errors_and_serving_goes_on() {
-    let (_temp, dir, state) = folders(&rollout_yaml("checkout", "[10, 50, 100]", ANALYSIS));
+    let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());
     let spangate = Spangate::start(&dir, &state);
     spangate.wait_status("checkout", "Progressing", LIMIT, |s| {
         phase(s) == "Progressing"

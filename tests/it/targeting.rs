@@ -10,25 +10,16 @@ use spangate::flags::{Context, Flag, Matched, Reason};
 use spangate::store::{RolloutKey, StoredSegment};
 use std::sync::Arc;
 
-/// A rollout of `new-checkout` (off → on, bucketed by accountId) with `targeting`.
-fn spec(targeting: &str) -> FeatureRolloutSpec {
-    let yaml = format!(
-        r#"
-flag: {{key: new-checkout, variants: {{"off": false, "on": true}}, defaultVariant: "off", rolloutVariant: "on"}}
-bucketBy: accountId
-service: checkout
-steps: [5, 25, 100]
-analysis: {{maxErrorRate: 0.05}}
-targeting:
-{}
-"#,
-        indent(targeting)
-    );
-    serde_norway::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
-}
+use crate::common::fixture::{RolloutFixture, from_yaml};
 
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
+/// A rollout of `new-checkout` (off → on, bucketed by accountId), as the targeting
+/// compiler sees it: one threshold, the least a rollout with steps is valid with.
+fn rollout() -> RolloutFixture {
+    RolloutFixture::new("checkout")
+        .revision(None)
+        .steps([5, 25, 100])
+        .step_duration(None)
+        .analysis(json!({"maxErrorRate": 0.05}))
 }
 
 fn segments(defs: &[(&str, &str)]) -> SegmentCatalog {
@@ -67,7 +58,11 @@ fn flag_with(spec: &FeatureRolloutSpec, weight: f64, catalog: &SegmentCatalog) -
 }
 
 fn flag(targeting: &str, weight: f64) -> Flag {
-    flag_with(&spec(targeting), weight, &SegmentCatalog::default())
+    flag_with(
+        &rollout().targeting(from_yaml(targeting)).spec(),
+        weight,
+        &SegmentCatalog::default(),
+    )
 }
 
 fn problems(spec: &FeatureRolloutSpec, catalog: &SegmentCatalog) -> String {
@@ -456,9 +451,11 @@ rules:
 - clauses: [{attribute: email, op: endsWith, values: ["@spangate.dev"]}]
 "#,
     )]);
-    let spec = spec(
-        "rules:\n- name: beta\n  clauses: [{op: segmentMatch, values: [beta-users]}]\n  variant: \"on\"\n",
-    );
+    let spec = rollout()
+        .targeting(from_yaml(
+            "rules:\n- name: beta\n  clauses: [{op: segmentMatch, values: [beta-users]}]\n  variant: \"on\"\n",
+        ))
+        .spec();
     let f = flag_with(&spec, 0.0, &catalog);
     assert_eq!(
         eval(&f, json!({"targetingKey": "u-included"})),
@@ -480,9 +477,11 @@ rules:
         variant(&f, json!({"targetingKey": "u", "plan": "pro"})),
         "off"
     );
-    let negated = self::spec(
-        "rules:\n- clauses: [{op: segmentMatch, values: [default/beta-users], negate: true}]\n  variant: \"on\"\n",
-    );
+    let negated = rollout()
+        .targeting(from_yaml(
+            "rules:\n- clauses: [{op: segmentMatch, values: [default/beta-users], negate: true}]\n  variant: \"on\"\n",
+        ))
+        .spec();
     let g = flag_with(&negated, 0.0, &catalog);
     assert_eq!(
         variant(&g, json!({"targetingKey": "u", "plan": "pro"})),
@@ -493,7 +492,11 @@ rules:
 
 #[test]
 fn a_segment_change_changes_the_flag_that_uses_it() {
-    let spec = spec("rules:\n- clauses: [{op: segmentMatch, values: [qa]}]\n  variant: \"on\"\n");
+    let spec = rollout()
+        .targeting(from_yaml(
+            "rules:\n- clauses: [{op: segmentMatch, values: [qa]}]\n  variant: \"on\"\n",
+        ))
+        .spec();
     let before = flag_with(&spec, 0.0, &segments(&[("qa", "included: [u1]")]));
     let after = flag_with(&spec, 0.0, &segments(&[("qa", "included: [u2]")]));
     assert_eq!(variant(&before, json!({"targetingKey": "u1"})), "on");
@@ -509,13 +512,7 @@ fn a_segment_change_changes_the_flag_that_uses_it() {
 
 #[test]
 fn reasons_say_what_decided() {
-    let plain = |weight| {
-        flag_with(
-            &spec_without_targeting(),
-            weight,
-            &SegmentCatalog::default(),
-        )
-    };
+    let plain = |weight| flag_with(&rollout().spec(), weight, &SegmentCatalog::default());
     assert_eq!(eval(&plain(0.0), json!({})).1, Reason::Default);
     assert_eq!(eval(&plain(100.0), json!({})).1, Reason::Static);
     assert_eq!(
@@ -534,27 +531,23 @@ fn reasons_say_what_decided() {
     );
 }
 
-fn spec_without_targeting() -> FeatureRolloutSpec {
-    let mut s = spec("rules: []");
-    s.targeting = None;
-    s
-}
-
 #[test]
 fn an_entitlement_flag_is_served_by_its_targeting() {
-    let spec: FeatureRolloutSpec = serde_norway::from_str(
-        r#"
-flag:
-  key: plan-features
-  variants: {basic: {seats: 5}, pro: {seats: 50}, elite: {seats: 500}}
-  defaultVariant: basic
-targeting:
-  rules:
-  - {name: elite, clauses: [{attribute: plan, op: in, values: [elite]}], variant: elite}
-  - {name: pro, clauses: [{attribute: plan, op: in, values: [pro]}], variant: pro}
+    let spec = RolloutFixture::new("plans")
+        .flag("plan-features")
+        .variants(
+            json!({"basic": {"seats": 5}, "pro": {"seats": 50}, "elite": {"seats": 500}}),
+            "basic",
+        )
+        .without_steps()
+        .targeting(from_yaml(
+            r#"
+rules:
+- {name: elite, clauses: [{attribute: plan, op: in, values: [elite]}], variant: elite}
+- {name: pro, clauses: [{attribute: plan, op: in, values: [pro]}], variant: pro}
 "#,
-    )
-    .unwrap();
+        ))
+        .spec();
     let key = RolloutKey::new("default", "plans");
     let compiled = SegmentCatalog::default()
         .compile(&key, Arc::new(spec))
@@ -580,8 +573,9 @@ targeting:
 
 #[test]
 fn every_targeting_problem_is_named_with_its_path() {
-    let bad = spec(
-        r#"
+    let bad = rollout()
+        .targeting(from_yaml(
+            r#"
 targets:
 - {variant: "onn", values: [a]}
 rules:
@@ -596,7 +590,8 @@ rules:
   variant: "on"
   split: [{variant: "on", percent: 100}]
 "#,
-    );
+        ))
+        .spec();
     let text = problems(&bad, &SegmentCatalog::default());
     for expected in [
         "spec.targeting.targets[0].variant \"onn\" is not one of the variants (\"off\", \"on\")",
@@ -611,7 +606,9 @@ rules:
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
-    let mut stepless = spec("exclude:\n- {values: [a]}\n");
+    let mut stepless = rollout()
+        .targeting(from_yaml("exclude:\n- {values: [a]}\n"))
+        .spec();
     stepless.steps.clear();
     assert!(problems(&stepless, &SegmentCatalog::default()).contains("exclude needs steps"));
 }
@@ -619,9 +616,11 @@ rules:
 #[test]
 fn a_regular_expression_too_large_to_compile_is_refused() {
     // Compiled, this nests repetitions far past the size limit.
-    let huge = spec(
-        r#"rules: [{clauses: [{attribute: a, op: matches, values: ["(((a{100}){100}){100})"]}], variant: "on"}]"#,
-    );
+    let huge = rollout()
+        .targeting(from_yaml(
+            r#"rules: [{clauses: [{attribute: a, op: matches, values: ["(((a{100}){100}){100})"]}], variant: "on"}]"#,
+        ))
+        .spec();
     let text = problems(&huge, &SegmentCatalog::default());
     assert!(
         text.contains("is not a usable regular expression"),
@@ -635,8 +634,11 @@ fn a_segment_that_does_not_compile_names_its_problem_in_the_rollout() {
         "broken",
         "rules:\n- clauses: [{attribute: a, op: segmentMatch, values: [other]}]\n",
     )]);
-    let spec =
-        spec("rules:\n- clauses: [{op: segmentMatch, values: [broken]}]\n  variant: \"on\"\n");
+    let spec = rollout()
+        .targeting(from_yaml(
+            "rules:\n- clauses: [{op: segmentMatch, values: [broken]}]\n  variant: \"on\"\n",
+        ))
+        .spec();
     let text = problems(&spec, &catalog);
     assert!(text.contains("segment default/broken is invalid"), "{text}");
     assert!(text.contains("segments cannot contain segments"), "{text}");

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use crate::common::fixture::RolloutFixture;
 use crate::common::otlp::{TraceBackend, attribute};
-use crate::common::{Spangate, rollout_yaml, wait_for};
+use crate::common::{Spangate, wait_for};
 use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::json;
 use spangate::ingest::ForwardProtocol;
 
 /// The first span named `name` whose attributes include every pair of `wanted`,
@@ -26,11 +28,9 @@ fn assert_rollout_timeline(protocol: &str, endpoint: &str, received: &TraceBacke
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(
         dir.join("checkout.yaml"),
-        rollout_yaml(
-            "checkout",
-            "[10, 50, 100]",
-            "{minSamples: 40, maxErrorRate: 0.5}",
-        ),
+        RolloutFixture::new("checkout")
+            .analysis(json!({"minSamples": 40, "maxErrorRate": 0.5}))
+            .yaml(),
     )
     .unwrap();
     let spangate = Spangate::start_with_env(

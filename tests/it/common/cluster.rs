@@ -385,19 +385,3 @@ impl Operator {
         );
     }
 }
-
-/// A FeatureRollout of flag `flag` for service `checkout`; `extra` goes in the spec.
-pub fn rollout(name: &str, flag: &str, steps: &str, extra: &str) -> String {
-    format!(
-        r#"apiVersion: spangate.dev/v1alpha1
-kind: FeatureRollout
-metadata: {{name: {name}, namespace: default}}
-spec:
-  flag: {{key: {flag}, variants: {{"off": false, "on": true}}, defaultVariant: "off", rolloutVariant: "on"}}
-  service: checkout
-  steps: {steps}
-  stepDuration: 0s
-  analysis: {{minSamples: 30, maxErrorRate: 0.05}}
-{extra}"#
-    )
-}

@@ -2,6 +2,7 @@
 //! loopback ports chosen by the OS, and status read through `spangate get`.
 
 pub mod cluster;
+pub mod fixture;
 pub mod otlp;
 
 use std::ffi::OsString;
@@ -317,22 +318,4 @@ pub fn get(dir: &Path, state_dir: &Path, name: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("get prints JSON")
-}
-
-/// A rollout file for the checkout service; `extra` is appended to the spec.
-pub fn rollout_yaml(name: &str, steps: &str, analysis: &str) -> String {
-    format!(
-        r#"apiVersion: spangate.dev/v1alpha1
-kind: FeatureRollout
-metadata: {{name: {name}, namespace: default}}
-spec:
-  flag: {{key: new-checkout, variants: {{"off": false, "on": true}}, defaultVariant: "off", rolloutVariant: "on"}}
-  bucketBy: accountId
-  service: checkout
-  revision: 3f2c1a9
-  steps: {steps}
-  stepDuration: 0s
-  analysis: {analysis}
-"#
-    )
 }
