@@ -59,7 +59,9 @@ kind: FeatureRollout
 metadata: {name: banner}
 spec:
   flag: {key: banner, variants: {"a": "A", "b": {"color": "red"}}, defaultVariant: "a", rolloutVariant: "b"}
+  service: web
   steps: [25, 100]
+  analysis: {maxErrorRate: 0.05}
   targeting:
     rules:
     - clauses: [{attribute: email, op: matches, values: ["^[a-z]+@(corp|staff)\\.example$"]}]
