@@ -242,9 +242,18 @@ mod tests {
             })
             .to_vec();
         Entry {
-            phase: Phase::Serving,
+            phase: Phase::Progressing,
             flag: Some(Flag::new(key, variants, default_variant)),
-            route: None,
+            route: Some(Route {
+                rollout: format!("ns/{key}"),
+                service: "checkout".to_string(),
+                flag_key: key.to_string(),
+                revision: None,
+                baseline_variant: "off".to_string(),
+                candidate_variant: "on".to_string(),
+                bucket_by: None,
+                epoch: WindowEpoch(1),
+            }),
         }
     }
 
@@ -268,19 +277,26 @@ mod tests {
         changes.mark_unchanged();
         let first = flags.load_full();
         assert_eq!(first.len(), 2);
+        let routes_set = routes.0.load(Ordering::Relaxed);
+        assert_eq!(routes_set, 1, "the first pass hands ingest its routes once");
 
-        // The same entries again: the same flag set, not even rebuilt.
+        // The same entries again: the same flag set, not even rebuilt, and the
+        // routes not handed over again.
         publisher.set_all(pass(0), &keys);
         assert!(!changes.has_changed().unwrap());
         assert!(Arc::ptr_eq(&first, &flags.load_full()));
+        assert_eq!(routes.0.load(Ordering::Relaxed), routes_set);
 
-        // One flag changed, or one rollout gone: published.
+        // One flag changed: published, while the routes stay as they were.
         publisher.set_all(pass(1), &keys);
         assert!(changes.has_changed().unwrap());
         changes.mark_unchanged();
+        assert_eq!(routes.0.load(Ordering::Relaxed), routes_set);
+        // One rollout gone: its flag and its route go.
         let only_a: HashSet<&RolloutKey> = [&a].into_iter().collect();
         publisher.set_all(vec![(a.clone(), entry("fa", 0))], &only_a);
         assert!(changes.has_changed().unwrap());
         assert_eq!(flags.load().len(), 1);
+        assert_eq!(routes.0.load(Ordering::Relaxed), routes_set + 1);
     }
 }
