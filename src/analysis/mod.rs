@@ -21,7 +21,7 @@ pub use routes::{Route, Routes, WindowEpoch};
 pub use sketch::LatencySketch;
 pub use spending::Spending;
 pub use window::{ArmWindow, GROUPS, MAX_UNITS, Observation, UnitSample, Window, unit_hash};
-pub use words::percent;
+pub use words::{percent, push_digits};
 
 /// What ingest reads off one span, borrowed from the decoded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

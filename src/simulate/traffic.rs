@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::analysis::unit_hash;
+use crate::analysis::{push_digits, unit_hash};
 use crate::flags::{Context, Flag, Reason};
 
 /// What the traffic looks like.
@@ -146,18 +146,7 @@ const ACCOUNT_LATENCY_SIGMA: f64 = 0.15;
 fn write_id(id: &mut String, prefix: &str, index: usize) {
     id.clear();
     id.push_str(prefix);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = index;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    id.extend(digits[at..].iter().map(|&d| char::from(d)));
+    push_digits(id, index as u64, 1);
 }
 
 /// The prefixes of the user and account IDs of a population salted with `salt`.
