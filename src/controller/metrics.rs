@@ -3,10 +3,10 @@
 //!
 //! Names follow Prometheus conventions: `_total` for counters, units in the name.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::{Phase, VerdictOutcome};
+use crate::telemetry::write_family;
 
 /// Counters the controller bumps; shared by every reconcile.
 #[derive(Debug, Default)]
@@ -47,10 +47,7 @@ impl Metrics {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
+            write_family(&mut out, name, kind, help, samples.iter().copied());
         };
         metric(
             "spangate_reconciles_total",
