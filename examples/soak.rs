@@ -1110,8 +1110,8 @@ async fn main() {
         soak.spans_rejected.load(Ordering::Relaxed),
     );
     let (ingested, counted_rejected) = (
-        metric(&soak, "spangate_spans_ingested_total").await,
-        metric(&soak, "spangate_spans_rejected_total").await,
+        metric(&soak, "spangate_otlp_spans_total{outcome=\"accepted\"}").await,
+        metric(&soak, "spangate_otlp_spans_total{outcome=\"rejected\"}").await,
     );
     let show = |n: Option<u64>| n.map_or("(unread)".to_string(), |n| n.to_string());
     println!(

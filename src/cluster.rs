@@ -25,7 +25,7 @@ use crate::controller::{Entry, Publisher, Reconciler, SegmentCatalog, flagset};
 use crate::flags::FlagSet;
 use crate::net::ServerStats;
 use crate::serve::{PublishedFlags, Readiness};
-use crate::server::{BoundAddrs, Listeners, ServeConfig, Served, ingestor, render_metrics};
+use crate::server::{BoundAddrs, Listeners, ServeConfig, Served, ingestor, metrics_registry};
 use crate::store::{KubeStore, list_segments};
 
 /// What `spangate run` is told.
@@ -93,7 +93,12 @@ pub async fn run(
             flags: flags.clone(),
             ofrep: serve.ofrep.clone(),
             readiness: readiness.clone(),
-            metrics: render_metrics(&reconciler, &ingestor, &serve.ofrep, &stats),
+            metrics: Arc::new(metrics_registry(
+                &reconciler,
+                &ingestor,
+                &serve.ofrep,
+                &stats,
+            )),
             server: serve.server,
             otlp_tokens: serve.otlp_tokens.clone(),
             stats,

@@ -15,7 +15,8 @@ use crate::analysis::{Route, Routes, Window, WindowEpoch};
 use crate::controller::{self, SpanWindows};
 use crate::ingest::{self, ForwardConfig, IngestLimits, Ingestor, ReceiverOptions};
 use crate::net::{self, Protocols, ServerLimits, ServerStats, Tokens};
-use crate::serve::{self, OfrepConfig, PublishedFlags, Readiness, RenderMetrics};
+use crate::serve::{self, OfrepConfig, PublishedFlags, Readiness};
+use crate::telemetry::metrics::{self, Registry, Sampled};
 
 /// How both run modes serve: where, with which limits and access, how often the
 /// controller looks, and where spans go on to.
@@ -195,7 +196,8 @@ pub struct Served {
     /// How OFREP is served (private attributes, access, limits).
     pub ofrep: OfrepConfig,
     pub readiness: Readiness,
-    pub metrics: RenderMetrics,
+    /// What `GET /metrics` shows.
+    pub metrics: Arc<Registry>,
     /// Connection limits and timeouts, fitted to the open-files limit when served.
     pub server: ServerLimits,
     pub otlp_tokens: Tokens,
@@ -241,33 +243,46 @@ impl SpanWindows for Ingestor {
     }
 }
 
-/// The `/metrics` exposition of a reconciler, an ingestor, OFREP and the listeners.
-pub fn render_metrics<S: crate::store::RolloutStore>(
+/// Every family of `/metrics` of a reconciler, an ingestor, OFREP and the
+/// listeners, in one registry; a run mode adds its store's before serving it.
+pub fn metrics_registry<S: crate::store::RolloutStore>(
     reconciler: &controller::Reconciler<S>,
     ingestor: &Arc<Ingestor>,
     ofrep: &OfrepConfig,
     server: &Arc<ServerStats>,
-) -> RenderMetrics {
-    let metrics = reconciler.metrics().clone();
+) -> Registry {
+    let mut registry = metrics::registry();
+    reconciler.metrics().register(&mut registry);
     let publisher = reconciler.publisher().clone();
-    let (ingestor, ofrep, server) = (ingestor.clone(), ofrep.stats.clone(), server.clone());
-    Arc::new(move || {
-        let stats = ingestor.stats();
-        let mut out = metrics.render(&publisher.phases());
-        stats.render(&mut out);
-        ofrep.render(&mut out);
-        server.render(&mut out);
-        crate::telemetry::write_family(
-            &mut out,
-            "spangate_log_warnings_suppressed_total",
-            "counter",
-            "Repeated warnings not written (at most one line per kind every 10 s), by event.",
+    Sampled::gauge_by(
+        "controller_rollouts",
+        "Rollouts by phase",
+        "phase",
+        move || {
+            publisher
+                .phases()
+                .into_iter()
+                .map(|(phase, n)| (phase.to_string(), n as u64))
+                .collect()
+        },
+    )
+    .register(&mut registry);
+    ingestor.register_metrics(&mut registry);
+    ofrep.stats.register_metrics(&mut registry);
+    server.register_metrics(&mut registry);
+    let (ingestor, server) = (ingestor.clone(), server.clone());
+    Sampled::counter_by(
+        "log_warnings_suppressed",
+        "Repeated warnings not written (at most one line per kind every 10 s), by event",
+        "event",
+        move || {
             ingestor
                 .suppressed_warnings()
                 .into_iter()
                 .chain(server.suppressed_warnings())
-                .map(|(event, n)| (format!("{{event=\"{event}\"}}"), n)),
-        );
-        out
-    })
+                .collect()
+        },
+    )
+    .register(&mut registry);
+    registry
 }

@@ -15,9 +15,10 @@ use crate::controller::{self, Controller, PassReport};
 use crate::flags::FlagSet;
 use crate::ingest::Ingestor;
 use crate::net::ServerStats;
-use crate::serve::{PublishedFlags, Readiness, RenderMetrics};
-use crate::server::{BoundAddrs, Listeners, ServeConfig, Served, ingestor, render_metrics};
+use crate::serve::{PublishedFlags, Readiness};
+use crate::server::{BoundAddrs, Listeners, ServeConfig, Served, ingestor, metrics_registry};
 use crate::store::{FileStore, FlagdFile};
+use crate::telemetry::metrics::{Registry, Sampled};
 
 /// What standalone reads, and how it serves.
 #[derive(Debug, Clone)]
@@ -42,20 +43,16 @@ pub struct Standalone {
     shutdown_timeout: Duration,
 }
 
-/// `metrics` and the rollout folder's counters.
-fn with_store_metrics(metrics: RenderMetrics, store: &FileStore) -> RenderMetrics {
+/// Every family of `/metrics`, with the rollout folder's.
+fn registry_with_store(mut registry: Registry, store: &FileStore) -> Arc<Registry> {
     let store = store.clone();
-    Arc::new(move || {
-        let mut out = metrics();
-        crate::telemetry::write_family(
-            &mut out,
-            "spangate_rollout_files_read_total",
-            "counter",
-            "Rollout files read from the folder (a file is read again only when it changed).",
-            [("", store.files_read())],
-        );
-        out
-    })
+    Sampled::counter(
+        "store_files_read",
+        "Rollout files read from the folder (a file is read again only when it changed)",
+        move || store.files_read(),
+    )
+    .register(&mut registry);
+    Arc::new(registry)
 }
 
 /// Waits for every task; a task that ends before `cancel` is an error.
@@ -122,8 +119,8 @@ impl Standalone {
                 flags: flags.clone(),
                 ofrep: serve.ofrep.clone(),
                 readiness: readiness.clone(),
-                metrics: with_store_metrics(
-                    render_metrics(controller.reconciler(), &ingestor, &serve.ofrep, &stats),
+                metrics: registry_with_store(
+                    metrics_registry(controller.reconciler(), &ingestor, &serve.ofrep, &stats),
                     &store,
                 ),
                 server: serve.server,

@@ -6,6 +6,8 @@
 //! reconcile and per decision, carrying the flag, variant, revision, step, weight
 //! and verdict, so a rollout reads as a timeline in Jaeger.
 
+pub mod metrics;
+
 use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -179,22 +181,6 @@ impl WarnThrottle {
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
-}
-
-/// Writes one metric family in the Prometheus text exposition: `samples` are
-/// (labels such as `{reason="malformed"}`, or empty; value).
-pub fn write_family<L: AsRef<str>>(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (L, u64)>,
-) {
-    use std::fmt::Write as _;
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{} {value}", labels.as_ref());
-    }
 }
 
 #[cfg(test)]

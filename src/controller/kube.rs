@@ -195,7 +195,10 @@ fn new_analysis_data(ctx: Arc<Context>) -> impl Stream<Item = ObjectRef<FeatureR
 
 /// Backs off exponentially per rollout: 0.5 s, 1 s, 2 s ... up to 5 minutes.
 pub fn error_policy(rollout: Arc<FeatureRollout>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.reconciler.metrics().reconcile_failed();
+    ctx.reconciler.metrics().reconcile_failed(match error {
+        Error::Reconcile(_) => "reconcile",
+        Error::Finalizer(_) => "finalizer",
+    });
     let reference = ObjectRef::from_obj(rollout.as_ref());
     let mut failures = ctx.failures();
     let attempt = failures.entry(reference.clone()).or_insert(0);

@@ -1,121 +1,159 @@
-//! The controller's counters and their Prometheus text exposition (part of
-//! `/metrics`; ingest renders its own).
-//!
-//! Names follow Prometheus conventions: `_total` for counters, units in the name.
+//! The controller's and the judge's families of `/metrics`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use crate::api::{Phase, VerdictOutcome};
-use crate::telemetry::write_family;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
-/// Counters the controller bumps; shared by every reconcile.
-#[derive(Debug, Default)]
+use crate::api::VerdictOutcome;
+use crate::telemetry::metrics::{
+    DurationHistogram, Registry, TraceExemplar, Unit, duration_histogram,
+};
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// What the controller counts; shared by every reconcile.
+#[derive(Debug)]
 pub struct Metrics {
-    reconciles: AtomicU64,
-    reconcile_errors: AtomicU64,
-    verdicts_pass: AtomicU64,
-    verdicts_fail: AtomicU64,
-    verdicts_inconclusive: AtomicU64,
-    leader: AtomicU64,
+    reconciles: Counter,
+    reconcile_errors: Family<Labels, Counter>,
+    reconcile_duration: DurationHistogram,
+    verdicts: Family<Labels, Counter>,
+    /// Pass, Fail, Inconclusive.
+    verdict_counts: [Counter; 3],
+    verdict_duration: DurationHistogram,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let verdicts = Family::<Labels, Counter>::default();
+        let verdict_counts = [
+            VerdictOutcome::Pass,
+            VerdictOutcome::Fail,
+            VerdictOutcome::Inconclusive,
+        ]
+        .map(|outcome| {
+            verdicts
+                .get_or_create(&[("outcome", outcome_label(outcome))])
+                .clone()
+        });
+        Self {
+            reconciles: Counter::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: duration_histogram(0.0001, 10.0),
+            verdicts,
+            verdict_counts,
+            verdict_duration: duration_histogram(0.000_001, 0.01),
+            leader: Gauge::default(),
+        }
+    }
+}
+
+fn outcome_label(outcome: VerdictOutcome) -> &'static str {
+    match outcome {
+        VerdictOutcome::Pass => "Pass",
+        VerdictOutcome::Fail => "Fail",
+        VerdictOutcome::Inconclusive => "Inconclusive",
+    }
 }
 
 impl Metrics {
-    pub fn reconciled(&self) {
-        self.reconciles.fetch_add(1, Ordering::Relaxed);
+    /// A reconcile of one rollout took `took`; `trace` is its span's trace.
+    pub fn reconciled(&self, took: Duration, trace: Option<TraceExemplar>) {
+        self.reconciles.inc();
+        self.reconcile_duration
+            .observe(took.as_secs_f64(), trace, None);
     }
 
-    pub fn reconcile_failed(&self) {
-        self.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+    /// A reconcile failed with an error of kind `error` (its metric label).
+    pub fn reconcile_failed(&self, error: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&[("error", error)])
+            .inc();
     }
 
-    pub fn verdict(&self, outcome: VerdictOutcome) {
-        let counter = match outcome {
-            VerdictOutcome::Pass => &self.verdicts_pass,
-            VerdictOutcome::Fail => &self.verdicts_fail,
-            VerdictOutcome::Inconclusive => &self.verdicts_inconclusive,
+    /// The judge gave `outcome`, in `took`.
+    pub fn verdict(&self, outcome: VerdictOutcome, took: Duration, trace: Option<TraceExemplar>) {
+        let index = match outcome {
+            VerdictOutcome::Pass => 0,
+            VerdictOutcome::Fail => 1,
+            VerdictOutcome::Inconclusive => 2,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.verdict_counts[index].inc();
+        self.verdict_duration
+            .observe(took.as_secs_f64(), trace, None);
     }
 
     /// Whether this process holds the leader lease (always, in standalone mode).
     pub fn set_leader(&self, leader: bool) {
-        self.leader.store(u64::from(leader), Ordering::Relaxed);
+        self.leader.set(i64::from(leader));
     }
 
-    /// The Prometheus text exposition of these counters and the rollouts per phase.
-    pub fn render(&self, phases: &[(Phase, usize)]) -> String {
-        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            write_family(&mut out, name, kind, help, samples.iter().copied());
-        };
-        metric(
-            "spangate_reconciles_total",
-            "counter",
-            "Reconciles of a rollout, successful or not.",
-            &[("", read(&self.reconciles))],
+    /// Registers these families into `registry`. The rollouts by phase are the
+    /// publisher's, registered beside them.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "controller_reconciles",
+            "Reconciles of a rollout, successful or not",
+            self.reconciles.clone(),
         );
-        metric(
-            "spangate_reconcile_errors_total",
-            "counter",
-            "Reconciles that failed and were retried with backoff.",
-            &[("", read(&self.reconcile_errors))],
+        registry.register(
+            "controller_reconcile_errors",
+            "Reconciles that failed and were retried with backoff, by kind of error",
+            self.reconcile_errors.clone(),
         );
-        let phase_labels: Vec<(String, u64)> = phases
-            .iter()
-            .map(|(phase, n)| (format!("{{phase=\"{phase}\"}}"), *n as u64))
-            .collect();
-        let phase_samples: Vec<(&str, u64)> = phase_labels
-            .iter()
-            .map(|(labels, n)| (labels.as_str(), *n))
-            .collect();
-        metric(
-            "spangate_rollouts",
-            "gauge",
-            "Rollouts by phase.",
-            &phase_samples,
+        registry.register_with_unit(
+            "controller_reconcile_duration",
+            "Time to reconcile one rollout (judge, decide, save, tell); exemplars carry the reconcile span's trace ID when the operator exports its traces",
+            Unit::Seconds,
+            self.reconcile_duration.clone(),
         );
-        metric(
-            "spangate_verdicts_total",
-            "counter",
-            "Analysis verdicts by outcome.",
-            &[
-                ("{outcome=\"Pass\"}", read(&self.verdicts_pass)),
-                ("{outcome=\"Fail\"}", read(&self.verdicts_fail)),
-                (
-                    "{outcome=\"Inconclusive\"}",
-                    read(&self.verdicts_inconclusive),
-                ),
-            ],
+        registry.register(
+            "controller_leader",
+            "1 when this process reconciles (holds the leader lease), else 0",
+            self.leader.clone(),
         );
-        metric(
-            "spangate_leader",
-            "gauge",
-            "1 when this process reconciles (holds the leader lease), else 0.",
-            &[("", read(&self.leader))],
+        registry.register(
+            "judge_verdicts",
+            "Analysis verdicts by outcome",
+            self.verdicts.clone(),
         );
-        out
+        registry.register_with_unit(
+            "judge_verdict_duration",
+            "Time the judge took for one verdict; exemplars as for reconciles",
+            Unit::Seconds,
+            self.verdict_duration.clone(),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::metrics::{exposition, registry};
 
     #[test]
-    fn renders_every_family_with_help_and_type() {
+    fn every_family_is_registered_and_counts() {
         let metrics = Metrics::default();
-        metrics.reconciled();
-        metrics.reconciled();
-        metrics.verdict(VerdictOutcome::Fail);
-        let text = metrics.render(&[(Phase::Progressing, 3), (Phase::Promoted, 0)]);
+        let mut registry = registry();
+        metrics.register(&mut registry);
+        metrics.reconciled(Duration::from_millis(2), None);
+        metrics.reconciled(Duration::from_millis(3), None);
+        metrics.reconcile_failed("write_status");
+        metrics.verdict(VerdictOutcome::Fail, Duration::from_micros(8), None);
+        metrics.set_leader(true);
+        let (_, text) = exposition(&registry, "");
         for line in [
-            "# TYPE spangate_reconciles_total counter",
-            "spangate_reconciles_total 2",
-            "spangate_reconcile_errors_total 0",
-            "spangate_rollouts{phase=\"Progressing\"} 3",
-            "spangate_rollouts{phase=\"Promoted\"} 0",
-            "spangate_verdicts_total{outcome=\"Fail\"} 1",
+            "# TYPE spangate_controller_reconciles_total counter",
+            "spangate_controller_reconciles_total 2",
+            "spangate_controller_reconcile_errors_total{error=\"write_status\"} 1",
+            "spangate_controller_reconcile_duration_seconds_count 2",
+            "spangate_controller_leader 1",
+            "spangate_judge_verdicts_total{outcome=\"Fail\"} 1",
+            "spangate_judge_verdicts_total{outcome=\"Pass\"} 0",
+            "spangate_judge_verdict_duration_seconds_count 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

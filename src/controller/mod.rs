@@ -18,7 +18,7 @@ pub use targeting::{SegmentCatalog, SpecCache};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tracing::{Instrument, info_span};
@@ -28,6 +28,7 @@ use crate::api::{FeatureRolloutStatus, Phase};
 use crate::rollout::{Action, EventType, Input, Request, decide, reject};
 use crate::serve::{PublishedFlags, Readiness};
 use crate::store::{FlagdFile, Reload, RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
+use crate::telemetry::metrics::TraceExemplar;
 
 /// Where the controller reads span windows and tells ingest what to route.
 pub trait SpanWindows: Send + Sync + 'static {
@@ -166,11 +167,13 @@ impl<S: RolloutStore> Reconciler<S> {
             weight = tracing::field::Empty,
             verdict = tracing::field::Empty,
         );
-        self.metrics.reconciled();
+        let trace = TraceExemplar::of(&span);
+        let started = Instant::now();
         let (status, wake_at) = self
             .decide_and_save(rollout, conflict, request, now)
             .instrument(span)
             .await?;
+        self.metrics.reconciled(started.elapsed(), trace);
         let route = match &rollout.spec {
             Ok(spec) if status.phase == Phase::Progressing => Some(Route::from_spec(
                 rollout.key.to_string(),
@@ -229,7 +232,8 @@ impl<S: RolloutStore> Reconciler<S> {
                             WindowEpoch(rollout.status.epoch),
                         );
                         let window = self.windows.window(&route.rollout, route.epoch);
-                        judge(&JudgeInput {
+                        let started = Instant::now();
+                        let verdict = judge(&JudgeInput {
                             analysis: &spec.analysis,
                             steps: &spec.steps,
                             service: &spec.service,
@@ -240,11 +244,12 @@ impl<S: RolloutStore> Reconciler<S> {
                             unit_attribute: route.unit_attribute(),
                             completed: &rollout.status.completed_steps,
                             window: &window,
-                        })
+                        });
+                        let took = started.elapsed();
+                        self.metrics
+                            .verdict(verdict.outcome, took, TraceExemplar::of(&span));
+                        verdict
                     });
-                if let Some(verdict) = &verdict {
-                    self.metrics.verdict(verdict.outcome);
-                }
                 decide(Input {
                     spec,
                     generation: rollout.generation,
@@ -408,7 +413,7 @@ impl<S: RolloutStore> Controller<S> {
                     reconciled
                 }
                 Err(e) => {
-                    self.reconciler.metrics().reconcile_failed();
+                    self.reconciler.metrics().reconcile_failed("reconcile");
                     let error = format!("{e:#}");
                     if self.failing.get(&rollout.key) != Some(&error) {
                         tracing::error!(rollout = %rollout.key, error, "reconcile failed; it keeps what it served and is retried every pass");
@@ -487,7 +492,7 @@ pub async fn run<S: RolloutStore>(
                 on_pass(&report);
             }
             Err(e) => {
-                controller.reconciler.metrics().reconcile_failed();
+                controller.reconciler.metrics().reconcile_failed("list");
                 tracing::error!(error = format!("{e:#}"), "reconcile pass failed; retrying");
             }
         }

@@ -4,40 +4,141 @@
 //! once per [`WarnThrottle::INTERVAL`] per kind; the counters count every event.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::extract::InvalidSpan;
 use super::forward::ForwardStats;
-use crate::telemetry::{WarnThrottle, write_family};
+use crate::telemetry::WarnThrottle;
+use crate::telemetry::metrics::{
+    DurationFamily, DurationHistogram, Registry, TraceExemplar, Unit, duration_histogram,
+};
 
-/// Running totals since start, for `/metrics`.
-#[derive(Debug, Default)]
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+
+/// The ingest families of `/metrics`, and handles to their series so that an event
+/// bumps an atomic without looking its labels up.
+#[derive(Debug)]
 pub(super) struct Counters {
-    batches_received: AtomicU64,
-    batches_rejected: AtomicU64,
-    spans_accepted: AtomicU64,
-    spans_rejected: AtomicU64,
-    samples_extracted: AtomicU64,
-    samples_routed: AtomicU64,
-    samples_stale: AtomicU64,
+    requests: Family<Labels<1>, Counter>,
+    requests_ingested: Counter,
+    requests_refused: Counter,
+    spans: Family<Labels<1>, Counter>,
+    spans_accepted: Counter,
+    spans_rejected: Counter,
+    samples_read: Counter,
+    samples_recorded: Counter,
+    samples_stale: Counter,
+    refused_family: Family<Labels<2>, Counter>,
     /// Requests refused whole, by transport and reason.
-    refused: [[AtomicU64; RejectReason::ALL.len()]; 2],
+    refused: [[Counter; RejectReason::ALL.len()]; 2],
+    durations: DurationFamily<Labels<1>>,
+    /// Request durations by transport.
+    duration: [DurationHistogram; 2],
     refused_warnings: [WarnThrottle; RejectReason::ALL.len()],
     spans_rejected_warning: WarnThrottle,
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        let requests = Family::<Labels<1>, Counter>::default();
+        let spans = Family::<Labels<1>, Counter>::default();
+        let refused_family = Family::<Labels<2>, Counter>::default();
+        let durations: DurationFamily<Labels<1>> =
+            Family::new_with_constructor(|| duration_histogram(0.0001, 10.0));
+        let series = |family: &Family<Labels<1>, Counter>, label, value| {
+            family.get_or_create(&[(label, value)]).clone()
+        };
+        let refused = Transport::ALL.map(|transport| {
+            RejectReason::ALL.map(|reason| {
+                refused_family
+                    .get_or_create(&[
+                        ("transport", transport.as_str()),
+                        ("reason", reason.as_str()),
+                    ])
+                    .clone()
+            })
+        });
+        let duration = Transport::ALL.map(|transport| {
+            durations
+                .get_or_create(&[("transport", transport.as_str())])
+                .clone()
+        });
+        Self {
+            requests_ingested: series(&requests, "outcome", "ingested"),
+            requests_refused: series(&requests, "outcome", "refused"),
+            spans_accepted: series(&spans, "outcome", "accepted"),
+            spans_rejected: series(&spans, "outcome", "rejected"),
+            requests,
+            spans,
+            samples_read: Counter::default(),
+            samples_recorded: Counter::default(),
+            samples_stale: Counter::default(),
+            refused_family,
+            refused,
+            durations,
+            duration,
+            refused_warnings: Default::default(),
+            spans_rejected_warning: WarnThrottle::default(),
+        }
+    }
+}
+
 impl Counters {
+    pub(super) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "otlp_requests",
+            "OTLP trace requests by outcome: ingested, or refused whole (see spangate_otlp_requests_refused_total)",
+            self.requests.clone(),
+        );
+        registry.register(
+            "otlp_requests_refused",
+            "OTLP requests refused whole, by transport and reason",
+            self.refused_family.clone(),
+        );
+        registry.register_with_unit(
+            "otlp_request_duration",
+            "Time from an OTLP request's headers to its answer, by transport; exemplars carry the trace ID of the request's first span",
+            Unit::Seconds,
+            self.durations.clone(),
+        );
+        registry.register(
+            "otlp_spans",
+            "Spans of ingested requests: accepted, or rejected as invalid (reported to the sender as partial success)",
+            self.spans.clone(),
+        );
+        registry.register(
+            "otlp_samples_read",
+            "Flag evaluations read off valid spans",
+            self.samples_read.clone(),
+        );
+        registry.register(
+            "otlp_samples_recorded",
+            "Flag evaluations recorded into a rollout's window (one may count for several rollouts)",
+            self.samples_recorded.clone(),
+        );
+        registry.register(
+            "otlp_samples_stale",
+            "Flag evaluations dropped because their rollout changed step while the request was read",
+            self.samples_stale.clone(),
+        );
+    }
+
     pub(super) fn snapshot(&self) -> IngestStats {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         IngestStats {
-            batches_received: read(&self.batches_received),
-            batches_rejected: read(&self.batches_rejected),
-            spans_accepted: read(&self.spans_accepted),
-            spans_rejected: read(&self.spans_rejected),
-            samples_extracted: read(&self.samples_extracted),
-            samples_routed: read(&self.samples_routed),
-            samples_stale: read(&self.samples_stale),
-            refused: self.refused.each_ref().map(|row| row.each_ref().map(read)),
+            batches_received: self.requests_ingested.get(),
+            batches_rejected: self.requests_refused.get(),
+            spans_accepted: self.spans_accepted.get(),
+            spans_rejected: self.spans_rejected.get(),
+            samples_extracted: self.samples_read.get(),
+            samples_routed: self.samples_recorded.get(),
+            samples_stale: self.samples_stale.get(),
+            refused: self
+                .refused
+                .each_ref()
+                .map(|row| row.each_ref().map(Counter::get)),
             in_flight_bytes: 0,
             in_flight_limit_bytes: 0,
             forwarded: ForwardStats::default(),
@@ -61,10 +162,6 @@ impl Counters {
             )])
             .collect()
     }
-}
-
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// The ingest counters at one moment.
@@ -95,98 +192,6 @@ pub struct IngestStats {
     pub forwarded: ForwardStats,
 }
 
-impl IngestStats {
-    /// The `/metrics` families of ingest: requests and spans by outcome, samples
-    /// routed, refusals by reason, the in-flight budget and the forward queue.
-    pub fn render(&self, out: &mut String) {
-        write_family(
-            out,
-            "spangate_otlp_batches_total",
-            "counter",
-            "OTLP trace requests by outcome.",
-            [
-                ("{outcome=\"ingested\"}", self.batches_received),
-                ("{outcome=\"rejected\"}", self.batches_rejected),
-            ],
-        );
-        write_family(
-            out,
-            "spangate_spans_ingested_total",
-            "counter",
-            "Spans accepted from OTLP requests; the ones refused are in spangate_spans_rejected_total.",
-            [("", self.spans_accepted)],
-        );
-        write_family(
-            out,
-            "spangate_spans_rejected_total",
-            "counter",
-            "Spans refused as invalid (reported to the sender as partial success).",
-            [("", self.spans_rejected)],
-        );
-        write_family(
-            out,
-            "spangate_spans_forwarded_total",
-            "counter",
-            "Spans forwarded to the tracing backend by outcome (only when forwarding).",
-            [
-                ("{outcome=\"sent\"}", self.forwarded.sent),
-                ("{outcome=\"dropped\"}", self.forwarded.dropped),
-                ("{outcome=\"failed\"}", self.forwarded.failed),
-            ],
-        );
-        write_family(
-            out,
-            "spangate_samples_routed_total",
-            "counter",
-            "Flag evaluations read off spans and recorded into a rollout's window.",
-            [("", self.samples_routed)],
-        );
-        let refused = Transport::ALL.iter().flat_map(|transport| {
-            RejectReason::ALL.iter().map(move |reason| {
-                (
-                    format!("{{transport=\"{transport}\",reason=\"{reason}\"}}"),
-                    self.refused[*transport as usize][*reason as usize],
-                )
-            })
-        });
-        write_family(
-            out,
-            "spangate_otlp_requests_refused_total",
-            "counter",
-            "OTLP requests refused whole, by transport and reason.",
-            refused,
-        );
-        write_family(
-            out,
-            "spangate_otlp_in_flight_bytes",
-            "gauge",
-            "Memory held by OTLP requests being received and decoded (estimated).",
-            [("", self.in_flight_bytes)],
-        );
-        write_family(
-            out,
-            "spangate_otlp_in_flight_limit_bytes",
-            "gauge",
-            "Most memory OTLP requests in flight may hold; beyond, requests are told to retry.",
-            [("", self.in_flight_limit_bytes)],
-        );
-        write_family(
-            out,
-            "spangate_forward_queue_bytes",
-            "gauge",
-            "Memory held by spans waiting to be forwarded or being forwarded (estimated).",
-            [("", self.forwarded.queue_bytes)],
-        );
-        write_family(
-            out,
-            "spangate_forward_queue_limit_bytes",
-            "gauge",
-            "Most memory the forward queue may hold; beyond, new batches are dropped.",
-            [("", self.forwarded.queue_limit_bytes)],
-        );
-    }
-}
-
 /// The receiver a batch came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -198,12 +203,18 @@ impl Transport {
     const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
 }
 
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -235,16 +246,22 @@ impl RejectReason {
     ];
 }
 
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl RejectReason {
+    fn as_str(self) -> &'static str {
+        match self {
             RejectReason::Malformed => "malformed",
             RejectReason::TooLarge => "too_large",
             RejectReason::Unsupported => "unsupported",
             RejectReason::Unauthenticated => "unauthenticated",
             RejectReason::Overloaded => "overloaded",
             RejectReason::TimedOut => "timed_out",
-        })
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -257,11 +274,8 @@ pub(super) struct BatchRejected<'a> {
 
 impl BatchRejected<'_> {
     pub(super) fn emit(self, counters: &Counters) {
-        add(&counters.batches_rejected, 1);
-        add(
-            &counters.refused[self.transport as usize][self.reason as usize],
-            1,
-        );
+        counters.requests_refused.inc();
+        counters.refused[self.transport as usize][self.reason as usize].inc();
         if let Some(held_back) = counters.refused_warnings[self.reason as usize].admit() {
             tracing::warn!(
                 transport = %self.transport,
@@ -283,10 +297,10 @@ pub(super) struct BatchIngested {
 
 impl BatchIngested {
     pub(super) fn emit(self, counters: &Counters) {
-        add(&counters.batches_received, 1);
-        add(&counters.spans_accepted, self.accepted);
-        add(&counters.samples_extracted, self.samples);
-        add(&counters.samples_routed, self.routed);
+        counters.requests_ingested.inc();
+        counters.spans_accepted.inc_by(self.accepted);
+        counters.samples_read.inc_by(self.samples);
+        counters.samples_recorded.inc_by(self.routed);
         tracing::debug!(
             accepted = self.accepted,
             samples = self.samples,
@@ -304,13 +318,13 @@ pub(super) struct SpansRejected<'a> {
 
 impl SpansRejected<'_> {
     pub(super) fn emit(self, counters: &Counters) {
-        add(&counters.spans_rejected, self.count);
+        counters.spans_rejected.inc_by(self.count);
         if let Some(held_back) = counters.spans_rejected_warning.admit() {
             tracing::warn!(
                 count = self.count,
                 first = %self.first,
                 similar_warnings_held_back = held_back,
-                "rejected invalid spans (all counted in spangate_spans_rejected_total)"
+                "rejected invalid spans (all counted in spangate_otlp_spans_total{{outcome=\"rejected\"}})"
             );
         }
     }
@@ -324,7 +338,7 @@ pub(super) struct StaleSamplesDropped<'a> {
 
 impl StaleSamplesDropped<'_> {
     pub(super) fn emit(self, counters: &Counters) {
-        add(&counters.samples_stale, self.samples);
+        counters.samples_stale.inc_by(self.samples);
         tracing::debug!(
             rollout = self.rollout,
             samples = self.samples,
@@ -333,34 +347,198 @@ impl StaleSamplesDropped<'_> {
     }
 }
 
+/// A request was answered, ingested or refused.
+pub(super) struct RequestAnswered {
+    pub transport: Transport,
+    pub took: Duration,
+    /// The trace of the request's first span, when it had one.
+    pub trace: Option<TraceExemplar>,
+}
+
+impl RequestAnswered {
+    pub(super) fn emit(self, counters: &Counters) {
+        counters.duration[self.transport as usize].observe(
+            self.took.as_secs_f64(),
+            self.trace,
+            None,
+        );
+    }
+}
+
+/// The forward families of `/metrics`: spans by what became of them.
+#[derive(Debug)]
+pub(super) struct ForwardCounters {
+    spans: Family<Labels<1>, Counter>,
+    sent: Counter,
+    dropped: Counter,
+    failed: Counter,
+    dropped_warning: WarnThrottle,
+    failed_warning: WarnThrottle,
+}
+
+impl Default for ForwardCounters {
+    fn default() -> Self {
+        let spans = Family::<Labels<1>, Counter>::default();
+        let outcome = |value| spans.get_or_create(&[("outcome", value)]).clone();
+        Self {
+            sent: outcome("sent"),
+            dropped: outcome("dropped"),
+            failed: outcome("failed"),
+            spans,
+            dropped_warning: WarnThrottle::default(),
+            failed_warning: WarnThrottle::default(),
+        }
+    }
+}
+
+impl ForwardCounters {
+    pub(super) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "forward_spans",
+            "Spans forwarded to the tracing backend, by outcome: sent, dropped (queue full) or failed (backend unreachable or refusing)",
+            self.spans.clone(),
+        );
+    }
+
+    pub(super) fn snapshot(&self) -> ForwardStats {
+        ForwardStats {
+            sent: self.sent.get(),
+            dropped: self.dropped.get(),
+            failed: self.failed.get(),
+            ..ForwardStats::default()
+        }
+    }
+
+    pub(super) fn suppressed_warnings(&self) -> [(String, u64); 2] {
+        [
+            (
+                "forward_queue_full".to_string(),
+                self.dropped_warning.suppressed(),
+            ),
+            (
+                "forward_failed".to_string(),
+                self.failed_warning.suppressed(),
+            ),
+        ]
+    }
+}
+
+/// A batch was dropped because the forward queue held no room for it.
+pub(super) struct SpansDropped {
+    pub spans: u64,
+    pub queue_limit_bytes: usize,
+}
+
+impl SpansDropped {
+    pub(super) fn emit(self, counters: &ForwardCounters) {
+        counters.dropped.inc_by(self.spans);
+        if let Some(held_back) = counters.dropped_warning.admit() {
+            tracing::warn!(
+                spans = self.spans,
+                queue_limit_bytes = self.queue_limit_bytes,
+                similar_warnings_held_back = held_back,
+                "the forward queue is full: dropping spans (counted in spangate_forward_spans_total{{outcome=\"dropped\"}})"
+            );
+        }
+    }
+}
+
+/// An export was accepted by the tracing backend.
+pub(super) struct SpansForwarded<'a> {
+    pub spans: u64,
+    pub endpoint: &'a str,
+    /// Whether the exports before it failed.
+    pub recovered: bool,
+}
+
+impl SpansForwarded<'_> {
+    pub(super) fn emit(self, counters: &ForwardCounters) {
+        counters.sent.inc_by(self.spans);
+        if self.recovered {
+            tracing::info!(endpoint = self.endpoint, "forwarding spans again");
+        }
+    }
+}
+
+/// An export failed; its spans are lost.
+pub(super) struct ForwardFailed<'a> {
+    pub spans: u64,
+    pub endpoint: &'a str,
+    pub error: &'a anyhow::Error,
+    /// Whether the exports before it succeeded: an outage is warned about once.
+    pub first: bool,
+}
+
+impl ForwardFailed<'_> {
+    pub(super) fn emit(self, counters: &ForwardCounters) {
+        counters.failed.inc_by(self.spans);
+        if self.first
+            && let Some(held_back) = counters.failed_warning.admit()
+        {
+            tracing::warn!(
+                endpoint = self.endpoint,
+                spans = self.spans,
+                error = format!("{:#}", self.error),
+                similar_warnings_held_back = held_back,
+                "could not forward spans; dropping them until the endpoint answers (counted in spangate_forward_spans_total{{outcome=\"failed\"}})"
+            );
+        } else {
+            tracing::debug!(
+                spans = self.spans,
+                error = format!("{:#}", self.error),
+                "could not forward spans"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::metrics::{exposition, registry};
 
     #[test]
-    fn renders_every_family_with_help_and_type() {
-        let stats = IngestStats {
-            batches_received: 4,
-            spans_accepted: 7,
-            spans_rejected: 2,
-            samples_routed: 5,
-            ..Default::default()
-        };
-        let mut text = String::new();
-        stats.render(&mut text);
+    fn every_family_is_registered_and_events_bump_them() {
+        let counters = Counters::default();
+        let mut registry = registry();
+        counters.register(&mut registry);
+        BatchIngested {
+            accepted: 7,
+            samples: 6,
+            routed: 5,
+        }
+        .emit(&counters);
+        BatchRejected {
+            transport: Transport::Http,
+            reason: RejectReason::TooLarge,
+            detail: "too big",
+        }
+        .emit(&counters);
+        RequestAnswered {
+            transport: Transport::Grpc,
+            took: Duration::from_millis(3),
+            trace: None,
+        }
+        .emit(&counters);
+        let (_, text) = exposition(&registry, "");
         for line in [
-            "# TYPE spangate_otlp_batches_total counter",
-            "spangate_otlp_batches_total{outcome=\"ingested\"} 4",
-            "spangate_spans_ingested_total 7",
-            "spangate_spans_rejected_total 2",
-            "spangate_spans_forwarded_total{outcome=\"sent\"} 0",
-            "spangate_samples_routed_total 5",
-            "# TYPE spangate_otlp_in_flight_bytes gauge",
+            "# TYPE spangate_otlp_requests_total counter",
+            "spangate_otlp_requests_total{outcome=\"ingested\"} 1",
+            "spangate_otlp_requests_total{outcome=\"refused\"} 1",
+            "spangate_otlp_requests_refused_total{transport=\"http\",reason=\"too_large\"} 1",
+            "spangate_otlp_requests_refused_total{transport=\"grpc\",reason=\"too_large\"} 0",
+            "spangate_otlp_spans_total{outcome=\"accepted\"} 7",
+            "spangate_otlp_spans_total{outcome=\"rejected\"} 0",
+            "spangate_otlp_samples_read_total 6",
+            "spangate_otlp_samples_recorded_total 5",
+            "spangate_otlp_request_duration_seconds_count{transport=\"grpc\"} 1",
+            "spangate_otlp_request_duration_seconds_count{transport=\"http\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "{line:?} missing in\n{text}"
             );
         }
+        assert_eq!(counters.snapshot().refused[1][1], 1);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,10 +19,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::events::{ForwardCounters, ForwardFailed, SpansDropped, SpansForwarded};
 use super::redact::hide_private;
 use crate::flags::PrivateAttributes;
 use crate::net::{MemoryBudget, Reservation};
-use crate::telemetry::WarnThrottle;
+use crate::telemetry::metrics::{Registry, Sampled, Unit};
 
 /// How spans are sent on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,15 +114,6 @@ pub struct ForwardStats {
     pub queue_limit_bytes: u64,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    sent: AtomicU64,
-    dropped: AtomicU64,
-    failed: AtomicU64,
-    dropped_warning: WarnThrottle,
-    failed_warning: WarnThrottle,
-}
-
 /// A batch waiting for export, with the memory it holds until the export ends.
 struct Queued {
     request: ExportTraceServiceRequest,
@@ -133,7 +125,7 @@ struct Queued {
 pub struct Forwarder {
     queue: mpsc::UnboundedSender<Queued>,
     budget: Arc<MemoryBudget>,
-    counters: Arc<Counters>,
+    counters: Arc<ForwardCounters>,
 }
 
 impl std::fmt::Debug for Queued {
@@ -150,7 +142,7 @@ pub type PrivateSource = Box<dyn Fn() -> PrivateAttributes + Send + Sync>;
 pub struct ForwardWorker {
     config: ForwardConfig,
     queue: mpsc::UnboundedReceiver<Queued>,
-    counters: Arc<Counters>,
+    counters: Arc<ForwardCounters>,
     private: PrivateSource,
 }
 
@@ -167,7 +159,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn forwarder(config: ForwardConfig, private: PrivateSource) -> (Forwarder, ForwardWorker) {
     // Bounded by the bytes its batches hold, not by their count.
     let (sender, receiver) = mpsc::unbounded_channel();
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(ForwardCounters::default());
     (
         Forwarder {
             queue: sender,
@@ -200,41 +192,45 @@ impl Forwarder {
     }
 
     fn drop_batch(&self, request: &ExportTraceServiceRequest) {
-        let spans = span_count(request);
-        self.counters.dropped.fetch_add(spans, Ordering::Relaxed);
-        if let Some(held_back) = self.counters.dropped_warning.admit() {
-            tracing::warn!(
-                spans,
-                queue_limit_bytes = self.budget.limit(),
-                similar_warnings_held_back = held_back,
-                "the forward queue is full: dropping spans (counted in spangate_spans_forwarded_total{{outcome=\"dropped\"}})"
-            );
+        SpansDropped {
+            spans: span_count(request),
+            queue_limit_bytes: self.budget.limit(),
         }
+        .emit(&self.counters);
     }
 
     pub fn stats(&self) -> ForwardStats {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         ForwardStats {
-            sent: read(&self.counters.sent),
-            dropped: read(&self.counters.dropped),
-            failed: read(&self.counters.failed),
             queue_bytes: self.budget.used() as u64,
             queue_limit_bytes: self.budget.limit() as u64,
+            ..self.counters.snapshot()
         }
+    }
+
+    /// Registers the forward families of `/metrics` into `registry`.
+    pub(super) fn register_metrics(&self, registry: &mut Registry) {
+        self.counters.register(registry);
+        let budget = Arc::clone(&self.budget);
+        Sampled::gauge(
+            "forward_queue",
+            "Memory held by spans waiting to be forwarded or being forwarded (estimated)",
+            Some(Unit::Bytes),
+            move || budget.used() as u64,
+        )
+        .register(registry);
+        let budget = Arc::clone(&self.budget);
+        Sampled::gauge(
+            "forward_queue_limit",
+            "Most memory the forward queue may hold; beyond, new batches are dropped",
+            Some(Unit::Bytes),
+            move || budget.limit() as u64,
+        )
+        .register(registry);
     }
 
     /// Warning lines held back since start, by the event they were about.
     pub(super) fn suppressed_warnings(&self) -> [(String, u64); 2] {
-        [
-            (
-                "forward_queue_full".to_string(),
-                self.counters.dropped_warning.suppressed(),
-            ),
-            (
-                "forward_failed".to_string(),
-                self.counters.failed_warning.suppressed(),
-            ),
-        ]
+        self.counters.suppressed_warnings()
     }
 }
 
@@ -305,39 +301,26 @@ impl Client {
 /// failing, so an outage is warned about once, not once per batch.
 struct Outcomes {
     endpoint: String,
-    counters: Arc<Counters>,
+    counters: Arc<ForwardCounters>,
     failing: AtomicBool,
 }
 
 impl Outcomes {
     fn record(&self, spans: u64, result: anyhow::Result<()>) {
         match result {
-            Ok(()) => {
-                self.counters.sent.fetch_add(spans, Ordering::Relaxed);
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(endpoint = %self.endpoint, "forwarding spans again");
-                }
+            Ok(()) => SpansForwarded {
+                spans,
+                endpoint: &self.endpoint,
+                recovered: self.failing.swap(false, Ordering::Relaxed),
             }
-            Err(error) => {
-                self.counters.failed.fetch_add(spans, Ordering::Relaxed);
-                if !self.failing.swap(true, Ordering::Relaxed)
-                    && let Some(held_back) = self.counters.failed_warning.admit()
-                {
-                    tracing::warn!(
-                        endpoint = %self.endpoint,
-                        spans,
-                        error = format!("{error:#}"),
-                        similar_warnings_held_back = held_back,
-                        "could not forward spans; dropping them until the endpoint answers"
-                    );
-                } else {
-                    tracing::debug!(
-                        spans,
-                        error = format!("{error:#}"),
-                        "could not forward spans"
-                    );
-                }
+            .emit(&self.counters),
+            Err(error) => ForwardFailed {
+                spans,
+                endpoint: &self.endpoint,
+                error: &error,
+                first: !self.failing.swap(true, Ordering::Relaxed),
             }
+            .emit(&self.counters),
         }
     }
 }

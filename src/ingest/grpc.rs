@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -24,7 +25,7 @@ use tonic::Code;
 
 use super::decode::{self, Encoding};
 use super::refusal::{self, Received, Refusal};
-use super::{Ingestor, ReceiverOptions, Transport};
+use super::{IngestReport, Ingestor, ReceiverOptions, Transport};
 use crate::net::{self, Admission, Protocols, Tokens};
 
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -74,6 +75,7 @@ async fn unimplemented(State(receiver): State<Arc<Receiver>>, request: Request) 
 }
 
 async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Response<Body> {
+    let started = Instant::now();
     let (parts, body) = request.into_parts();
     let is_grpc = parts
         .headers
@@ -95,8 +97,9 @@ async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Resp
         receive(&parts.headers, body, &receiver.ingestor).await
     }
     .await;
-    match result {
-        Ok(answer) => ok(&answer),
+    let trace = result.as_ref().ok().and_then(|report| report.first_trace);
+    let response = match result {
+        Ok(report) => ok(&report.response().encode_to_vec()),
         Err(refusal) => {
             let message = refusal.to_string();
             receiver
@@ -110,14 +113,18 @@ async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Resp
             }
             response
         }
-    }
+    };
+    receiver
+        .ingestor
+        .answered(Transport::Grpc, started.elapsed(), trace);
+    response
 }
 
 async fn receive(
     headers: &HeaderMap,
     mut body: Body,
     ingestor: &Ingestor,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<IngestReport, Refusal> {
     let limits = *ingestor.limits();
     let limit = limits.max_body_bytes;
     let gzip = match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
@@ -172,7 +179,7 @@ async fn receive(
     let decoded = decode::decode(Encoding::Protobuf, &message, &limits, &mut reservation)?;
     drop(message);
     reservation.shrink_to(decoded.cost);
-    Ok(ingestor.accept(decoded).response().encode_to_vec())
+    Ok(ingestor.accept(decoded))
 }
 
 /// A successful call: the answer as one uncompressed message, then status OK.

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 
 use super::decode::{self, Encoding};
 use super::refusal::{self, Received, Refusal};
-use super::{Ingestor, ReceiverOptions, Transport};
+use super::{IngestReport, Ingestor, ReceiverOptions, Transport};
 use crate::net::{self, Admission, Protocols, Tokens};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -145,6 +146,7 @@ fn refusal_response(refusal: &Refusal, format: Format) -> Response {
 }
 
 async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
+    let started = Instant::now();
     let (parts, body) = request.into_parts();
     // A format that is not known is answered in the readable one.
     let format = Format::of(&parts.headers);
@@ -157,15 +159,20 @@ async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Resp
         receive(format?, &parts.headers, body, &receiver.ingestor).await
     }
     .await;
-    match result {
-        Ok(response) => respond(answer_format, &response),
+    let trace = result.as_ref().ok().and_then(|report| report.first_trace);
+    let response = match result {
+        Ok(report) => respond(answer_format, &report.response()),
         Err(refusal) => {
             receiver
                 .ingestor
                 .reject_batch(Transport::Http, refusal.reason(), &refusal.to_string());
             refusal_response(&refusal, answer_format)
         }
-    }
+    };
+    receiver
+        .ingestor
+        .answered(Transport::Http, started.elapsed(), trace);
+    response
 }
 
 async fn receive(
@@ -173,7 +180,7 @@ async fn receive(
     headers: &HeaderMap,
     body: Body,
     ingestor: &Ingestor,
-) -> Result<ExportTraceServiceResponse, Refusal> {
+) -> Result<IngestReport, Refusal> {
     let limits = *ingestor.limits();
     let limit = limits.max_body_bytes;
     let gzip = is_gzip(headers)?;
@@ -197,7 +204,7 @@ async fn receive(
     let decoded = decode::decode(format.encoding(), &body, &limits, &mut reservation)?;
     drop(body);
     reservation.shrink_to(decoded.cost);
-    Ok(ingestor.accept(decoded).response())
+    Ok(ingestor.accept(decoded))
 }
 
 fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {

@@ -11,13 +11,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use super::IngestLimits;
 use super::decode::{Decoded, Rejected};
 use super::events::{
-    BatchIngested, BatchRejected, Counters, IngestStats, RejectReason, SpansRejected,
-    StaleSamplesDropped, Transport,
+    BatchIngested, BatchRejected, Counters, IngestStats, RejectReason, RequestAnswered,
+    SpansRejected, StaleSamplesDropped, Transport,
 };
 use super::extract::{self, InvalidSpan, SpanChecks};
 use super::forward::Forwarder;
 use crate::analysis::{Arm, Observation, Route, Routes, Window, WindowEpoch};
 use crate::net::{MemoryBudget, Reservation};
+use crate::telemetry::metrics::{Registry, Sampled, TraceExemplar, Unit};
 
 /// What became of one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct IngestReport {
     pub rejected: u64,
     /// Why the first rejected span was invalid.
     pub first_rejection: Option<InvalidSpan>,
+    /// The trace of the request's first span, as the exemplar of its duration.
+    pub first_trace: Option<TraceExemplar>,
 }
 
 impl IngestReport {
@@ -135,7 +138,8 @@ impl Ingestor {
             cost,
         } = decoded;
         let left_out = rejected.count;
-        let report = self.ingest_with(&request, rejected);
+        let mut report = self.ingest_with(&request, rejected);
+        report.first_trace = first_trace(&request);
         if let Some(forwarder) = &self.forwarder {
             // Spans the sender was told were rejected do not go on either.
             if report.rejected > left_out {
@@ -283,6 +287,45 @@ impl Ingestor {
         suppressed
     }
 
+    /// Registers ingest's families of `/metrics` (and the forwarder's) into `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.counters.register(registry);
+        let budget = Arc::clone(&self.in_flight);
+        Sampled::gauge(
+            "otlp_in_flight",
+            "Memory held by OTLP requests being received and decoded (estimated)",
+            Some(Unit::Bytes),
+            move || budget.used() as u64,
+        )
+        .register(registry);
+        let budget = Arc::clone(&self.in_flight);
+        Sampled::gauge(
+            "otlp_in_flight_limit",
+            "Most memory OTLP requests in flight may hold; beyond, requests are told to retry",
+            Some(Unit::Bytes),
+            move || budget.limit() as u64,
+        )
+        .register(registry);
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.register_metrics(registry);
+        }
+    }
+
+    /// Records how long a request took to answer, ingested or refused.
+    pub(super) fn answered(
+        &self,
+        transport: Transport,
+        took: std::time::Duration,
+        trace: Option<TraceExemplar>,
+    ) {
+        RequestAnswered {
+            transport,
+            took,
+            trace,
+        }
+        .emit(&self.counters);
+    }
+
     /// Records a request refused before it could be ingested.
     pub(super) fn reject_batch(&self, transport: Transport, reason: RejectReason, detail: &str) {
         BatchRejected {
@@ -332,6 +375,18 @@ fn retain_valid(request: &mut ExportTraceServiceRequest, checks: SpanChecks) {
     request
         .resource_spans
         .retain(|resource_spans| !resource_spans.scope_spans.is_empty());
+}
+
+/// The trace ID of the request's first span.
+fn first_trace(request: &ExportTraceServiceRequest) -> Option<TraceExemplar> {
+    let span = request
+        .resource_spans
+        .first()?
+        .scope_spans
+        .first()?
+        .spans
+        .first()?;
+    TraceExemplar::new(span.trace_id.as_slice().try_into().ok()?)
 }
 
 #[cfg(test)]
@@ -407,7 +462,8 @@ mod tests {
                 samples: 3,
                 routed: 2,
                 rejected: 0,
-                first_rejection: None
+                first_rejection: None,
+                first_trace: None,
             }
         );
         assert_eq!(report.response().partial_success, None);

@@ -25,7 +25,8 @@ use tower_service::Service as _;
 
 use super::body::{BodyProgress, RequestBody};
 use super::files;
-use crate::telemetry::{WarnThrottle, write_family};
+use crate::telemetry::WarnThrottle;
+use crate::telemetry::metrics::{Registry, Sampled};
 
 /// How every listener serves its connections; one connection limit per listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,47 +177,53 @@ impl ServerStats {
         [&self.otlp_grpc, &self.otlp_http, &self.ofrep, &self.probes]
     }
 
-    /// The connection families of the `/metrics` exposition.
-    pub fn render(&self, out: &mut String) {
-        let per_listener = |read: fn(&ListenerStats) -> u64| {
-            self.all()
-                .map(|l| (format!("{{listener=\"{}\"}}", l.name), read(l)))
+    /// Registers the connection families of `/metrics`, by listener, into `registry`.
+    pub fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
+        let per_listener = |stats: &Arc<Self>, read: fn(&ListenerStats) -> u64| {
+            let stats = Arc::clone(stats);
+            move || {
+                stats
+                    .all()
+                    .iter()
+                    .map(|l| (l.name.to_string(), read(l)))
+                    .collect()
+            }
         };
-        write_family(
-            out,
-            "spangate_connections",
-            "gauge",
-            "Connections open now, by listener.",
-            per_listener(|l| l.open.load(Ordering::Relaxed)),
-        );
-        write_family(
-            out,
-            "spangate_connections_max",
-            "gauge",
-            "Connections a listener keeps open at once; beyond, new ones are closed at once.",
-            per_listener(|l| l.max_connections.load(Ordering::Relaxed) as u64),
-        );
-        write_family(
-            out,
-            "spangate_connections_refused_total",
-            "counter",
-            "Connections closed at once because their listener was at its limit.",
-            per_listener(|l| l.refused.load(Ordering::Relaxed)),
-        );
-        write_family(
-            out,
-            "spangate_connections_closed_idle_total",
-            "counter",
-            "Connections closed for sending nothing in time: no request, an idle keep-alive, or no progress.",
-            per_listener(|l| l.closed_idle.load(Ordering::Relaxed)),
-        );
-        write_family(
-            out,
-            "spangate_connections_accept_errors_total",
-            "counter",
-            "Failures to accept a connection, such as running out of open files.",
-            per_listener(|l| l.accept_errors.load(Ordering::Relaxed)),
-        );
+        Sampled::gauge_by(
+            "listener_connections",
+            "Connections open now, by listener",
+            "listener",
+            per_listener(self, |l| l.open.load(Ordering::Relaxed)),
+        )
+        .register(registry);
+        Sampled::gauge_by(
+            "listener_connections_max",
+            "Connections a listener keeps open at once; beyond, new ones are closed at once",
+            "listener",
+            per_listener(self, |l| l.max_connections.load(Ordering::Relaxed) as u64),
+        )
+        .register(registry);
+        Sampled::counter_by(
+            "listener_connections_refused",
+            "Connections closed at once because their listener was at its limit",
+            "listener",
+            per_listener(self, |l| l.refused.load(Ordering::Relaxed)),
+        )
+        .register(registry);
+        Sampled::counter_by(
+            "listener_connections_closed_idle",
+            "Connections closed for sending nothing in time: no request, an idle keep-alive, or no progress",
+            "listener",
+            per_listener(self, |l| l.closed_idle.load(Ordering::Relaxed)),
+        )
+        .register(registry);
+        Sampled::counter_by(
+            "listener_accept_errors",
+            "Failures to accept a connection, such as running out of open files",
+            "listener",
+            per_listener(self, |l| l.accept_errors.load(Ordering::Relaxed)),
+        )
+        .register(registry);
     }
 
     /// Warning lines held back, by the event they were about.
@@ -290,7 +297,7 @@ pub async fn serve(
                                 max_connections,
                                 similar_warnings_held_back = held_back,
                                 "at the connection limit: closing new connections \
-                                 (counted in spangate_connections_refused_total)"
+                                 (counted in spangate_listener_connections_refused_total)"
                             );
                         }
                     }

@@ -1,29 +1,28 @@
-//! `GET /metrics`: the Prometheus text exposition, rendered on every scrape.
+//! `GET /metrics`: every registered family, encoded on each scrape in the format
+//! the scraper asks for (see [`crate::telemetry::metrics::exposition`]).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-/// Renders the exposition; called once per scrape.
-pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+use crate::telemetry::metrics::{Registry, exposition};
 
-/// `GET /metrics`, answered by `render`.
-pub fn metrics_router(render: RenderMetrics) -> Router {
+/// `GET /metrics`, answered from `registry`.
+pub fn metrics_router(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .with_state(render)
+        .with_state(registry)
 }
 
-async fn metrics(State(render): State<RenderMetrics>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render(),
-    )
+async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let (content_type, text) = exposition(&registry, accept);
+    ([(header::CONTENT_TYPE, content_type)], text)
 }

@@ -21,7 +21,7 @@ use crate::flags::FlagSet;
 
 pub use access::Access;
 pub use health::{Readiness, health_router};
-pub use metrics::{RenderMetrics, metrics_router};
+pub use metrics::metrics_router;
 pub use ofrep::{MAX_BODY_BYTES, MAX_CONTEXT_DEPTH, OfrepConfig, OfrepStats, ofrep_router};
 
 /// The flag set currently served; the controller swaps in a new one on every change.

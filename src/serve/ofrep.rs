@@ -9,7 +9,7 @@
 
 use std::hash::{DefaultHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -20,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jiff::Timestamp;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -30,7 +32,9 @@ use crate::flags::{
     Context, EvaluationError, Flag, FlagSet, FlagState, Matched, PrivateAttributes, Resolution,
 };
 use crate::net::{Admission, BodyTimedOut, body_timed_out};
-use crate::telemetry::write_family;
+use crate::telemetry::metrics::{
+    DurationFamily, Registry, TraceExemplar, Unit, duration_histogram,
+};
 
 /// Largest request body read by default, in bytes. A context is a handful of
 /// attributes, so this leaves ample room and caps what one request can cost.
@@ -68,38 +72,54 @@ impl Default for OfrepConfig {
     }
 }
 
-/// OFREP requests refused before evaluation, by why.
-#[derive(Debug, Default)]
+/// The OFREP families of `/metrics`: requests refused before evaluation, by why,
+/// and how long every request took.
+#[derive(Debug)]
 pub struct OfrepStats {
-    unauthenticated: AtomicU64,
-    forbidden: AtomicU64,
-    rate_limited: AtomicU64,
-    too_large: AtomicU64,
-    too_deep: AtomicU64,
-    timed_out: AtomicU64,
+    refused: Family<[(&'static str, &'static str); 1], Counter>,
+    unauthenticated: Counter,
+    forbidden: Counter,
+    rate_limited: Counter,
+    too_large: Counter,
+    too_deep: Counter,
+    timed_out: Counter,
+    durations: DurationFamily<[(&'static str, u16); 1]>,
+}
+
+impl Default for OfrepStats {
+    fn default() -> Self {
+        let refused = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        let reason = |value| refused.get_or_create(&[("reason", value)]).clone();
+        Self {
+            unauthenticated: reason("unauthenticated"),
+            forbidden: reason("forbidden"),
+            rate_limited: reason("rate_limited"),
+            too_large: reason("too_large"),
+            too_deep: reason("too_deep"),
+            timed_out: reason("timed_out"),
+            refused,
+            durations: Family::new_with_constructor(|| duration_histogram(0.00001, 1.0)),
+        }
+    }
 }
 
 impl OfrepStats {
-    fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    fn count(counter: &Counter) {
+        counter.inc();
     }
 
-    /// The `spangate_ofrep_requests_refused_total` family.
-    pub fn render(&self, out: &mut String) {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        write_family(
-            out,
-            "spangate_ofrep_requests_refused_total",
-            "counter",
-            "OFREP requests refused before evaluation, by reason.",
-            [
-                ("{reason=\"unauthenticated\"}", read(&self.unauthenticated)),
-                ("{reason=\"forbidden\"}", read(&self.forbidden)),
-                ("{reason=\"rate_limited\"}", read(&self.rate_limited)),
-                ("{reason=\"too_large\"}", read(&self.too_large)),
-                ("{reason=\"too_deep\"}", read(&self.too_deep)),
-                ("{reason=\"timed_out\"}", read(&self.timed_out)),
-            ],
+    /// Registers the OFREP families into `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "ofrep_requests_refused",
+            "OFREP requests refused before evaluation, by reason",
+            self.refused.clone(),
+        );
+        registry.register_with_unit(
+            "ofrep_request_duration",
+            "Time to answer an OFREP request, by HTTP status code; exemplars carry the trace ID of the caller's traceparent",
+            Unit::Seconds,
+            self.durations.clone(),
         );
     }
 }
@@ -138,7 +158,27 @@ pub fn ofrep_router(flags: PublishedFlags, config: OfrepConfig) -> Router {
         .route("/ofrep/v1/configuration", get(configuration))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), admit))
+        .layer(middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
+}
+
+/// Times every request, refused or not; a caller that sends `traceparent` gets
+/// its trace kept as the exemplar of the bucket.
+async fn timed(State(ofrep): State<Arc<Ofrep>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let trace = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceExemplar::from_traceparent);
+    let response = next.run(request).await;
+    ofrep
+        .config
+        .stats
+        .durations
+        .get_or_create(&[("code", response.status().as_u16())])
+        .observe(started.elapsed().as_secs_f64(), trace, None);
+    response
 }
 
 /// Authentication, then the rate limit, before anything is read.

@@ -327,10 +327,10 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
     let (code, metrics) = operator.probe("/metrics");
     assert_eq!(code, 200);
     for expected in [
-        "spangate_leader 1",
-        "spangate_rollouts{phase=\"RolledBack\"} 2",
-        "spangate_rollouts{phase=\"Invalid\"} 1",
-        "spangate_verdicts_total{outcome=\"Fail\"} 1",
+        "spangate_controller_leader 1",
+        "spangate_controller_rollouts{phase=\"RolledBack\"} 2",
+        "spangate_controller_rollouts{phase=\"Invalid\"} 1",
+        "spangate_judge_verdicts_total{outcome=\"Fail\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == expected),
@@ -420,7 +420,7 @@ fn a_second_replica_takes_over_and_resumes_from_status() {
     assert_eq!(served["metadata"]["step"], 1);
     let (_, metrics) = second.probe("/metrics");
     assert!(
-        metrics.lines().any(|l| l == "spangate_leader 0"),
+        metrics.lines().any(|l| l == "spangate_controller_leader 0"),
         "{metrics}"
     );
 

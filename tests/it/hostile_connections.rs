@@ -143,7 +143,7 @@ async fn headers_sent_a_byte_at_a_time_and_silent_connections_are_closed() {
     let mut silent = TcpStream::connect(spangate.addrs.otlp_grpc).await.unwrap();
     read_until_closed(&mut silent).await;
     assert!(
-        spangate.metric("spangate_connections_closed_idle_total{listener=\"otlp-grpc\"}")
+        spangate.metric("spangate_listener_connections_closed_idle_total{listener=\"otlp-grpc\"}")
             >= Some(1.0)
     );
     probes_answer(&spangate).await;
@@ -245,7 +245,7 @@ async fn idle_keep_alive_connections_are_closed() {
     drop(send);
     assert!(ended.is_ok(), "the HTTP/2 connection is still open");
     assert!(
-        spangate.metric("spangate_connections_closed_idle_total{listener=\"otlp-grpc\"}")
+        spangate.metric("spangate_listener_connections_closed_idle_total{listener=\"otlp-grpc\"}")
             >= Some(1.0)
     );
 }
@@ -283,18 +283,19 @@ async fn beyond_its_connection_limit_a_listener_closes_new_connections_at_once()
     let http = spangate.addrs.otlp_http;
     let _held = idle_connections(http, 20).await;
     until("the 20 connections to be served", || async {
-        (spangate.metric("spangate_connections{listener=\"otlp-http\"}")? == 20.0).then_some(())
+        (spangate.metric("spangate_listener_connections{listener=\"otlp-http\"}")? == 20.0)
+            .then_some(())
     })
     .await;
     for mut extra in idle_connections(http, 10).await {
         assert_eq!(read_until_closed(&mut extra).await, "");
     }
     assert_eq!(
-        spangate.metric("spangate_connections_refused_total{listener=\"otlp-http\"}"),
+        spangate.metric("spangate_listener_connections_refused_total{listener=\"otlp-http\"}"),
         Some(10.0)
     );
     assert_eq!(
-        spangate.metric("spangate_connections_max{listener=\"otlp-http\"}"),
+        spangate.metric("spangate_listener_connections_max{listener=\"otlp-http\"}"),
         Some(20.0)
     );
     probes_answer(&spangate).await;
@@ -323,7 +324,7 @@ async fn under_a_low_open_files_limit_a_flood_of_connections_starves_nothing() {
     until("the flood to reach both limits", || async {
         let refused = |l: &str| {
             spangate.metric(&format!(
-                "spangate_connections_refused_total{{listener=\"{l}\"}}"
+                "spangate_listener_connections_refused_total{{listener=\"{l}\"}}"
             ))
         };
         (refused("otlp-http")? > 0.0 && refused("otlp-grpc")? > 0.0).then_some(())
@@ -358,7 +359,7 @@ async fn under_a_low_open_files_limit_a_flood_of_connections_starves_nothing() {
         status["phase"] == "Progressing"
     });
     assert_eq!(
-        spangate.metric("spangate_connections_accept_errors_total{listener=\"probes\"}"),
+        spangate.metric("spangate_listener_accept_errors_total{listener=\"probes\"}"),
         Some(0.0)
     );
     assert!(

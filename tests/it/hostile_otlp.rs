@@ -325,7 +325,10 @@ async fn with_a_tokens_file_only_senders_with_a_token_are_read() {
             .0,
         OK
     );
-    assert_eq!(spangate.metric("spangate_spans_ingested_total"), Some(2.0));
+    assert_eq!(
+        spangate.metric("spangate_otlp_spans_total{outcome=\"accepted\"}"),
+        Some(2.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,8 +417,14 @@ async fn a_span_nested_too_deep_or_with_a_bad_id_is_rejected_alone() {
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer["partialSuccess"]["rejectedSpans"], "2", "{answer}");
-    assert_eq!(spangate.metric("spangate_spans_ingested_total"), Some(6.0));
-    assert_eq!(spangate.metric("spangate_spans_rejected_total"), Some(4.0));
+    assert_eq!(
+        spangate.metric("spangate_otlp_spans_total{outcome=\"accepted\"}"),
+        Some(6.0)
+    );
+    assert_eq!(
+        spangate.metric("spangate_otlp_spans_total{outcome=\"rejected\"}"),
+        Some(4.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,10 +448,10 @@ async fn metrics_count_accepted_and_rejected_spans_apart() {
 
     let metrics = spangate.metrics();
     for (line, value) in [
-        ("spangate_spans_ingested_total", 3.0),
-        ("spangate_spans_rejected_total", 2.0),
-        ("spangate_otlp_batches_total{outcome=\"ingested\"}", 1.0),
-        ("spangate_otlp_batches_total{outcome=\"rejected\"}", 1.0),
+        ("spangate_otlp_spans_total{outcome=\"accepted\"}", 3.0),
+        ("spangate_otlp_spans_total{outcome=\"rejected\"}", 2.0),
+        ("spangate_otlp_requests_total{outcome=\"ingested\"}", 1.0),
+        ("spangate_otlp_requests_total{outcome=\"refused\"}", 1.0),
     ] {
         assert_eq!(
             crate::common::metric(&metrics, line),
@@ -450,6 +459,87 @@ async fn metrics_count_accepted_and_rejected_spans_apart() {
             "{line}\n{metrics}"
         );
     }
+}
+
+/// Request durations are histograms whose buckets keep a trace as exemplar: the
+/// first span's for OTLP, the caller's `traceparent` for OFREP. Only OpenMetrics
+/// shows them; the Prometheus text a person reads does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_carry_trace_exemplars_when_scraped_as_openmetrics() {
+    let (spangate, _temp) = spangate(&[]);
+    let batch = request(vec![flagged(1, "on")]);
+    let (status, _) = post_protobuf(spangate.addrs.otlp_http, batch.encode_to_vec()).await;
+    assert_eq!(status, 200);
+    let caller = "0af7651916cd43dd8448eb211c80319c";
+    let answer = client()
+        .post(format!(
+            "http://{}/ofrep/v1/evaluate/flags/no-such-flag",
+            spangate.addrs.ofrep
+        ))
+        .header("content-type", "application/json")
+        .header("traceparent", format!("00-{caller}-b7ad6b7169203331-01"))
+        .body(r#"{"context": {"targetingKey": "u1"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 404);
+
+    let scrape = |accept: &'static str| {
+        let url = format!("http://{}/metrics", spangate.addrs.probes);
+        async move {
+            let response = client()
+                .get(url)
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap();
+            let content_type = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (content_type, response.text().await.unwrap())
+        }
+    };
+    let (content_type, text) = scrape("application/openmetrics-text;version=1.0.0").await;
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let first_span = "07".repeat(16);
+    let exemplar = |family: &str, label: &str, trace: &str| {
+        text.lines().any(|l| {
+            l.starts_with(&format!("{family}_bucket{{"))
+                && l.contains(label)
+                && l.contains(&format!("# {{trace_id=\"{trace}\"}}"))
+        })
+    };
+    assert!(
+        exemplar(
+            "spangate_otlp_request_duration_seconds",
+            "transport=\"http\"",
+            &first_span
+        ),
+        "{text}"
+    );
+    assert!(
+        exemplar(
+            "spangate_ofrep_request_duration_seconds",
+            "code=\"404\"",
+            caller
+        ),
+        "{text}"
+    );
+    let (content_type, text) = scrape("text/plain").await;
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(!text.contains("trace_id"), "{text}");
+    assert_eq!(
+        crate::common::metric(
+            &text,
+            "spangate_ofrep_request_duration_seconds_count{code=\"404\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

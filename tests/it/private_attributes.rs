@@ -813,7 +813,7 @@ fn search_every_output(
         assert!(contains(bytes, "[private]"), "{output} show no redaction");
     }
     assert!(contains(&state_files, "events.jsonl") && contains(&state_files, "Progressing"));
-    assert!(contains(&metrics, "spangate_spans_forwarded_total"));
+    assert!(contains(&metrics, "spangate_forward_spans_total"));
 
     // The seeded cases plant private values everywhere a value can be.
     let places: Vec<&String> = secrets.values().collect();

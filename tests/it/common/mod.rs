@@ -207,7 +207,7 @@ impl Spangate {
     }
 
     /// The value of the Prometheus sample `name` (with its labels, e.g.
-    /// `spangate_connections{listener="ofrep"}`), as `/metrics` shows it now.
+    /// `spangate_listener_connections{listener="ofrep"}`), as `/metrics` shows it now.
     pub fn metric(&self, name: &str) -> Option<f64> {
         metric(&self.metrics(), name)
     }
