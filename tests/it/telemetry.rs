@@ -73,7 +73,39 @@ fn assert_rollout_timeline(protocol: &str, endpoint: &str, received: &TraceBacke
             .concat(),
         )
     });
+    // The reconcile-duration histogram keeps a reconcile's trace as exemplar: the
+    // IDs seen in scrapes turn up among the spans exported.
+    let mut seen = std::collections::HashSet::new();
+    wait_for(
+        "a reconcile exemplar among the exported traces",
+        Duration::from_secs(60),
+        || {
+            seen.extend(reconcile_exemplars(&spangate));
+            received.spans().into_iter().find(|(_, span)| {
+                span.name == "reconcile" && seen.contains(&hex::encode(&span.trace_id))
+            })
+        },
+    );
     drop(spangate);
+}
+
+/// The trace IDs of the exemplars of `spangate_controller_reconcile_duration_seconds`,
+/// scraped as OpenMetrics.
+fn reconcile_exemplars(spangate: &Spangate) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(spangate.addrs.probes).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: spangate\r\nAccept: application/openmetrics-text\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("spangate_controller_reconcile_duration_seconds_bucket"))
+        .filter_map(|l| Some(l.split("trace_id=\"").nth(1)?.get(..32)?.to_string()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
