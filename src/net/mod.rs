@@ -7,6 +7,7 @@
 
 mod body;
 mod budget;
+mod events;
 mod files;
 mod server;
 mod tokens;

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service as _;
 
 use super::body::{BodyProgress, RequestBody};
+use super::events::{AcceptFailed, ClosedIdle, ConnectionRefused, NoDelayFailed};
 use super::files;
 use crate::telemetry::WarnThrottle;
 use crate::telemetry::metrics::{Registry, Sampled};
@@ -116,14 +117,14 @@ pub enum Protocols {
 /// Counts of one listener, for `/metrics`.
 #[derive(Debug)]
 pub struct ListenerStats {
-    name: &'static str,
+    pub(super) name: &'static str,
     max_connections: AtomicUsize,
     open: AtomicU64,
-    refused: AtomicU64,
-    closed_idle: AtomicU64,
-    accept_errors: AtomicU64,
-    refused_warning: WarnThrottle,
-    accept_warning: WarnThrottle,
+    pub(super) refused: AtomicU64,
+    pub(super) closed_idle: AtomicU64,
+    pub(super) accept_errors: AtomicU64,
+    pub(super) refused_warning: WarnThrottle,
+    pub(super) accept_warning: WarnThrottle,
 }
 
 impl ListenerStats {
@@ -290,28 +291,11 @@ pub async fn serve(
                         // Closed before a byte is read: the client sees the
                         // connection end (gRPC clients report UNAVAILABLE).
                         drop(stream);
-                        stats.refused.fetch_add(1, Ordering::Relaxed);
-                        if let Some(held_back) = stats.refused_warning.admit() {
-                            tracing::warn!(
-                                listener = stats.name,
-                                max_connections,
-                                similar_warnings_held_back = held_back,
-                                "at the connection limit: closing new connections \
-                                 (counted in spangate_listener_connections_refused_total)"
-                            );
-                        }
+                        ConnectionRefused { max_connections }.emit(&stats);
                     }
                 },
                 Err(error) => {
-                    stats.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    if let Some(held_back) = stats.accept_warning.admit() {
-                        tracing::warn!(
-                            listener = stats.name,
-                            %error,
-                            similar_warnings_held_back = held_back,
-                            "could not accept a connection"
-                        );
-                    }
+                    AcceptFailed { error: &error }.emit(&stats);
                     // Out of open files, most likely: give closing connections a
                     // moment instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -371,7 +355,7 @@ async fn connection(
     // Answers are small and clients wait for each: do not let Nagle's algorithm
     // hold them back.
     if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "could not set TCP_NODELAY on a connection");
+        NoDelayFailed { error: &error }.emit(&stats);
     }
     let activity = Arc::new(Activity::new());
     let service = {
@@ -412,7 +396,7 @@ async fn connection(
                 if Instant::now() < deadline {
                     continue;
                 }
-                stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+                ClosedIdle.emit(&stats);
                 match expiry {
                     // Said goodbye (HTTP/2 GOAWAY, so a client reconnects without
                     // losing a call), then closed if the client lingers.
