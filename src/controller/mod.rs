@@ -205,9 +205,8 @@ impl<S: RolloutStore> Reconciler<S> {
     ) -> anyhow::Result<(FeatureRolloutStatus, Option<Timestamp>)> {
         let span = tracing::Span::current();
         let decision = match (&rollout.spec, conflict.as_ref()) {
-            (Err(message), _) | (Ok(_), Some(message)) => {
-                reject(&rollout.status, rollout.generation, message, now)
-            }
+            (Err(error), _) => reject(&rollout.status, rollout.generation, &error.to_string(), now),
+            (Ok(_), Some(message)) => reject(&rollout.status, rollout.generation, message, now),
             (Ok(spec), None) => {
                 span.record("feature_flag.key", spec.flag.key.as_str());
                 if !spec.flag.rollout_variant.is_empty() {

@@ -30,7 +30,7 @@ impl SegmentCatalog {
         for segment in stored {
             let source_hash = match &segment.spec {
                 Ok(spec) => fnv1a(serde_json::to_string(spec).unwrap_or_default().as_bytes()),
-                Err(message) => fnv1a(message.as_bytes()),
+                Err(error) => fnv1a(error.to_string().as_bytes()),
             };
             let reused = self
                 .segments
@@ -39,7 +39,7 @@ impl SegmentCatalog {
             let compiled = reused.unwrap_or_else(|| Compiled {
                 source_hash,
                 result: match &segment.spec {
-                    Err(message) => Err(message.clone()),
+                    Err(error) => Err(error.to_string()),
                     Ok(spec) => compile::segment(&segment.key.to_string(), spec)
                         .map(Arc::new)
                         .map_err(|problems| format!("{}: {}", segment.source, joined(&problems))),

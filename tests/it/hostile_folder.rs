@@ -516,7 +516,7 @@ fn a_file_caught_half_written_keeps_its_last_spec_for_one_more_look() {
     assert!(find(&half, "r1").spec.is_ok(), "{half:#?}");
     // Still half written at the second look: now it is believed.
     let still = list(&store);
-    let err = find(&still, "r1").spec.clone().unwrap_err();
+    let err = find(&still, "r1").spec.clone().unwrap_err().to_string();
     assert!(err.contains("r1.yaml"), "{err}");
     // Whole again: the same spec, the same generation.
     std::fs::write(&path, &text).unwrap();
