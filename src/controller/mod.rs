@@ -5,6 +5,7 @@
 //! decide, saves the status, records events, and publishes the flag set and the
 //! span routes the rest of the process serves from. No decision is made here.
 
+mod error;
 pub mod flagset;
 pub mod kube;
 pub mod lease;
@@ -12,6 +13,7 @@ mod metrics;
 mod published;
 mod targeting;
 
+pub use error::ReconcileError;
 pub use metrics::Metrics;
 pub use published::{Entry, Publisher};
 pub use targeting::{SegmentCatalog, SpecCache};
@@ -91,8 +93,12 @@ impl<S: RolloutStore> Reconciler<S> {
 
     /// Reads the segments from the store again; rollouts reconciled next use them
     /// (recompiling only the targeting whose segments changed).
-    pub async fn refresh_segments(&self) -> anyhow::Result<()> {
-        let segments = self.store.segments().await?;
+    pub async fn refresh_segments(&self) -> Result<(), ReconcileError> {
+        let segments = self
+            .store
+            .segments()
+            .await
+            .map_err(ReconcileError::ReadSegments)?;
         self.compiled().segments.update(&segments);
         Ok(())
     }
@@ -126,7 +132,7 @@ impl<S: RolloutStore> Reconciler<S> {
         conflict: Option<String>,
         request: Option<Request>,
         now: Timestamp,
-    ) -> anyhow::Result<Reconciled> {
+    ) -> Result<Reconciled, ReconcileError> {
         let (reconciled, entry) = self
             .reconcile_entry(rollout, conflict, request, now)
             .await?;
@@ -141,7 +147,7 @@ impl<S: RolloutStore> Reconciler<S> {
         conflict: Option<String>,
         request: Option<Request>,
         now: Timestamp,
-    ) -> anyhow::Result<(Reconciled, Entry)> {
+    ) -> Result<(Reconciled, Entry), ReconcileError> {
         let compiled = match (&rollout.spec, &conflict) {
             (Ok(spec), None) => {
                 let mut caches = self.compiled();
@@ -202,7 +208,7 @@ impl<S: RolloutStore> Reconciler<S> {
         conflict: Option<String>,
         request: Option<Request>,
         now: Timestamp,
-    ) -> anyhow::Result<(FeatureRolloutStatus, Option<Timestamp>)> {
+    ) -> Result<(FeatureRolloutStatus, Option<Timestamp>), ReconcileError> {
         let span = tracing::Span::current();
         let decision = match (&rollout.spec, conflict.as_ref()) {
             (Err(error), _) => reject(&rollout.status, rollout.generation, &error.to_string(), now),
@@ -267,7 +273,10 @@ impl<S: RolloutStore> Reconciler<S> {
         // Saved before the events are told: an event must never announce a state a
         // restart would not find.
         if status != rollout.status {
-            self.store.write_status(&rollout.key, &status).await?;
+            self.store
+                .write_status(&rollout.key, &status)
+                .await
+                .map_err(ReconcileError::WriteStatus)?;
         }
         for action in &decision.actions {
             match action {
@@ -375,7 +384,7 @@ impl<S: RolloutStore> Controller<S> {
     /// Reconciles every rollout once, and stops serving the ones that are gone.
     /// A rollout that cannot be reconciled (its status cannot be saved) keeps what
     /// it served and is retried on the next pass; the others go on regardless.
-    pub async fn pass(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
+    pub async fn pass(&mut self, now: Timestamp) -> Result<PassReport, ReconcileError> {
         let result = self.pass_inner(now).await;
         if let Some(readiness) = &self.readiness {
             match &result {
@@ -386,8 +395,13 @@ impl<S: RolloutStore> Controller<S> {
         result
     }
 
-    async fn pass_inner(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
-        let rollouts = self.reconciler.store().list().await?;
+    async fn pass_inner(&mut self, now: Timestamp) -> Result<PassReport, ReconcileError> {
+        let rollouts = self
+            .reconciler
+            .store()
+            .list()
+            .await
+            .map_err(ReconcileError::ReadRollouts)?;
         self.reconciler.refresh_segments().await?;
         let owners = FlagOwners::new(&rollouts);
         let mut report = PassReport::default();
