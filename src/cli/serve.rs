@@ -168,8 +168,11 @@ pub struct OfrepArgs {
 
 impl OfrepArgs {
     fn config(self) -> anyhow::Result<OfrepConfig> {
-        let private_attributes = PrivateAttributes::parse(&self.private_attributes)
-            .map_err(|problems| anyhow::anyhow!("--private-attributes: {}", problems.join("; ")))?;
+        let private_attributes =
+            PrivateAttributes::parse(&self.private_attributes).map_err(|problems| {
+                let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!("--private-attributes: {}", texts.join("; "))
+            })?;
         let tokens = match &self.ofrep_tokens_file {
             None => Tokens::default(),
             Some(path) => Tokens::read_file(path, "the OFREP tokens file")?,

@@ -22,7 +22,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 
-use super::{Reconciler, flag_conflict};
+use super::{ReconcileError, Reconciler, flag_conflict};
 use crate::api::{ABORT_ANNOTATION, FeatureRollout, PROMOTE_ANNOTATION, Phase, Segment};
 use crate::rollout::Request;
 use crate::store::{KubeStore, RolloutKey, RolloutStore, StoredRollout};
@@ -37,14 +37,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// How often a rollout that is not progressing is looked at anyway, in case a
 /// watch event was missed.
 const RESYNC: Duration = Duration::from_secs(300);
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0:#}")]
-    Reconcile(anyhow::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-}
 
 /// What every reconcile shares.
 pub struct Context {
@@ -99,7 +91,10 @@ pub fn request_of(rollout: &FeatureRollout) -> Option<Request> {
 
 /// Reconciles one FeatureRollout: adds the finalizer on first sight, runs the
 /// shared reconcile, and on deletion stops serving the rollout's flag.
-pub async fn reconcile(rollout: Arc<FeatureRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    rollout: Arc<FeatureRollout>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let namespace = rollout.namespace().unwrap_or_default();
     let api: Api<FeatureRollout> =
         Api::namespaced(ctx.reconciler.store().client().clone(), &namespace);
@@ -116,7 +111,7 @@ pub async fn reconcile(rollout: Arc<FeatureRollout>, ctx: Arc<Context>) -> Resul
                     .store()
                     .list()
                     .await
-                    .map_err(Error::Reconcile)?;
+                    .map_err(ReconcileError::ReadRollouts)?;
                 ctx.trigger_flag(&all, &rollout.spec.flag.key, &key);
                 tracing::info!(rollout = %key, "rollout deleted; its flag is no longer served");
                 Ok(Action::await_change())
@@ -124,33 +119,29 @@ pub async fn reconcile(rollout: Arc<FeatureRollout>, ctx: Arc<Context>) -> Resul
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))?;
     ctx.failures().remove(&reference);
     Ok(action)
 }
 
-async fn apply(rollout: &FeatureRollout, ctx: &Context) -> Result<Action, Error> {
+async fn apply(rollout: &FeatureRollout, ctx: &Context) -> Result<Action, ReconcileError> {
     let store = ctx.reconciler.store();
     let stored = store.stored(rollout);
-    let all = store.list().await.map_err(Error::Reconcile)?;
+    let all = store.list().await.map_err(ReconcileError::ReadRollouts)?;
     let conflict = flag_conflict(&stored, &all);
     // Segments change without the rollout changing (the controller watches them).
-    ctx.reconciler
-        .refresh_segments()
-        .await
-        .map_err(Error::Reconcile)?;
+    ctx.reconciler.refresh_segments().await?;
     let request = request_of(rollout);
     let now = Timestamp::now();
     let reconciled = ctx
         .reconciler
         .reconcile(&stored, conflict, request, now)
-        .await
-        .map_err(Error::Reconcile)?;
+        .await?;
     if request.is_some() {
         store
             .clear_requests(&stored.key)
             .await
-            .map_err(Error::Reconcile)?;
+            .map_err(ReconcileError::ClearRequests)?;
     }
     if reconciled.status.phase != stored.status.phase {
         ctx.trigger_flag(&all, &rollout.spec.flag.key, &stored.key);
@@ -194,11 +185,14 @@ fn new_analysis_data(ctx: Arc<Context>) -> impl Stream<Item = ObjectRef<FeatureR
 }
 
 /// Backs off exponentially per rollout: 0.5 s, 1 s, 2 s ... up to 5 minutes.
-pub fn error_policy(rollout: Arc<FeatureRollout>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.reconciler.metrics().reconcile_failed(match error {
-        Error::Reconcile(_) => "reconcile",
-        Error::Finalizer(_) => "finalizer",
-    });
+pub fn error_policy(
+    rollout: Arc<FeatureRollout>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.reconciler
+        .metrics()
+        .reconcile_failed(error.metric_label());
     let reference = ObjectRef::from_obj(rollout.as_ref());
     let mut failures = ctx.failures();
     let attempt = failures.entry(reference.clone()).or_insert(0);

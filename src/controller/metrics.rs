@@ -6,6 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::ReconcileError;
 use crate::api::VerdictOutcome;
 use crate::telemetry::metrics::{
     DurationHistogram, Registry, TraceExemplar, Unit, duration_histogram,
@@ -39,9 +40,13 @@ impl Default for Metrics {
                 .get_or_create(&[("outcome", outcome_label(outcome))])
                 .clone()
         });
+        let reconcile_errors = Family::<Labels, Counter>::default();
+        for label in ReconcileError::METRIC_LABELS {
+            drop(reconcile_errors.get_or_create(&[("error", label)]));
+        }
         Self {
             reconciles: Counter::default(),
-            reconcile_errors: Family::default(),
+            reconcile_errors,
             reconcile_duration: duration_histogram(0.0001, 10.0),
             verdicts,
             verdict_counts,
@@ -149,6 +154,7 @@ mod tests {
             "# TYPE spangate_controller_reconciles_total counter",
             "spangate_controller_reconciles_total 2",
             "spangate_controller_reconcile_errors_total{error=\"write_status\"} 1",
+            "spangate_controller_reconcile_errors_total{error=\"read_rollouts\"} 0",
             "spangate_controller_reconcile_duration_seconds_count 2",
             "spangate_controller_leader 1",
             "spangate_judge_verdicts_total{outcome=\"Fail\"} 1",

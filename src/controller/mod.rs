@@ -5,6 +5,7 @@
 //! decide, saves the status, records events, and publishes the flag set and the
 //! span routes the rest of the process serves from. No decision is made here.
 
+mod error;
 pub mod flagset;
 pub mod kube;
 pub mod lease;
@@ -12,6 +13,7 @@ mod metrics;
 mod published;
 mod targeting;
 
+pub use error::ReconcileError;
 pub use metrics::Metrics;
 pub use published::{Entry, Publisher};
 pub use targeting::{SegmentCatalog, SpecCache};
@@ -92,8 +94,12 @@ impl<S: RolloutStore> Reconciler<S> {
 
     /// Reads the segments from the store again; rollouts reconciled next use them
     /// (recompiling only the targeting whose segments changed).
-    pub async fn refresh_segments(&self) -> anyhow::Result<()> {
-        let segments = self.store.segments().await?;
+    pub async fn refresh_segments(&self) -> Result<(), ReconcileError> {
+        let segments = self
+            .store
+            .segments()
+            .await
+            .map_err(ReconcileError::ReadSegments)?;
         self.compiled().segments.update(&segments);
         Ok(())
     }
@@ -127,7 +133,7 @@ impl<S: RolloutStore> Reconciler<S> {
         conflict: Option<String>,
         request: Option<Request>,
         now: Timestamp,
-    ) -> anyhow::Result<Reconciled> {
+    ) -> Result<Reconciled, ReconcileError> {
         let (reconciled, entry) = self
             .reconcile_entry(rollout, conflict, request, now)
             .await?;
@@ -142,7 +148,7 @@ impl<S: RolloutStore> Reconciler<S> {
         conflict: Option<String>,
         request: Option<Request>,
         now: Timestamp,
-    ) -> anyhow::Result<(Reconciled, Entry)> {
+    ) -> Result<(Reconciled, Entry), ReconcileError> {
         let compiled = match (&rollout.spec, &conflict) {
             (Ok(spec), None) => {
                 let mut caches = self.compiled();
@@ -205,12 +211,11 @@ impl<S: RolloutStore> Reconciler<S> {
         conflict: Option<String>,
         request: Option<Request>,
         now: Timestamp,
-    ) -> anyhow::Result<(FeatureRolloutStatus, Option<Timestamp>)> {
+    ) -> Result<(FeatureRolloutStatus, Option<Timestamp>), ReconcileError> {
         let span = tracing::Span::current();
         let decision = match (&rollout.spec, conflict.as_ref()) {
-            (Err(message), _) | (Ok(_), Some(message)) => {
-                reject(&rollout.status, rollout.generation, message, now)
-            }
+            (Err(error), _) => reject(&rollout.status, rollout.generation, &error.to_string(), now),
+            (Ok(_), Some(message)) => reject(&rollout.status, rollout.generation, message, now),
             (Ok(spec), None) => {
                 span.record("feature_flag.key", spec.flag.key.as_str());
                 if !spec.flag.rollout_variant.is_empty() {
@@ -273,7 +278,10 @@ impl<S: RolloutStore> Reconciler<S> {
         // Saved before the events are told: an event must never announce a state a
         // restart would not find.
         if status != rollout.status {
-            self.store.write_status(&rollout.key, &status).await?;
+            self.store
+                .write_status(&rollout.key, &status)
+                .await
+                .map_err(ReconcileError::WriteStatus)?;
         }
         for action in &decision.actions {
             match action {
@@ -381,7 +389,7 @@ impl<S: RolloutStore> Controller<S> {
     /// Reconciles every rollout once, and stops serving the ones that are gone.
     /// A rollout that cannot be reconciled (its status cannot be saved) keeps what
     /// it served and is retried on the next pass; the others go on regardless.
-    pub async fn pass(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
+    pub async fn pass(&mut self, now: Timestamp) -> Result<PassReport, ReconcileError> {
         let result = self.pass_inner(now).await;
         if let Some(readiness) = &self.readiness {
             match &result {
@@ -392,8 +400,13 @@ impl<S: RolloutStore> Controller<S> {
         result
     }
 
-    async fn pass_inner(&mut self, now: Timestamp) -> anyhow::Result<PassReport> {
-        let rollouts = self.reconciler.store().list().await?;
+    async fn pass_inner(&mut self, now: Timestamp) -> Result<PassReport, ReconcileError> {
+        let rollouts = self
+            .reconciler
+            .store()
+            .list()
+            .await
+            .map_err(ReconcileError::ReadRollouts)?;
         self.reconciler.refresh_segments().await?;
         let owners = FlagOwners::new(&rollouts);
         let mut report = PassReport::default();
@@ -413,7 +426,7 @@ impl<S: RolloutStore> Controller<S> {
                     reconciled
                 }
                 Err(e) => {
-                    self.reconciler.metrics().reconcile_failed("reconcile");
+                    self.reconciler.metrics().reconcile_failed(e.metric_label());
                     let error = format!("{e:#}");
                     if self.failing.get(&rollout.key) != Some(&error) {
                         tracing::error!(rollout = %rollout.key, error, "reconcile failed; it keeps what it served and is retried every pass");
@@ -492,7 +505,10 @@ pub async fn run<S: RolloutStore>(
                 on_pass(&report);
             }
             Err(e) => {
-                controller.reconciler.metrics().reconcile_failed("list");
+                controller
+                    .reconciler
+                    .metrics()
+                    .reconcile_failed(e.metric_label());
                 tracing::error!(error = format!("{e:#}"), "reconcile pass failed; retrying");
             }
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::api::{ClauseOp, FeatureRolloutSpec};
 use crate::fingerprint::fnv1a;
 use crate::flags::Segment;
-use crate::flags::compile::{self, SegmentSource};
+use crate::flags::compile::{self, SegmentError, SegmentSource, TargetingProblem};
 use crate::rollout::{CompiledRollout, InvalidSpec};
 use crate::store::{RolloutKey, StoredSegment};
 
@@ -30,7 +30,7 @@ impl SegmentCatalog {
         for segment in stored {
             let source_hash = match &segment.spec {
                 Ok(spec) => fnv1a(serde_json::to_string(spec).unwrap_or_default().as_bytes()),
-                Err(message) => fnv1a(message.as_bytes()),
+                Err(error) => fnv1a(error.to_string().as_bytes()),
             };
             let reused = self
                 .segments
@@ -39,10 +39,10 @@ impl SegmentCatalog {
             let compiled = reused.unwrap_or_else(|| Compiled {
                 source_hash,
                 result: match &segment.spec {
-                    Err(message) => Err(message.clone()),
+                    Err(error) => Err(error.to_string()),
                     Ok(spec) => compile::segment(&segment.key.to_string(), spec)
                         .map(Arc::new)
-                        .map_err(|problems| format!("{}: {}", segment.source, problems.join("; "))),
+                        .map_err(|problems| format!("{}: {}", segment.source, joined(&problems))),
                 },
             });
             next.insert(segment.key.clone(), compiled);
@@ -67,17 +67,22 @@ impl SegmentCatalog {
         }
     }
 
-    fn resolve(&self, namespace: &str, name: &str) -> Result<Arc<Segment>, String> {
+    fn resolve(&self, namespace: &str, name: &str) -> Result<Arc<Segment>, SegmentError> {
         let key = match name.split_once('/') {
             Some((ns, n)) => RolloutKey::new(ns, n),
             None => RolloutKey::new(namespace, name),
         };
         match self.segments.get(&key) {
-            None => Err(format!("segment {key} does not exist")),
+            None => Err(SegmentError::NotFound {
+                segment: key.to_string(),
+            }),
             Some(Compiled { result: Ok(s), .. }) => Ok(s.clone()),
             Some(Compiled {
                 result: Err(why), ..
-            }) => Err(format!("segment {key} is invalid: {why}")),
+            }) => Err(SegmentError::Invalid {
+                segment: key.to_string(),
+                reason: why.clone(),
+            }),
         }
     }
 
@@ -87,7 +92,7 @@ impl SegmentCatalog {
         for name in segment_names(spec) {
             let print = match self.resolve(namespace, name) {
                 Ok(segment) => segment.fingerprint.to_string(),
-                Err(why) => why,
+                Err(why) => why.to_string(),
             };
             text.push_str(name);
             text.push('=');
@@ -104,9 +109,15 @@ struct Scoped<'c> {
 }
 
 impl SegmentSource for Scoped<'_> {
-    fn segment(&self, name: &str) -> Result<Arc<Segment>, String> {
+    fn segment(&self, name: &str) -> Result<Arc<Segment>, SegmentError> {
         self.catalog.resolve(self.namespace, name)
     }
+}
+
+/// Problems as one message, in the order found.
+fn joined(problems: &[TargetingProblem]) -> String {
+    let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    texts.join("; ")
 }
 
 fn segment_names(spec: &FeatureRolloutSpec) -> impl Iterator<Item = &str> {

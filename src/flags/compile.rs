@@ -8,10 +8,10 @@ use std::sync::Arc;
 use regex::RegexBuilder;
 use serde_json::Value;
 
-use super::attribute::Attribute;
+use super::attribute::{Attribute, AttributeError};
 use super::clause::{Clause, Comparison, Members, SemVerComparison, SemVerTest, Test, parse_time};
 use super::flag::{WEIGHT_SCALE, percent_to_weight};
-use super::jsonlogic::Logic;
+use super::jsonlogic::{Logic, ParseError};
 use super::keys::KeySet;
 use super::segment::Segment;
 use super::semver::SemVer;
@@ -27,7 +27,114 @@ pub const REGEX_NEST_LIMIT: u32 = 64;
 /// Finds the segment a `segmentMatch` names, compiled.
 pub trait SegmentSource {
     /// The segment `name` (`name` or `namespace/name`), or why it cannot be used.
-    fn segment(&self, name: &str) -> Result<Arc<Segment>, String>;
+    fn segment(&self, name: &str) -> Result<Arc<Segment>, SegmentError>;
+}
+
+/// Why a segment a `segmentMatch` names cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentError {
+    /// No segment has that name; `segment` is its `namespace/name`.
+    #[error("segment {segment} does not exist")]
+    NotFound { segment: String },
+    /// The segment exists but cannot be read or compiled; `reason` says why, in
+    /// the words of whoever holds it (the store, or the segment's own problems).
+    #[error("segment {segment} is invalid: {reason}")]
+    Invalid { segment: String, reason: String },
+}
+
+/// One problem of a targeting or a segment, with the path of the field at fault
+/// ([`field`](Self::field)). Each is shown as one sentence a user can act on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TargetingProblem {
+    #[error("{field} {} is not one of the variants ({})", shown(.variant), shown_list(.variants.iter().map(String::as_str)))]
+    UnknownVariant {
+        field: String,
+        variant: String,
+        variants: Vec<String>,
+    },
+    #[error("{field} is empty; name at least one value")]
+    NoValues { field: String },
+    /// A clause's attribute, or a target's, exclusion's or split's.
+    #[error("{field} {error}")]
+    InvalidAttribute {
+        field: String,
+        error: AttributeError,
+    },
+    #[error("{field}: {} is already a target of variant {}; a value can target one variant", shown(.value), shown(.variant))]
+    TargetedTwice {
+        field: String,
+        value: String,
+        variant: String,
+    },
+    #[error(
+        "{field} needs steps: an exclusion keeps the default variant until the rollout reaches 100%"
+    )]
+    ExclusionWithoutSteps { field: String },
+    #[error("{field}: {} is both a target and excluded; keep one", shown(.value))]
+    TargetAndExcluded { field: String, value: String },
+    #[error("{field} is empty; omit it to call the rule {default}")]
+    EmptyRuleName { field: String, default: String },
+    #[error("{field} {} is used by another rule; names must be unique", shown(.name))]
+    DuplicateRuleName { field: String, name: String },
+    #[error("{field} is {percent}; it must be between 0 and 100")]
+    PercentOutOfRange { field: String, percent: f64 },
+    #[error("{field} is {percent}; percents may have at most two decimals")]
+    PercentTooPrecise { field: String, percent: f64 },
+    #[error("{field} adds up to {percent}%; the percents must add up to 100")]
+    SplitTotal { field: String, percent: f64 },
+    #[error("{field} has both variant and split; give one")]
+    VariantAndSplit { field: String },
+    #[error("{field} serves nothing; give a variant or a split")]
+    ServesNothing { field: String },
+    #[error("{field} is not a flagd targeting expression: {error}")]
+    InvalidExpression { field: String, error: ParseError },
+    #[error("{field}: {} is both included and excluded; keep one", shown(.key))]
+    IncludedAndExcluded { field: String, key: String },
+    #[error("{field} is empty; a {} clause needs at least one value", .op.as_str())]
+    EmptyClause { field: String, op: ClauseOp },
+    #[error("{field} is not {expected}, which {} compares with", .op.as_str())]
+    WrongValueType {
+        field: String,
+        expected: &'static str,
+        op: ClauseOp,
+    },
+    #[error("{field} is not a usable regular expression: {reason}")]
+    InvalidRegex { field: String, reason: String },
+    #[error("{field} {} is not a semantic version", shown(.value))]
+    NotSemVer { field: String, value: String },
+    #[error("{field} is a segmentMatch; segments cannot contain segments")]
+    NestedSegment { field: String },
+    #[error("{field}: {error}")]
+    Segment { field: String, error: SegmentError },
+}
+
+impl TargetingProblem {
+    /// The path of the field at fault (`spec.targeting.rules[0].clauses[1].values[0]`).
+    pub fn field(&self) -> &str {
+        match self {
+            Self::UnknownVariant { field, .. }
+            | Self::NoValues { field }
+            | Self::InvalidAttribute { field, .. }
+            | Self::TargetedTwice { field, .. }
+            | Self::ExclusionWithoutSteps { field }
+            | Self::TargetAndExcluded { field, .. }
+            | Self::EmptyRuleName { field, .. }
+            | Self::DuplicateRuleName { field, .. }
+            | Self::PercentOutOfRange { field, .. }
+            | Self::PercentTooPrecise { field, .. }
+            | Self::SplitTotal { field, .. }
+            | Self::VariantAndSplit { field }
+            | Self::ServesNothing { field }
+            | Self::InvalidExpression { field, .. }
+            | Self::IncludedAndExcluded { field, .. }
+            | Self::EmptyClause { field, .. }
+            | Self::WrongValueType { field, .. }
+            | Self::InvalidRegex { field, .. }
+            | Self::NotSemVer { field, .. }
+            | Self::NestedSegment { field }
+            | Self::Segment { field, .. } => field,
+        }
+    }
 }
 
 /// What a flag's targeting is compiled against.
@@ -47,17 +154,17 @@ pub fn targeting(
     shape: FlagShape<'_>,
     segments: &dyn SegmentSource,
     field: &str,
-) -> Result<Targeting, Vec<String>> {
+) -> Result<Targeting, Vec<TargetingProblem>> {
     let mut problems = Vec::new();
     let mut used_segments = Vec::new();
-    let variant = |name: &str, at: &str, problems: &mut Vec<String>| -> Option<usize> {
+    let variant = |name: &str, at: &str, problems: &mut Vec<TargetingProblem>| -> Option<usize> {
         let found = shape.variants.iter().position(|v| *v == name);
         if found.is_none() {
-            problems.push(format!(
-                "{at} {} is not one of the variants ({})",
-                shown(name),
-                shown_list(shape.variants.iter().copied())
-            ));
+            problems.push(TargetingProblem::UnknownVariant {
+                field: at.to_string(),
+                variant: name.to_string(),
+                variants: shape.variants.iter().map(|v| v.to_string()).collect(),
+            });
         }
         found
     };
@@ -69,7 +176,9 @@ pub fn targeting(
         let index = variant(&target.variant, &format!("{at}.variant"), &mut problems);
         let attribute = attribute_of(target.attribute.as_deref(), &at, &mut problems);
         if target.values.is_empty() {
-            problems.push(format!("{at}.values is empty; name at least one value"));
+            problems.push(TargetingProblem::NoValues {
+                field: format!("{at}.values"),
+            });
         }
         let (Some(index), Some(attribute)) = (index, attribute) else {
             continue;
@@ -85,11 +194,11 @@ pub fn targeting(
             if let Some(&other) = group.get(value.as_str())
                 && other != index
             {
-                problems.push(format!(
-                    "{at}: {} is already a target of variant {}; a value can target one variant",
-                    shown(value),
-                    shown(shape.variants[other])
-                ));
+                problems.push(TargetingProblem::TargetedTwice {
+                    field: at.clone(),
+                    value: value.clone(),
+                    variant: shape.variants[other].to_string(),
+                });
             }
             group.insert(value.as_str(), index);
         }
@@ -97,9 +206,9 @@ pub fn targeting(
 
     let mut exclusions: Vec<Exclusions> = Vec::new();
     if !spec.exclude.is_empty() && !shape.has_steps {
-        problems.push(format!(
-            "{field}.exclude needs steps: an exclusion keeps the default variant until the rollout reaches 100%"
-        ));
+        problems.push(TargetingProblem::ExclusionWithoutSteps {
+            field: format!("{field}.exclude"),
+        });
     }
     for (i, exclusion) in spec.exclude.iter().enumerate() {
         let at = format!("{field}.exclude[{i}]");
@@ -108,15 +217,17 @@ pub fn targeting(
             continue;
         };
         if exclusion.values.is_empty() {
-            problems.push(format!("{at}.values is empty; name at least one value"));
+            problems.push(TargetingProblem::NoValues {
+                field: format!("{at}.values"),
+            });
         }
         if let Some((_, group)) = targeted.iter().find(|(a, _)| *a == attribute) {
             for value in &exclusion.values {
                 if group.contains_key(value.as_str()) {
-                    problems.push(format!(
-                        "{at}: {} is both a target and excluded; keep one",
-                        shown(value)
-                    ));
+                    problems.push(TargetingProblem::TargetAndExcluded {
+                        field: at.clone(),
+                        value: value.clone(),
+                    });
                 }
             }
         }
@@ -141,15 +252,16 @@ pub fn targeting(
         let at = format!("{field}.rules[{i}]");
         let name = rule.name.clone().unwrap_or_else(|| format!("rules[{i}]"));
         if name.is_empty() {
-            problems.push(format!(
-                "{at}.name is empty; omit it to call the rule rules[{i}]"
-            ));
+            problems.push(TargetingProblem::EmptyRuleName {
+                field: format!("{at}.name"),
+                default: format!("rules[{i}]"),
+            });
         }
         if names.contains(&name) {
-            problems.push(format!(
-                "{at}.name {} is used by another rule; names must be unique",
-                shown(&name)
-            ));
+            problems.push(TargetingProblem::DuplicateRuleName {
+                field: format!("{at}.name"),
+                name: name.clone(),
+            });
         }
         names.push(name.clone());
         let clauses = clauses(
@@ -179,14 +291,18 @@ pub fn targeting(
                     );
                     let percent = share.percent;
                     if !(percent.is_finite() && (0.0..=100.0).contains(&percent)) {
-                        problems.push(format!(
-                            "{share_at}.percent is {percent}; it must be between 0 and 100"
-                        ));
+                        problems.push(TargetingProblem::PercentOutOfRange {
+                            field: format!("{share_at}.percent"),
+                            percent,
+                        });
                         continue;
                     }
                     let weight = percent_to_weight(percent);
                     if (percent * 100.0 - weight as f64).abs() > 1e-6 {
-                        problems.push(format!("{share_at}.percent is {percent}; percents may have at most two decimals"));
+                        problems.push(TargetingProblem::PercentTooPrecise {
+                            field: format!("{share_at}.percent"),
+                            percent,
+                        });
                     }
                     total += weight;
                     if let Some(index) = index {
@@ -194,10 +310,10 @@ pub fn targeting(
                     }
                 }
                 if total != WEIGHT_SCALE {
-                    problems.push(format!(
-                        "{at}.split adds up to {}%; the percents must add up to 100",
-                        total as f64 / 100.0
-                    ));
+                    problems.push(TargetingProblem::SplitTotal {
+                        field: format!("{at}.split"),
+                        percent: total as f64 / 100.0,
+                    });
                 }
                 bucket_by.map(|bucket_by| {
                     Serve::Split(Split {
@@ -207,11 +323,11 @@ pub fn targeting(
                 })
             }
             (Some(_), false) => {
-                problems.push(format!("{at} has both variant and split; give one"));
+                problems.push(TargetingProblem::VariantAndSplit { field: at.clone() });
                 None
             }
             (None, true) => {
-                problems.push(format!("{at} serves nothing; give a variant or a split"));
+                problems.push(TargetingProblem::ServesNothing { field: at.clone() });
                 None
             }
         };
@@ -228,10 +344,11 @@ pub fn targeting(
         None => None,
         Some(source) => match Logic::parse(source, &serde_json::Map::new()) {
             Ok(logic) => Some(logic),
-            Err(e) => {
-                problems.push(format!(
-                    "{field}.flagd is not a flagd targeting expression: {e}"
-                ));
+            Err(error) => {
+                problems.push(TargetingProblem::InvalidExpression {
+                    field: format!("{field}.flagd"),
+                    error,
+                });
                 None
             }
         },
@@ -266,7 +383,7 @@ pub fn targeting(
 }
 
 /// Compiles a segment named `name` (`namespace/name`).
-pub fn segment(name: &str, spec: &SegmentSpec) -> Result<Segment, Vec<String>> {
+pub fn segment(name: &str, spec: &SegmentSpec) -> Result<Segment, Vec<TargetingProblem>> {
     let mut problems = Vec::new();
     let mut rules = Vec::new();
     for (i, rule) in spec.rules.iter().enumerate() {
@@ -277,10 +394,10 @@ pub fn segment(name: &str, spec: &SegmentSpec) -> Result<Segment, Vec<String>> {
         }
     }
     for key in spec.included.iter().filter(|k| spec.excluded.contains(k)) {
-        problems.push(format!(
-            "spec: {} is both included and excluded; keep one",
-            shown(key)
-        ));
+        problems.push(TargetingProblem::IncludedAndExcluded {
+            field: "spec".to_string(),
+            key: key.clone(),
+        });
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -300,13 +417,20 @@ pub fn segment(name: &str, spec: &SegmentSpec) -> Result<Segment, Vec<String>> {
     })
 }
 
-fn attribute_of(name: Option<&str>, at: &str, problems: &mut Vec<String>) -> Option<Attribute> {
+fn attribute_of(
+    name: Option<&str>,
+    at: &str,
+    problems: &mut Vec<TargetingProblem>,
+) -> Option<Attribute> {
     match name {
         None => Some(Attribute::targeting_key()),
         Some(text) => match Attribute::parse(text) {
             Ok(a) => Some(a),
-            Err(e) => {
-                problems.push(format!("{at}.attribute {e}"));
+            Err(error) => {
+                problems.push(TargetingProblem::InvalidAttribute {
+                    field: format!("{at}.attribute"),
+                    error,
+                });
                 None
             }
         },
@@ -318,7 +442,7 @@ fn clauses(
     at: &str,
     segments: Option<&dyn SegmentSource>,
     used: &mut Vec<Arc<Segment>>,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<TargetingProblem>,
 ) -> Option<Vec<Clause>> {
     let before = problems.len();
     let compiled: Vec<Clause> = specs
@@ -334,14 +458,14 @@ fn clause(
     at: &str,
     segments: Option<&dyn SegmentSource>,
     used: &mut Vec<Arc<Segment>>,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<TargetingProblem>,
 ) -> Option<Clause> {
     let op = spec.op;
     if spec.values.is_empty() {
-        problems.push(format!(
-            "{at}.values is empty; a {} clause needs at least one value",
-            op.as_str()
-        ));
+        problems.push(TargetingProblem::EmptyClause {
+            field: format!("{at}.values"),
+            op,
+        });
         return None;
     }
     let attribute = if op == ClauseOp::SegmentMatch {
@@ -349,20 +473,24 @@ fn clause(
     } else {
         match Attribute::parse(&spec.attribute) {
             Ok(a) => a,
-            Err(e) => {
-                problems.push(format!("{at}.attribute {e}"));
+            Err(error) => {
+                problems.push(TargetingProblem::InvalidAttribute {
+                    field: format!("{at}.attribute"),
+                    error,
+                });
                 return None;
             }
         }
     };
     let before = problems.len();
-    let mut wrong = |i: usize, what: &str| {
-        problems.push(format!(
-            "{at}.values[{i}] is not {what}, which {} compares with",
-            op.as_str()
-        ));
+    let mut wrong = |i: usize, expected: &'static str| {
+        problems.push(TargetingProblem::WrongValueType {
+            field: format!("{at}.values[{i}]"),
+            expected,
+            op,
+        });
     };
-    let strings = |wrong: &mut dyn FnMut(usize, &str)| -> Box<[Box<str>]> {
+    let strings = |wrong: &mut dyn FnMut(usize, &'static str)| -> Box<[Box<str>]> {
         spec.values
             .iter()
             .enumerate()
@@ -375,7 +503,7 @@ fn clause(
             })
             .collect()
     };
-    let numbers = |wrong: &mut dyn FnMut(usize, &str)| -> Vec<f64> {
+    let numbers = |wrong: &mut dyn FnMut(usize, &'static str)| -> Vec<f64> {
         spec.values
             .iter()
             .enumerate()
@@ -426,10 +554,10 @@ fn clause(
                     .build()
                 {
                     Ok(r) => regexes.push(r),
-                    Err(e) => problems.push(format!(
-                        "{at}.values[{i}] is not a usable regular expression: {}",
-                        why_not_a_regex(&e)
-                    )),
+                    Err(e) => problems.push(TargetingProblem::InvalidRegex {
+                        field: format!("{at}.values[{i}]"),
+                        reason: why_not_a_regex(&e),
+                    }),
                 }
             }
             Test::Matches(regexes.into_boxed_slice())
@@ -482,10 +610,10 @@ fn clause(
             let versions = strings(&mut wrong);
             for (i, v) in versions.iter().enumerate() {
                 if SemVer::parse(v).is_none() {
-                    problems.push(format!(
-                        "{at}.values[{i}] {} is not a semantic version",
-                        shown(v)
-                    ));
+                    problems.push(TargetingProblem::NotSemVer {
+                        field: format!("{at}.values[{i}]"),
+                        value: v.to_string(),
+                    });
                 }
             }
             Test::SemVer(SemVerTest {
@@ -495,9 +623,9 @@ fn clause(
         }
         ClauseOp::SegmentMatch => {
             let Some(source) = segments else {
-                problems.push(format!(
-                    "{at} is a segmentMatch; segments cannot contain segments"
-                ));
+                problems.push(TargetingProblem::NestedSegment {
+                    field: at.to_string(),
+                });
                 return None;
             };
             let mut found = Vec::new();
@@ -507,7 +635,10 @@ fn clause(
                         used.push(segment.clone());
                         found.push(segment);
                     }
-                    Err(why) => problems.push(format!("{at}.values[{i}]: {why}")),
+                    Err(error) => problems.push(TargetingProblem::Segment {
+                        field: format!("{at}.values[{i}]"),
+                        error,
+                    }),
                 }
             }
             Test::Segment(found.into_boxed_slice())
@@ -526,4 +657,104 @@ fn why_not_a_regex(error: &regex::Error) -> String {
     let text = error.to_string();
     let why = text.rsplit("error: ").next().unwrap_or(&text);
     why.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Knows one segment, `shop/broken`, and that it is invalid.
+    struct OneBroken;
+
+    impl SegmentSource for OneBroken {
+        fn segment(&self, name: &str) -> Result<Arc<Segment>, SegmentError> {
+            match name {
+                "broken" => Err(SegmentError::Invalid {
+                    segment: "shop/broken".to_string(),
+                    reason: "spec.rules[0].clauses[0].values is empty".to_string(),
+                }),
+                _ => Err(SegmentError::NotFound {
+                    segment: format!("shop/{name}"),
+                }),
+            }
+        }
+    }
+
+    fn problems(spec: serde_json::Value) -> Vec<TargetingProblem> {
+        let spec: TargetingSpec = serde_json::from_value(spec).unwrap();
+        let shape = FlagShape {
+            variants: &["off", "on"],
+            bucket_by: &Attribute::targeting_key(),
+            has_steps: true,
+        };
+        targeting(&spec, shape, &OneBroken, "spec.targeting").unwrap_err()
+    }
+
+    #[test]
+    fn segments_that_cannot_be_used_are_told_apart_with_their_path() {
+        let found = problems(serde_json::json!({"rules": [{
+            "clauses": [{"op": "segmentMatch", "values": ["beta", "broken"]}],
+            "variant": "on",
+        }]}));
+        let field = "spec.targeting.rules[0].clauses[0].values";
+        assert_eq!(
+            found,
+            [
+                TargetingProblem::Segment {
+                    field: format!("{field}[0]"),
+                    error: SegmentError::NotFound {
+                        segment: "shop/beta".to_string()
+                    },
+                },
+                TargetingProblem::Segment {
+                    field: format!("{field}[1]"),
+                    error: SegmentError::Invalid {
+                        segment: "shop/broken".to_string(),
+                        reason: "spec.rules[0].clauses[0].values is empty".to_string(),
+                    },
+                },
+            ]
+        );
+        assert_eq!(
+            found[0].to_string(),
+            format!("{field}[0]: segment shop/beta does not exist")
+        );
+    }
+
+    #[test]
+    fn each_problem_keeps_its_field_and_reads_as_one_sentence() {
+        let found = problems(serde_json::json!({
+            "targets": [{"variant": "maybe", "values": ["u1"]}],
+            "rules": [{
+                "clauses": [{"attribute": "age", "op": "lessThan", "values": ["ten"]}],
+                "split": [{"variant": "on", "percent": 30}],
+            }],
+        }));
+        let fields: Vec<&str> = found.iter().map(TargetingProblem::field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.targeting.targets[0].variant",
+                "spec.targeting.rules[0].clauses[0].values[0]",
+                "spec.targeting.rules[0].split",
+            ]
+        );
+        assert!(matches!(found[0], TargetingProblem::UnknownVariant { .. }));
+        assert!(matches!(
+            found[1],
+            TargetingProblem::WrongValueType {
+                op: ClauseOp::LessThan,
+                ..
+            }
+        ));
+        let texts: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            [
+                "spec.targeting.targets[0].variant \"maybe\" is not one of the variants (\"off\", \"on\")",
+                "spec.targeting.rules[0].clauses[0].values[0] is not a number, which lessThan compares with",
+                "spec.targeting.rules[0].split adds up to 30%; the percents must add up to 100",
+            ]
+        );
+    }
 }

@@ -26,8 +26,62 @@ use super::{Flag, FlagState, PrivateAttributes, Variant, WEIGHT_SCALE};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Export {
     pub document: Value,
-    /// One sentence per flag left out, naming what flagd cannot express.
-    pub skipped: Vec<String>,
+    /// Each flag left out, with what flagd cannot express.
+    pub skipped: Vec<NotExported>,
+}
+
+/// A flag left out of an export.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("flag {key:?} is not exported: {error}")]
+pub struct NotExported {
+    pub key: String,
+    pub error: ExportError,
+}
+
+/// Why a flag cannot be written as a flagd flag definition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    #[error("its targeting does not parse: {reason}")]
+    InvalidTargeting { reason: String },
+    #[error(
+        "the matches clause on {attribute} has no JsonLogic equivalent (flagd has no regular expressions)"
+    )]
+    Matches { attribute: String },
+    /// A clause of rule `rule` cannot be written.
+    #[error("rule {rule:?}: {error}")]
+    Rule {
+        rule: String,
+        error: Box<ExportError>,
+    },
+    /// A clause of segment `segment` cannot be written.
+    #[error("segment {segment}: {error}")]
+    Segment {
+        segment: String,
+        error: Box<ExportError>,
+    },
+}
+
+/// Why a flagd document is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ImportError {
+    #[error("the document has no \"flags\" object")]
+    NoFlags,
+    /// The definition of flag `key` (at `flags.<key>`).
+    #[error("flags.{key}: {error}")]
+    Flag { key: String, error: DefinitionError },
+}
+
+/// What is wrong with one flag definition.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("state is {state:?}; it must be \"ENABLED\" or \"DISABLED\"")]
+    State { state: Option<String> },
+    #[error("variants must be an object of variant name → value")]
+    Variants,
+    #[error("defaultVariant {name:?} is not one of the variants")]
+    UnknownDefault { name: String },
+    #[error("defaultVariant must be a string or null, not {found}")]
+    DefaultNotString { found: Value },
 }
 
 /// A whole flag set, as a flagd flag-definition document, with every segment the
@@ -42,7 +96,10 @@ pub fn flag_set<'f>(flags: impl IntoIterator<Item = &'f Flag>) -> Export {
             Ok(definition) => {
                 definitions.insert(flag.key.clone(), definition);
             }
-            Err(why) => skipped.push(format!("flag {:?} is not exported: {why}", flag.key)),
+            Err(error) => skipped.push(NotExported {
+                key: flag.key.clone(),
+                error,
+            }),
         }
     }
     let mut document = json!({ "flags": definitions });
@@ -54,7 +111,10 @@ pub fn flag_set<'f>(flags: impl IntoIterator<Item = &'f Flag>) -> Export {
 
 /// One flag as a flagd flag definition; the segments it uses are added to
 /// `evaluators`.
-pub fn flag_definition(flag: &Flag, evaluators: &mut Map<String, Value>) -> Result<Value, String> {
+pub fn flag_definition(
+    flag: &Flag,
+    evaluators: &mut Map<String, Value>,
+) -> Result<Value, ExportError> {
     let name = |index: usize| Value::from(flag.variant_name(index));
     let default = flag.default_variant.map_or(Value::Null, name);
     let variants: Map<String, Value> = flag
@@ -79,7 +139,9 @@ pub fn flag_definition(flag: &Flag, evaluators: &mut Map<String, Value>) -> Resu
     }
     let targeting = &*flag.targeting;
     if let Some(why) = &targeting.invalid {
-        return Err(format!("its targeting does not parse: {why}"));
+        return Err(ExportError::InvalidTargeting {
+            reason: why.clone(),
+        });
     }
 
     // The percentage for whoever targeting does not decide.
@@ -137,7 +199,10 @@ pub fn flag_definition(flag: &Flag, evaluators: &mut Map<String, Value>) -> Resu
                 .iter()
                 .map(|c| clause(c, evaluators))
                 .collect::<Result<_, _>>()
-                .map_err(|why| format!("rule {:?}: {why}", rule.name))?,
+                .map_err(|error| ExportError::Rule {
+                    rule: rule.name.to_string(),
+                    error: Box::new(error),
+                })?,
         ));
         chain.push(match &rule.serve {
             Serve::Variant(v) => name(*v),
@@ -200,7 +265,7 @@ fn split(flag: &Flag, bucket_by: &Attribute, weights: &[(Option<usize>, u64)]) -
 
 /// One clause as JsonLogic. An absent attribute never matches: negated clauses, and
 /// comparisons (where JavaScript reads null as 0), are guarded by [`present`].
-fn clause(clause: &Clause, evaluators: &mut Map<String, Value>) -> Result<Value, String> {
+fn clause(clause: &Clause, evaluators: &mut Map<String, Value>) -> Result<Value, ExportError> {
     let attribute = &clause.attribute;
     let (test, needs_guard) = match &clause.test {
         Test::In(members) => {
@@ -247,10 +312,9 @@ fn clause(clause: &Clause, evaluators: &mut Map<String, Value>) -> Result<Value,
             false,
         ),
         Test::Matches(_) => {
-            return Err(format!(
-                "the matches clause on {} has no JsonLogic equivalent (flagd has no regular expressions)",
-                attribute.text()
-            ));
+            return Err(ExportError::Matches {
+                attribute: attribute.text(),
+            });
         }
         Test::Number(comparison, threshold) => (
             json!({ comparison.operator(): [var(attribute), super::jsonlogic::value::number(*threshold)] }),
@@ -288,7 +352,7 @@ fn clause(clause: &Clause, evaluators: &mut Map<String, Value>) -> Result<Value,
                     }
                     Ok(json!({ "$ref": key }))
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, ExportError>>()?;
             let any = any_of(refs);
             // A segment reads no one attribute: negation applies directly.
             return Ok(if clause.negate {
@@ -309,7 +373,7 @@ fn clause(clause: &Clause, evaluators: &mut Map<String, Value>) -> Result<Value,
 fn segment_expression(
     segment: &super::Segment,
     evaluators: &mut Map<String, Value>,
-) -> Result<Value, String> {
+) -> Result<Value, ExportError> {
     let key = var(&Attribute::targeting_key());
     let mut chain = Vec::new();
     let (included, excluded) = (segment.listed(true), segment.listed(false));
@@ -332,7 +396,10 @@ fn segment_expression(
                 .map(all_of)
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|why| format!("segment {}: {why}", segment.name))?;
+        .map_err(|error| ExportError::Segment {
+            segment: segment.name.clone(),
+            error: Box::new(error),
+        })?;
     let rules = any_of(rules);
     if chain.is_empty() {
         return Ok(rules);
@@ -346,9 +413,9 @@ fn segment_expression(
 /// that are not an object, a default variant that is not one of them) refuses the
 /// whole document, naming every problem, as flagd refuses it; a targeting that does
 /// not parse only makes its flag fail with PARSE_ERROR.
-pub fn import(document: &Value) -> Result<Vec<Flag>, Vec<String>> {
+pub fn import(document: &Value) -> Result<Vec<Flag>, Vec<ImportError>> {
     let Some(flags) = document.get("flags").and_then(Value::as_object) else {
-        return Err(vec!["the document has no \"flags\" object".to_string()]);
+        return Err(vec![ImportError::NoFlags]);
     };
     let empty = Map::new();
     let evaluators = document
@@ -361,7 +428,10 @@ pub fn import(document: &Value) -> Result<Vec<Flag>, Vec<String>> {
     for (key, definition) in flags {
         match import_flag(key, definition, evaluators, set_metadata) {
             Ok(flag) => imported.push(flag),
-            Err(why) => problems.push(format!("flags.{key}: {why}")),
+            Err(error) => problems.push(ImportError::Flag {
+                key: key.clone(),
+                error,
+            }),
         }
     }
     if problems.is_empty() {
@@ -376,20 +446,20 @@ fn import_flag(
     definition: &Value,
     evaluators: &Map<String, Value>,
     set_metadata: Option<&Map<String, Value>>,
-) -> Result<Flag, String> {
+) -> Result<Flag, DefinitionError> {
     let state = match definition.get("state").and_then(Value::as_str) {
         Some("ENABLED") => FlagState::Enabled,
         Some("DISABLED") => FlagState::Disabled,
         other => {
-            return Err(format!(
-                "state is {other:?}; it must be \"ENABLED\" or \"DISABLED\""
-            ));
+            return Err(DefinitionError::State {
+                state: other.map(str::to_string),
+            });
         }
     };
     let variants: Vec<Variant> = definition
         .get("variants")
         .and_then(Value::as_object)
-        .ok_or("variants must be an object of variant name → value")?
+        .ok_or(DefinitionError::Variants)?
         .iter()
         .map(|(name, value)| Variant {
             name: name.clone(),
@@ -404,12 +474,12 @@ fn import_flag(
             variants
                 .iter()
                 .position(|v| v.name == *name)
-                .ok_or_else(|| format!("defaultVariant {name:?} is not one of the variants"))?,
+                .ok_or_else(|| DefinitionError::UnknownDefault { name: name.clone() })?,
         ),
         Some(other) => {
-            return Err(format!(
-                "defaultVariant must be a string or null, not {other}"
-            ));
+            return Err(DefinitionError::DefaultNotString {
+                found: other.clone(),
+            });
         }
     };
     let mut metadata: Map<String, Value> = set_metadata.cloned().unwrap_or_default();
@@ -517,8 +587,28 @@ mod tests {
         }}))
         .unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[1].contains("defaultVariant \"y\" is not one of the variants"));
-        assert!(import(&json!({"flag": {}})).is_err());
+        assert!(
+            problems[1]
+                .to_string()
+                .contains("defaultVariant \"y\" is not one of the variants")
+        );
+        assert_eq!(
+            problems[0],
+            ImportError::Flag {
+                key: "a".to_string(),
+                error: DefinitionError::State {
+                    state: Some("ON".to_string())
+                }
+            }
+        );
+        assert!(matches!(
+            &problems[2],
+            ImportError::Flag { key, error: DefinitionError::Variants } if key == "c"
+        ));
+        assert_eq!(
+            import(&json!({"flag": {}})).unwrap_err(),
+            [ImportError::NoFlags]
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use flag::{
     EvaluationError, Flag, FlagState, Matched, PercentageRollout, Reason, Resolution, Variant,
     WEIGHT_SCALE, percent_to_weight,
 };
-pub use private::{PrivateAttributes, REDACTED, ValuePath};
+pub use private::{PrivateAttributeError, PrivateAttributes, REDACTED, ValuePath};
 pub use segment::Segment;
 pub use targeting::Targeting;
 

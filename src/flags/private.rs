@@ -20,6 +20,15 @@ const TARGETING_KEY_CONVENTIONS: [&[&str]; 2] =
 /// parts repeat.
 const MAX_PATH_PARTS: usize = 64;
 
+/// Why a name given as a private attribute cannot be one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrivateAttributeError {
+    #[error("private attribute {name:?} is not an attribute name or a.b.c path")]
+    NotAPath { name: String },
+    #[error("private attribute {name:?} has {parts} parts; at most {MAX_PATH_PARTS} are accepted")]
+    TooManyParts { name: String, parts: usize },
+}
+
 /// Attribute paths (`email`, `address.street`) whose values must not be shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrivateAttributes(Vec<Box<[Box<str>]>>);
@@ -66,21 +75,21 @@ impl<'a> ValuePath<'a> {
 
 impl PrivateAttributes {
     /// Parses attribute names; every problem is named.
-    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, Vec<String>> {
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, Vec<PrivateAttributeError>> {
         let mut paths = Vec::new();
         let mut problems = Vec::new();
         for name in names {
             let name = name.as_ref();
             let parts: Vec<Box<str>> = name.split('.').map(Box::from).collect();
             if name.is_empty() || parts.iter().any(|p| p.is_empty()) {
-                problems.push(format!(
-                    "private attribute {name:?} is not an attribute name or a.b.c path"
-                ));
+                problems.push(PrivateAttributeError::NotAPath {
+                    name: name.to_string(),
+                });
             } else if parts.len() > MAX_PATH_PARTS {
-                problems.push(format!(
-                    "private attribute {name:?} has {} parts; at most {MAX_PATH_PARTS} are accepted",
-                    parts.len()
-                ));
+                problems.push(PrivateAttributeError::TooManyParts {
+                    name: name.to_string(),
+                    parts: parts.len(),
+                });
             } else {
                 paths.push(parts.into_boxed_slice());
             }
@@ -365,6 +374,17 @@ mod tests {
         let long = vec!["a"; MAX_PATH_PARTS + 1].join(".");
         let problems = PrivateAttributes::parse(&["", "a..b", "ok", long.as_str()]).unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[2].contains("at most 64"), "{problems:?}");
+        assert!(
+            matches!(&problems[0], PrivateAttributeError::NotAPath { name } if name.is_empty())
+        );
+        assert!(matches!(&problems[1], PrivateAttributeError::NotAPath { name } if name == "a..b"));
+        assert!(matches!(
+            problems[2],
+            PrivateAttributeError::TooManyParts { parts: 65, .. }
+        ));
+        assert!(
+            problems[2].to_string().contains("at most 64"),
+            "{problems:?}"
+        );
     }
 }

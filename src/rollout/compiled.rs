@@ -61,7 +61,7 @@ impl CompiledRollout {
             None => Targeting::default(),
             Some(t) => {
                 compile::targeting(t, shape, segments, "spec.targeting").unwrap_or_else(|found| {
-                    problems.extend(found);
+                    problems.extend(found.iter().map(ToString::to_string));
                     Targeting::default()
                 })
             }

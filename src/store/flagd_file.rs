@@ -79,7 +79,8 @@ impl FlagdFile {
                 }
             }
             Err(problems) => {
-                let why = format!("{}: {}", self.path.display(), problems.join("; "));
+                let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                let why = format!("{}: {}", self.path.display(), texts.join("; "));
                 self.refuse(&why, &bytes)
             }
         }

@@ -5,11 +5,13 @@
 //! [`KubeStore`] in a cluster's API server, and [`MemoryStore`] in memory for
 //! `spangate simulate`. The same reconcile code runs on all three.
 
+mod error;
 mod file;
 mod flagd_file;
 mod kube;
 mod memory;
 
+pub use error::{SpecError, SpecProblem, StateFileError, TextFormat, UnknownField, UnknownFields};
 pub use file::names::state_path;
 /// How one rollout file's text is read, public so that the fuzz targets
 /// (`tests/fuzz.rs`) read files as [`FileStore`] does.
@@ -59,7 +61,7 @@ pub struct StoredRollout {
     pub created: Option<jiff::Timestamp>,
     /// The spec, or why it could not be read (with the file and position); shared
     /// with the store's cache, so a pass over unchanged rollouts copies no spec.
-    pub spec: Result<Arc<FeatureRolloutSpec>, String>,
+    pub spec: Result<Arc<FeatureRolloutSpec>, SpecError>,
     pub status: FeatureRolloutStatus,
     /// Where the rollout came from, for messages (a file path, or `namespace/name`).
     pub source: String,
@@ -70,7 +72,7 @@ pub struct StoredRollout {
 pub struct StoredSegment {
     pub key: RolloutKey,
     /// The spec, or why it could not be read (with the file and position).
-    pub spec: Result<SegmentSpec, String>,
+    pub spec: Result<SegmentSpec, SpecError>,
     /// Where the segment came from, for messages.
     pub source: String,
 }

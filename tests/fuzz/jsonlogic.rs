@@ -112,7 +112,7 @@ pub fn check(input: &[u8]) -> Outcome {
     let now = Timestamp::from_second(1_793_000_000).expect("a time");
     match flagd::import(&document) {
         Err(problems) => {
-            if problems.is_empty() || problems.iter().any(|p| p.trim().is_empty()) {
+            if problems.is_empty() || problems.iter().any(|p| p.to_string().trim().is_empty()) {
                 return Err(format!("an import refused without a reason: {problems:?}"));
             }
         }

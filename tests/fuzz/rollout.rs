@@ -33,7 +33,7 @@ pub fn check(input: &[u8]) -> Outcome {
     for is_json in [false, true] {
         let parsed = rollout_file::parse(SOURCE, is_json, &text);
         for problem in problems(&parsed) {
-            message(problem, &text)?;
+            message(&problem, &text)?;
         }
         for flag in served_flags(&parsed, &text)? {
             resolves(&flag)?;
@@ -42,10 +42,10 @@ pub fn check(input: &[u8]) -> Outcome {
     Ok(())
 }
 
-fn problems(parsed: &Parsed) -> impl Iterator<Item = &str> {
+fn problems(parsed: &Parsed) -> impl Iterator<Item = String> {
     let rollouts = parsed.rollouts.iter().filter_map(|d| d.spec.as_ref().err());
     let segments = parsed.segments.iter().filter_map(|s| s.spec.as_ref().err());
-    rollouts.chain(segments).map(String::as_str)
+    rollouts.chain(segments).map(ToString::to_string)
 }
 
 fn message(problem: &str, file: &str) -> Outcome {

@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use serde_json::Value;
 
 use crate::api::{FeatureRolloutSpec, SegmentSpec};
+use crate::store::error::{UnknownField, UnknownFields};
 
 /// The top-level fields of a resource.
 pub const RESOURCE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
@@ -32,13 +33,16 @@ impl Spec {
     }
 }
 
-/// The message for the unknown fields at `paths` (each below `spec`), naming each
-/// with the nearest known field, or `None` when there are none.
-pub fn unknown_fields(spec: Spec, top_level: &[String], paths: &[Vec<String>]) -> Option<String> {
-    const SHOWN: usize = 5;
-    let mut named: Vec<String> = top_level
+/// The unknown fields at `paths` (each below `spec`) and `top_level`, each with
+/// the nearest known field, or `None` when there are none.
+pub fn unknown_fields(
+    spec: Spec,
+    top_level: &[String],
+    paths: &[Vec<String>],
+) -> Option<UnknownFields> {
+    let mut fields: Vec<UnknownField> = top_level
         .iter()
-        .map(|field| name_one(field, std::slice::from_ref(field), RESOURCE_FIELDS))
+        .map(|field| name_one(field, field.clone(), RESOURCE_FIELDS))
         .collect();
     for path in paths {
         let (field, parent) = path.split_last()?;
@@ -46,25 +50,15 @@ pub fn unknown_fields(spec: Spec, top_level: &[String], paths: &[Vec<String>]) -
         let known: Vec<&str> = known.iter().map(String::as_str).collect();
         let mut full = vec!["spec".to_string()];
         full.extend(path.iter().cloned());
-        named.push(name_one(field, &full, &known));
+        fields.push(name_one(field, full.join("."), &known));
     }
-    if named.is_empty() {
-        return None;
-    }
-    let more = named.len().saturating_sub(SHOWN);
-    named.truncate(SHOWN);
-    let mut message = format!("unknown field {}", named.join(", "));
-    if more > 0 {
-        message.push_str(&format!(" and {more} more"));
-    }
-    Some(message)
+    (!fields.is_empty()).then_some(UnknownFields { fields })
 }
 
-fn name_one(field: &str, path: &[String], known: &[&str]) -> String {
-    let shown = super::names::shown(&path.join("."));
-    match nearest(field, known) {
-        Some(near) => format!("{shown} (did you mean {near:?}?)"),
-        None => shown,
+fn name_one(field: &str, path: String, known: &[&str]) -> UnknownField {
+    UnknownField {
+        path,
+        nearest: nearest(field, known).map(str::to_string),
     }
 }
 
@@ -159,10 +153,17 @@ mod tests {
 
     #[test]
     fn a_typo_is_named_with_the_field_it_stands_for() {
-        let message =
+        let unknown =
             unknown_fields(Spec::Rollout, &[], &[path("analysis.maxErrorRateIncrese")]).unwrap();
         assert_eq!(
-            message,
+            unknown.fields,
+            [UnknownField {
+                path: "spec.analysis.maxErrorRateIncrese".to_string(),
+                nearest: Some("maxErrorRateIncrease".to_string()),
+            }]
+        );
+        assert_eq!(
+            unknown.to_string(),
             "unknown field \"spec.analysis.maxErrorRateIncrese\" (did you mean \"maxErrorRateIncrease\"?)"
         );
     }
@@ -180,7 +181,7 @@ mod tests {
         assert!(known_fields(&SEGMENT_SCHEMA, &[]).contains(&"included".to_string()));
         let far = unknown_fields(Spec::Rollout, &["spce".into()], &[path("zzzzzzzzzz")]).unwrap();
         assert_eq!(
-            far,
+            far.to_string(),
             "unknown field \"spce\" (did you mean \"spec\"?), \"spec.zzzzzzzzzz\""
         );
     }

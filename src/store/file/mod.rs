@@ -32,6 +32,7 @@ use anyhow::Context as _;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::error::{SpecError, SpecProblem, StateFileError};
 use super::{RolloutEvent, RolloutKey, RolloutStore, StoredRollout, StoredSegment};
 use crate::api::{FeatureRolloutStatus, Phase};
 use crate::rollout::EventType;
@@ -102,7 +103,7 @@ struct State {
     file: StateFile,
     /// Why the state file cannot be read; it is then left as it is (status lives
     /// in memory only) and read again on every pass until it is fixed or removed.
-    corrupt: Option<String>,
+    corrupt: Option<StateFileError>,
     /// Whether the rollout's file (or state) cannot be read right now.
     unreadable: bool,
 }
@@ -144,7 +145,7 @@ struct Found {
 /// the spec's hash.
 type Listed = (
     String,
-    Result<Arc<crate::api::FeatureRolloutSpec>, String>,
+    Result<Arc<crate::api::FeatureRolloutSpec>, SpecError>,
     String,
 );
 
@@ -244,8 +245,8 @@ impl FileStore {
                     ..State::default()
                 }
             }
-            Err(message) => State {
-                corrupt: Some(message),
+            Err(error) => State {
+                corrupt: Some(error),
                 ..State::default()
             },
         }
@@ -299,8 +300,9 @@ impl FileStore {
             let target = std::fs::canonicalize(&path).ok()?;
             if !target.starts_with(canonical_dir) {
                 cache.remove(&entry.file_name());
-                return Some(Arc::new(Parsed::unreadable(format!(
-                    "{source}: a symbolic link to a file outside the folder; not followed"
+                return Some(Arc::new(Parsed::unreadable(SpecError::in_file(
+                    source,
+                    SpecProblem::LinkOutsideFolder,
                 ))));
             }
         }
@@ -330,8 +332,11 @@ impl FileStore {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
-                return Some(Arc::new(Parsed::unreadable(format!(
-                    "{source}: cannot read: {e}"
+                return Some(Arc::new(Parsed::unreadable(SpecError::in_file(
+                    source,
+                    SpecProblem::Unreadable {
+                        message: e.to_string(),
+                    },
                 ))));
             }
         };
@@ -361,9 +366,11 @@ impl FileStore {
                 let is_json = Path::new(&name).extension().is_some_and(|e| e == "json");
                 parse::parse(source, is_json, text)
             }
-            Err(e) => Parsed::unreadable(format!(
-                "{source}: not UTF-8 text (byte {})",
-                e.valid_up_to()
+            Err(e) => Parsed::unreadable(SpecError::in_file(
+                source,
+                SpecProblem::NotUtf8 {
+                    valid_up_to: e.valid_up_to(),
+                },
             )),
         };
         let suspect = |cached: &CachedFile| {
@@ -405,10 +412,13 @@ impl FileStore {
         parsed
     }
 
-    fn too_large(&self, source: &str, len: u64) -> String {
-        format!(
-            "{source}: the file is {len} bytes, over the limit of {} (--max-rollout-file-bytes); not read",
-            self.max_file_bytes
+    fn too_large(&self, source: &str, len: u64) -> SpecError {
+        SpecError::in_file(
+            source,
+            SpecProblem::TooLarge {
+                bytes: len,
+                limit: self.max_file_bytes,
+            },
         )
     }
 }
@@ -437,19 +447,23 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// The state file at `path`: `Ok(None)` when there is none, `Err` (a message) when
-/// it cannot be read.
-fn read_state_file(path: &Path) -> Result<Option<StateFile>, String> {
+/// The state file at `path`: `Ok(None)` when there is none, `Err` when it cannot
+/// be read.
+fn read_state_file(path: &Path) -> Result<Option<StateFile>, StateFileError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            format!(
-                "its state file {} is corrupt ({}); the rollout is held until the file is fixed or removed (removing it starts the rollout again)",
-                path.display(),
-                parse::scrub(&e.to_string())
-            )
-        }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StateFileError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: parse::scrub(&e.to_string()),
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("its state file {} cannot be read: {e}", path.display())),
+        Err(e) => Err(StateFileError::Unreadable {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -517,8 +531,14 @@ impl FileStore {
             let Some(state) = states.get_mut(&key) else {
                 continue;
             };
-            if let Some(message) = &state.corrupt {
-                spec = Err(format!("{source}: rollout {key}: {message}"));
+            if let Some(error) = &state.corrupt {
+                spec = Err(SpecError::in_file(
+                    &source,
+                    SpecProblem::State {
+                        key: key.clone(),
+                        error: Box::new(error.clone()),
+                    },
+                ));
             }
             state.unreadable = spec.is_err();
             let file = &mut state.file;
@@ -544,16 +564,20 @@ impl FileStore {
                 file.namespace.clone_from(&key.namespace);
                 file.name.clone_from(&key.name);
                 if let Err(e) = self.write_state(&key, file) {
-                    spec = Err(format!(
-                        "{source}: rollout {key}: its state cannot be saved: {e:#}"
+                    spec = Err(SpecError::in_file(
+                        &source,
+                        SpecProblem::StateNotSaved {
+                            key: key.clone(),
+                            message: format!("{e:#}"),
+                        },
                     ));
                 }
             }
             let mut status = file.status.clone();
-            if let (false, Some(_), Err(message)) = (persist, &state.corrupt, &spec) {
+            if let (false, Some(_), Err(error)) = (persist, &state.corrupt, &spec) {
                 // Only the running process holds this status: say what it would.
                 status.phase = Phase::Invalid;
-                status.message = Some(message.clone());
+                status.message = Some(error.to_string());
             }
             out.push(StoredRollout {
                 generation: Some(file.generation.max(1)),
@@ -592,18 +616,21 @@ impl FileStore {
             let mut spec = doc.spec.clone();
             for other in found {
                 if other.file == first.file {
-                    spec = Err(format!(
-                        "{}: rollout {key} is defined twice in this file; names must be unique",
-                        first.source
+                    spec = Err(SpecError::in_file(
+                        &first.source,
+                        SpecProblem::DefinedTwice { key: key.clone() },
                     ));
                     continue;
                 }
-                let message = format!(
-                    "{}: rollout {key} is already defined in {}; names must be unique",
-                    other.source, first.source
+                let error = SpecError::in_file(
+                    &other.source,
+                    SpecProblem::AlreadyDefined {
+                        key: key.clone(),
+                        first: first.source.clone(),
+                    },
                 );
                 unnamed.push(Found {
-                    parsed: Arc::new(Parsed::unreadable(message)),
+                    parsed: Arc::new(Parsed::unreadable(error)),
                     index: 0,
                     ..other
                 });
@@ -719,9 +746,12 @@ fn segments_of(scan: &Scan) -> Vec<StoredSegment> {
         for segment in &parsed.segments {
             match by_key.get_mut(&segment.key) {
                 Some(first) => {
-                    first.spec = Err(format!(
-                        "{source}: segment {} is also defined in {}; names must be unique",
-                        segment.key, first.source
+                    first.spec = Err(SpecError::in_file(
+                        source,
+                        SpecProblem::SegmentDefinedTwice {
+                            key: segment.key.clone(),
+                            first: first.source.clone(),
+                        },
                     ));
                 }
                 None => {

@@ -10,6 +10,7 @@ use super::fields::{self, RESOURCE_FIELDS, Spec};
 use super::names::{name_problem, namespace_problem};
 use crate::api::{FeatureRolloutSpec, GROUP, SegmentSpec, VERSION};
 use crate::store::RolloutKey;
+use crate::store::error::{SpecError, SpecProblem, TextFormat};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -28,7 +29,7 @@ pub struct Document {
     pub key: Option<RolloutKey>,
     /// Its position in the file, from 0.
     pub index: usize,
-    pub spec: Result<std::sync::Arc<FeatureRolloutSpec>, String>,
+    pub spec: Result<std::sync::Arc<FeatureRolloutSpec>, SpecError>,
     /// Hash of the spec: a new one is a new generation.
     pub hash: String,
 }
@@ -37,23 +38,23 @@ pub struct Document {
 #[derive(Debug)]
 pub struct SegmentDocument {
     pub key: RolloutKey,
-    pub spec: Result<SegmentSpec, String>,
+    pub spec: Result<SegmentSpec, SpecError>,
 }
 
 impl Parsed {
     /// A file with one problem and nothing read from it.
-    pub fn unreadable(message: String) -> Self {
+    pub fn unreadable(error: SpecError) -> Self {
         let mut parsed = Self::default();
-        parsed.unreadable_document(0, message);
+        parsed.unreadable_document(0, error);
         parsed
     }
 
-    fn unreadable_document(&mut self, index: usize, message: String) {
+    fn unreadable_document(&mut self, index: usize, error: SpecError) {
         self.rollouts.push(Document {
             key: None,
             index,
             hash: String::new(),
-            spec: Err(message),
+            spec: Err(error),
         });
     }
 
@@ -86,7 +87,17 @@ pub fn parse(source: &str, is_json: bool, text: &str) -> Parsed {
             Ok(value) => document(&mut parsed, source, 0, value),
             Err(e) => parsed.unreadable_document(
                 0,
-                format!("{source}: not valid JSON: {}", scrub(&e.to_string())),
+                SpecError::in_document(
+                    source,
+                    0,
+                    SpecProblem::Syntax {
+                        format: TextFormat::Json,
+                        message: scrub(&e.to_string()),
+                        // serde_json says line 0 when it knows no position.
+                        line: (e.line() > 0).then_some(e.line()),
+                        column: (e.line() > 0).then_some(e.column()),
+                    },
+                ),
             ),
         }
         return parsed;
@@ -96,12 +107,18 @@ pub fn parse(source: &str, is_json: bool, text: &str) -> Parsed {
             Ok(Value::Null) => {}
             Ok(value) => document(&mut parsed, source, index, value),
             Err(e) => {
+                let location = e.location();
                 parsed.unreadable_document(
                     index,
-                    format!(
-                        "{}: not valid YAML: {}",
-                        at(source, index),
-                        scrub(&e.to_string())
+                    SpecError::in_document(
+                        source,
+                        index,
+                        SpecProblem::Syntax {
+                            format: TextFormat::Yaml,
+                            message: scrub(&e.to_string()),
+                            line: location.as_ref().map(|l| l.line()),
+                            column: location.as_ref().map(|l| l.column()),
+                        },
                     ),
                 );
                 // After a syntax error the stream yields the same error forever.
@@ -110,15 +127,6 @@ pub fn parse(source: &str, is_json: bool, text: &str) -> Parsed {
         }
     }
     parsed
-}
-
-/// `source`, and which document of it when it is not the first.
-fn at(source: &str, index: usize) -> String {
-    if index == 0 {
-        source.to_string()
-    } else {
-        format!("{source} (document {})", index + 1)
-    }
 }
 
 #[derive(Deserialize)]
@@ -138,12 +146,9 @@ struct Metadata {
 }
 
 fn document(parsed: &mut Parsed, source: &str, index: usize, value: Value) {
-    let at = at(source, index);
+    let at = |problem| SpecError::in_document(source, index, problem);
     let Value::Mapping(map) = &value else {
-        parsed.unreadable_document(
-            index,
-            format!("{at}: not a Kubernetes resource: the document is not a mapping"),
-        );
+        parsed.unreadable_document(index, at(SpecProblem::NotAMapping));
         return;
     };
     let top_level: Vec<String> = map
@@ -161,55 +166,62 @@ fn document(parsed: &mut Parsed, source: &str, index: usize, value: Value) {
         Err(e) => {
             parsed.unreadable_document(
                 index,
-                format!("{at}: not a Kubernetes resource: {}", path_error(&e)),
+                at(SpecProblem::NotAResource {
+                    path: e.path().to_string(),
+                    message: scrub(&e.inner().to_string()),
+                }),
             );
             return;
         }
     };
-    let kind = envelope.kind.as_deref().unwrap_or("");
     // Other kinds (ConfigMap...) may share the folder.
-    if kind != "FeatureRollout" && kind != "Segment" {
-        return;
-    }
+    let kind = match envelope.kind.as_deref() {
+        Some("FeatureRollout") => "FeatureRollout",
+        Some("Segment") => "Segment",
+        _ => return,
+    };
     let Some(name) = envelope.metadata.name.filter(|n| !n.is_empty()) else {
-        parsed.unreadable_document(index, format!("{at}: metadata.name is missing"));
+        parsed.unreadable_document(index, at(SpecProblem::NameMissing));
         return;
     };
     let namespace = envelope
         .metadata
         .namespace
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    if let Some(problem) = name_problem(&name).or_else(|| namespace_problem(&namespace)) {
-        parsed.unreadable_document(index, format!("{at}: {problem}"));
+    let invalid = name_problem(&name)
+        .map(|message| ("metadata.name", message))
+        .or_else(|| namespace_problem(&namespace).map(|message| ("metadata.namespace", message)));
+    if let Some((field, message)) = invalid {
+        parsed.unreadable_document(index, at(SpecProblem::InvalidName { field, message }));
         return;
     }
     let key = RolloutKey::new(namespace, name);
     let expected_api = format!("{GROUP}/{VERSION}");
     let wrong_api = (envelope.api_version.as_deref() != Some(expected_api.as_str())).then(|| {
-        format!(
-            "{at}: apiVersion is {}; {kind} is {expected_api}",
-            super::names::shown(envelope.api_version.as_deref().unwrap_or_default())
-        )
+        at(SpecProblem::WrongApiVersion {
+            found: envelope.api_version.clone().unwrap_or_default(),
+            kind,
+        })
     });
     if kind == "Segment" {
         let spec = match (wrong_api, envelope.spec) {
-            (Some(message), _) => Err(message),
+            (Some(error), _) => Err(error),
             // A segment with no spec is an empty one, as the API server would have it.
-            (None, None) => fields::unknown_fields(Spec::Segment, &top_level, &[])
-                .map_or_else(|| Ok(SegmentSpec::default()), |m| Err(format!("{at}: {m}"))),
-            (None, Some(spec)) => {
-                typed(Spec::Segment, spec, &top_level).map_err(|e| format!("{at}: {e}"))
-            }
+            (None, None) => fields::unknown_fields(Spec::Segment, &top_level, &[]).map_or_else(
+                || Ok(SegmentSpec::default()),
+                |unknown| Err(at(SpecProblem::UnknownFields(unknown))),
+            ),
+            (None, Some(spec)) => typed(Spec::Segment, spec, &top_level).map_err(at),
         };
         parsed.segments.push(SegmentDocument { key, spec });
         return;
     }
     let spec = match (wrong_api, envelope.spec) {
-        (Some(message), _) => Err(message),
-        (None, None) => Err(format!("{at}: spec is missing")),
+        (Some(error), _) => Err(error),
+        (None, None) => Err(at(SpecProblem::SpecMissing)),
         (None, Some(spec)) => typed(Spec::Rollout, spec, &top_level)
             .map(std::sync::Arc::new)
-            .map_err(|e| format!("{at}: {e}")),
+            .map_err(at),
     };
     let hash = match &spec {
         Ok(spec) => crate::fingerprint::fnv1a_hex(
@@ -233,16 +245,22 @@ fn typed<T: DeserializeOwned>(
     which: Spec,
     value: Value,
     top_level: &[String],
-) -> Result<T, String> {
+) -> Result<T, SpecProblem> {
     let mut unknown: Vec<Vec<String>> = Vec::new();
     let mut note = |path: serde_ignored::Path<'_>| unknown.push(segments(&path));
     let result: Result<T, _> =
         serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut note));
-    let spec =
-        result.map_err(|e| format!("spec.{}", path_error(&e)).replace("spec..: ", "spec: "))?;
+    let spec = result.map_err(|e| SpecProblem::Schema {
+        // An empty path is shown as `.`: the spec itself.
+        field: match e.path().to_string().as_str() {
+            "." => "spec".to_string(),
+            path => format!("spec.{path}"),
+        },
+        message: scrub(&e.inner().to_string()),
+    })?;
     match fields::unknown_fields(which, top_level, &unknown) {
         None => Ok(spec),
-        Some(message) => Err(message),
+        Some(unknown) => Err(SpecProblem::UnknownFields(unknown)),
     }
 }
 
@@ -265,10 +283,6 @@ fn segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => segments(parent),
     }
-}
-
-fn path_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
-    format!("{}: {}", e.path(), scrub(&e.inner().to_string()))
 }
 
 /// A parser's message without the values it quotes from the file: `invalid type:
@@ -326,8 +340,12 @@ mod tests {
         parse("rollouts/x.yaml", false, text)
     }
 
-    fn error(parsed: &Parsed) -> &str {
-        parsed.rollouts[0].spec.as_ref().unwrap_err()
+    fn error(parsed: &Parsed) -> String {
+        parsed.rollouts[0].spec.as_ref().unwrap_err().to_string()
+    }
+
+    fn problem(parsed: &Parsed) -> &SpecProblem {
+        &parsed.rollouts[0].spec.as_ref().unwrap_err().problem
     }
 
     #[test]
@@ -340,6 +358,19 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("line 3 column 1"), "{message}");
+        assert!(
+            matches!(
+                problem(&parsed),
+                SpecProblem::Syntax {
+                    format: TextFormat::Yaml,
+                    line: Some(3),
+                    column: Some(1),
+                    ..
+                }
+            ),
+            "{:?}",
+            problem(&parsed)
+        );
     }
 
     #[test]
@@ -361,6 +392,11 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("hunter2"), "{message}");
+        assert!(
+            matches!(problem(&typed), SpecProblem::Schema { field, .. } if field == "spec.steps[0]"),
+            "{:?}",
+            problem(&typed)
+        );
     }
 
     #[test]
@@ -375,7 +411,7 @@ mod tests {
             parsed.segments[0].spec.as_ref().unwrap().included,
             vec!["u1".to_string()]
         );
-        let wrong = parsed.segments[1].spec.as_ref().unwrap_err();
+        let wrong = parsed.segments[1].spec.as_ref().unwrap_err().to_string();
         assert!(
             wrong.contains("Segment is spangate.dev/v1alpha1"),
             "{wrong}"
@@ -405,10 +441,46 @@ mod tests {
             "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {name: ../default/r1, namespace: x}\nspec: {}\n",
         );
         assert_eq!(parsed.rollouts[0].key, None);
+        assert!(matches!(
+            problem(&parsed),
+            SpecProblem::InvalidName {
+                field: "metadata.name",
+                ..
+            }
+        ));
         assert!(
             error(&parsed).contains("not a lowercase RFC 1123 subdomain"),
             "{}",
             error(&parsed)
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_a_wrong_spec_are_told_apart_by_kind() {
+        let parsed = parse_yaml(
+            "apiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {name: a}\nspec: {flag: {key: k, variants: {a: 1}, defaultVariant: a}, stepz: [1]}\n---\napiVersion: spangate.dev/v1alpha1\nkind: FeatureRollout\nmetadata: {name: b}\nspec: 7\n",
+        );
+        let error = parsed.rollouts[0].spec.as_ref().unwrap_err();
+        let SpecProblem::UnknownFields(unknown) = &error.problem else {
+            panic!("{error:?}");
+        };
+        assert_eq!(unknown.fields[0].path, "spec.stepz");
+        assert_eq!(unknown.fields[0].nearest.as_deref(), Some("steps"));
+        assert_eq!(
+            error.to_string(),
+            "rollouts/x.yaml: unknown field \"spec.stepz\" (did you mean \"steps\"?)"
+        );
+        let error = parsed.rollouts[1].spec.as_ref().unwrap_err();
+        assert_eq!(error.document, Some(1));
+        assert!(
+            matches!(&error.problem, SpecProblem::Schema { field, .. } if field == "spec"),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("rollouts/x.yaml (document 2): spec: invalid type: integer"),
+            "{error}"
         );
     }
 
