@@ -22,6 +22,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 
+use super::events::{ReconcileFailed, Retry};
 use super::{ReconcileError, Reconciler, flag_conflict};
 use crate::api::{ABORT_ANNOTATION, FeatureRollout, PROMOTE_ANNOTATION, Phase, Segment};
 use crate::rollout::Request;
@@ -190,15 +191,20 @@ pub fn error_policy(
     error: &ReconcileError,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.reconciler
-        .metrics()
-        .reconcile_failed(error.metric_label());
     let reference = ObjectRef::from_obj(rollout.as_ref());
     let mut failures = ctx.failures();
     let attempt = failures.entry(reference.clone()).or_insert(0);
     *attempt = attempt.saturating_add(1);
     let delay = backoff(*attempt);
-    tracing::warn!(rollout = %reference, attempt = *attempt, retry_in = ?delay, "reconcile failed: {error}");
+    ReconcileFailed {
+        rollout: Some(&reference),
+        error,
+        retry: Retry::Backoff {
+            attempt: *attempt,
+            delay,
+        },
+    }
+    .emit(ctx.reconciler.metrics());
     Action::requeue(delay)
 }
 

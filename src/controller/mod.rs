@@ -6,6 +6,7 @@
 //! span routes the rest of the process serves from. No decision is made here.
 
 mod error;
+mod events;
 pub mod flagset;
 pub mod kube;
 pub mod lease;
@@ -31,6 +32,7 @@ use crate::rollout::{Action, EventType, Input, Request, decide, reject};
 use crate::serve::{PublishedFlags, Readiness};
 use crate::store::{FlagdFile, Reload, RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
 use crate::telemetry::metrics::TraceExemplar;
+use events::{ReconcileFailed, Retry};
 
 /// Where the controller reads span windows and tells ingest what to route.
 pub trait SpanWindows: Send + Sync + 'static {
@@ -426,12 +428,15 @@ impl<S: RolloutStore> Controller<S> {
                     reconciled
                 }
                 Err(e) => {
-                    self.reconciler.metrics().reconcile_failed(e.metric_label());
                     let error = format!("{e:#}");
-                    if self.failing.get(&rollout.key) != Some(&error) {
-                        tracing::error!(rollout = %rollout.key, error, "reconcile failed; it keeps what it served and is retried every pass");
-                        self.failing.insert(rollout.key.clone(), error);
+                    let repeated = self.failing.get(&rollout.key) == Some(&error);
+                    ReconcileFailed {
+                        rollout: Some(&rollout.key),
+                        error: &e,
+                        retry: Retry::NextPass { repeated },
                     }
+                    .emit(self.reconciler.metrics());
+                    self.failing.insert(rollout.key.clone(), error);
                     continue;
                 }
             };
