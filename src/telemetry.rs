@@ -57,9 +57,16 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry
         Ok(endpoint) if !endpoint.is_empty() => Some(tracer_provider()?),
         _ => None,
     };
-    let otel_layer = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("spangate")));
+    let otel_layer = provider.as_ref().map(|p| {
+        // Source locations, threads and busy/idle times say nothing about a
+        // rollout and crowd its attributes in Jaeger: only when asked for.
+        let detail = std::env::var("SPANGATE_TRACE_SOURCE").is_ok_and(|v| v == "1");
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("spangate"))
+            .with_location(detail)
+            .with_threads(detail)
+            .with_tracked_inactivity(detail)
+    });
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let result = match format {
         LogFormat::Text => registry

@@ -324,6 +324,12 @@ impl<S: RolloutStore> Reconciler<S> {
             weight = status.weight,
             verdict = status.verdict.map(|v| v.to_string()),
         );
+        if let Some(record) = &status.last_verdict {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            for (key, value) in evidence_attributes(&record.verdict) {
+                span.set_attribute(key, value);
+            }
+        }
         async {
             match type_ {
                 EventType::Normal => tracing::info!(rollout = %key, reason, "{note}"),
@@ -341,6 +347,44 @@ impl<S: RolloutStore> Reconciler<S> {
         .instrument(span)
         .await
     }
+}
+
+/// The last verdict's evidence as span attributes, so that a decision in Jaeger says
+/// why: per check `spangate.check.<name>.{service,estimate,lower,upper,threshold,
+/// outcome}` (the names of [`crate::api::CheckEvidence`]), the verdict's sentence,
+/// and the failing traces' IDs to search for.
+fn evidence_attributes(verdict: &crate::api::Verdict) -> Vec<(String, opentelemetry::Value)> {
+    let mut attributes = vec![(
+        "spangate.verdict.message".to_string(),
+        verdict.message.clone().into(),
+    )];
+    for check in &verdict.checks {
+        let key = |field: &str| format!("spangate.check.{}.{field}", check.name);
+        attributes.push((key("service"), check.service.clone().into()));
+        for (field, value) in [
+            ("estimate", check.estimate),
+            ("lower", check.lower),
+            ("upper", check.upper),
+            ("threshold", Some(check.threshold)),
+        ] {
+            if let Some(value) = value {
+                attributes.push((key(field), value.into()));
+            }
+        }
+        attributes.push((key("outcome"), check.outcome.to_string().into()));
+    }
+    if !verdict.exemplar_trace_ids.is_empty() {
+        let ids: Vec<opentelemetry::StringValue> = verdict
+            .exemplar_trace_ids
+            .iter()
+            .map(|id| id.clone().into())
+            .collect();
+        attributes.push((
+            "spangate.exemplar_trace_ids".to_string(),
+            opentelemetry::Value::Array(ids.into()),
+        ));
+    }
+    attributes
 }
 
 /// Standalone mode's loop state: every pass reconciles every rollout of the store.

@@ -222,6 +222,95 @@ async fn a_variant_with_more_errors_is_rolled_back() {
     }
 }
 
+/// Exported to a collector, the decision to roll back says why: each check's
+/// numbers and outcome, and the failing traces to look at, and nothing else noisy.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rollback_decision_span_carries_the_evidence() {
+    let received = crate::common::otlp::TraceBackend::default();
+    let endpoint = received
+        .start(spangate::ingest::ForwardProtocol::Grpc)
+        .await;
+    let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());
+    let spangate = Spangate::start_with_env(
+        &dir,
+        &state,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    let mut service = Service::new(&spangate, Transport::Grpc);
+    let status = service
+        .drive(&spangate, errors_on_new_variant, |s| {
+            phase(s) != "Progressing"
+        })
+        .await;
+    assert_eq!(phase(&status), "RolledBack", "{status:#}");
+    let verdict = &status["lastVerdict"];
+    let decision = crate::common::wait_for(
+        "the RolledBack decision span",
+        Duration::from_secs(60),
+        || {
+            received.spans().into_iter().find_map(|(_, span)| {
+                (span.name == "decision"
+                    && crate::common::otlp::attribute(&span, "reason").as_deref()
+                        == Some("RolledBack"))
+                .then_some(span)
+            })
+        },
+    );
+    let attribute = |key: &str| crate::common::otlp::attribute(&decision, key);
+    assert_eq!(
+        attribute("spangate.check.maxErrorRate.outcome").as_deref(),
+        Some("Fail"),
+        "{decision:?}"
+    );
+    assert_eq!(
+        attribute("spangate.check.maxErrorRate.service").as_deref(),
+        Some("checkout")
+    );
+    assert_eq!(
+        attribute("spangate.verdict.message").as_deref(),
+        verdict["message"].as_str()
+    );
+    let value = |key: &str| {
+        decision
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.clone())
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    assert_eq!(
+        value("spangate.check.maxErrorRate.threshold"),
+        Some(Any::DoubleValue(0.08)),
+        "the fixture's maxErrorRate"
+    );
+    let Some(Any::ArrayValue(ids)) = value("spangate.exemplar_trace_ids") else {
+        panic!("no exemplar trace IDs in {decision:?}");
+    };
+    let ids: Vec<Option<String>> = ids
+        .values
+        .iter()
+        .map(|v| crate::common::otlp::text(v.value.as_ref()?))
+        .collect();
+    let expected: Vec<Option<String>> = verdict["exemplarTraceIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids, expected);
+    for noise in [
+        "code.file.path",
+        "code.line.number",
+        "code.module.name",
+        "thread.id",
+        "thread.name",
+        "busy_ns",
+        "idle_ns",
+    ] {
+        assert!(value(noise).is_none(), "{noise} in {decision:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_variant_with_higher_p99_latency_is_rolled_back() {
     let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());
