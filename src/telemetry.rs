@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{SpanExporter, WithHttpConfig as _};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
@@ -47,16 +47,55 @@ impl Telemetry {
     }
 }
 
+/// Where the operator's own spans go: an OTLP endpoint, over gRPC or HTTP/protobuf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceExport {
+    /// `http://host:port`, without a path.
+    pub endpoint: String,
+    /// HTTP/protobuf rather than gRPC.
+    pub http: bool,
+}
+
+impl TraceExport {
+    /// What the standard variables ask for: `OTEL_EXPORTER_OTLP_ENDPOINT`, and
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, the default, or `http/protobuf`).
+    pub fn from_env() -> Option<Self> {
+        let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?;
+        let protocol = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_default();
+        Self::new(&endpoint, &protocol)
+    }
+
+    /// `endpoint` with `protocol` as the OTLP variables spell it; none when the
+    /// endpoint is empty.
+    pub fn new(endpoint: &str, protocol: &str) -> Option<Self> {
+        let endpoint = endpoint.trim().trim_end_matches('/');
+        (!endpoint.is_empty()).then(|| Self {
+            endpoint: endpoint.to_string(),
+            http: protocol.starts_with("http"),
+        })
+    }
+}
+
 /// Installs logging (filter from `RUST_LOG`, else `default_filter`) and, when
 /// configured by the standard OTLP environment variables, trace export. Must run
 /// inside the Tokio runtime (the gRPC exporter needs it).
 pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => Some(tracer_provider()?),
-        _ => None,
+    init_with(format, default_filter, TraceExport::from_env())
+}
+
+/// [`init`], exporting spans to `export`. Logs and spans are filtered apart: spans
+/// keep `info` (or `RUST_LOG`) however quiet the logs are, so a command that
+/// writes only errors (the demo) still exports every decision.
+pub fn init_with(
+    format: LogFormat,
+    default_filter: &str,
+    export: Option<TraceExport>,
+) -> anyhow::Result<Telemetry> {
+    use tracing_subscriber::Layer as _;
+    let filter = |default: &str| {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
     };
+    let provider = export.map(|export| tracer_provider(&export)).transpose()?;
     let otel_layer = provider.as_ref().map(|p| {
         // Source locations, threads and busy/idle times say nothing about a
         // rollout and crowd its attributes in Jaeger: only when asked for.
@@ -66,22 +105,25 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry
             .with_location(detail)
             .with_threads(detail)
             .with_tracked_inactivity(detail)
+            .with_filter(filter("info"))
     });
-    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    let registry = tracing_subscriber::registry().with(otel_layer);
     let result = match format {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
                     // Colour codes only for a person at a terminal, not in a log file.
-                    .with_ansi(std::io::stderr().is_terminal()),
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter(default_filter)),
             )
             .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter(default_filter)),
             )
             .try_init(),
     };
@@ -90,9 +132,8 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry
     Ok(Telemetry { provider })
 }
 
-fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
-    let protocol = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_default();
-    let exporter = if protocol.starts_with("http") {
+fn tracer_provider(export: &TraceExport) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = if export.http {
         // The batch processor exports from a thread of its own, with no async
         // runtime: it needs the blocking client, which must be built off the runtime.
         let client = std::thread::spawn(reqwest::blocking::Client::new)
@@ -101,9 +142,13 @@ fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
         SpanExporter::builder()
             .with_http()
             .with_http_client(client)
+            .with_endpoint(format!("{}/v1/traces", export.endpoint))
             .build()?
     } else {
-        SpanExporter::builder().with_tonic().build()?
+        SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(export.endpoint.clone())
+            .build()?
     };
     let resource = Resource::builder()
         .with_service_name(

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::serve::{parse_duration, runtime};
 use crate::demo::{DemoOptions, Scenario};
-use crate::telemetry::{self, LogFormat};
+use crate::ingest::{ForwardConfig, ForwardProtocol};
+use crate::telemetry::{self, LogFormat, TraceExport};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -22,21 +23,57 @@ pub struct DemoArgs {
     /// Give up after this long (e.g. 90s).
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     deadline: Duration,
+    /// Send the demo's traces to this OTLP endpoint (Jaeger, a collector), e.g.
+    /// http://localhost:4317: spangate's own decision spans, and the synthetic
+    /// checkout service's spans, forwarded by spangate.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// How to reach --otlp-endpoint: grpc (port 4317) or http/protobuf (port 4318).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "grpc",
+        value_parser = ["grpc", "http/protobuf"]
+    )]
+    otlp_protocol: String,
 }
 
 pub fn run(args: DemoArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+    let export = args
+        .otlp_endpoint
+        .as_deref()
+        .and_then(|endpoint| TraceExport::new(endpoint, &args.otlp_protocol));
+    let forward = export
+        .as_ref()
+        .map(|export| {
+            let protocol = if export.http {
+                ForwardProtocol::HttpProtobuf
+            } else {
+                ForwardProtocol::Grpc
+            };
+            ForwardConfig::new(
+                &export.endpoint,
+                protocol,
+                ForwardConfig::DEFAULT_QUEUE_BYTES,
+            )
+        })
+        .transpose()?;
     runtime()?.block_on(async {
         // The demo prints its own account of every decision; logs would repeat it.
-        let _telemetry = telemetry::init(log_format, "error")?;
+        // Its spans are exported all the same.
+        let telemetry = telemetry::init_with(log_format, "error", export)?;
         let options = DemoOptions {
             scenario: args.scenario,
             requests_per_second: args.rate,
             dir: args.dir,
             deadline: args.deadline,
+            forward,
         };
         let mut out = std::io::stdout();
-        let outcome = crate::demo::run(options, &mut out).await?;
-        Ok(if outcome.behaved() {
+        let outcome = crate::demo::run(options, &mut out).await;
+        // Every span out before the process ends.
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+        Ok(if outcome?.behaved() {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

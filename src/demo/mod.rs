@@ -55,6 +55,9 @@ pub struct DemoOptions {
     pub dir: Option<PathBuf>,
     /// Give up after this long.
     pub deadline: Duration,
+    /// Where spangate forwards the synthetic service's spans, tagged, when the
+    /// demo's traces are exported.
+    pub forward: Option<crate::ingest::ForwardConfig>,
 }
 
 /// How the demo ended.
@@ -142,7 +145,7 @@ pub async fn run(
                 tick: Duration::from_millis(250),
                 ingest_limits: IngestLimits::default(),
                 ofrep: crate::serve::OfrepConfig::default(),
-                forward: None,
+                forward: options.forward.clone(),
                 server: crate::net::ServerLimits::default(),
                 otlp_tokens: crate::net::Tokens::default(),
             },
@@ -270,7 +273,37 @@ pub async fn run(
             dir.display()
         )?;
     }
+    if let Some(forward) = &options.forward {
+        print_jaeger_guide(out, &forward.endpoint, &outcome.status)?;
+    }
     Ok(outcome)
+}
+
+/// What to search for in the tracing backend the demo exported to.
+fn print_jaeger_guide(
+    out: &mut (dyn std::io::Write + Send),
+    endpoint: &str,
+    status: &FeatureRolloutStatus,
+) -> std::io::Result<()> {
+    writeln!(out)?;
+    writeln!(out, "  traces sent to {endpoint}; in Jaeger search for")?;
+    writeln!(
+        out,
+        "    service spangate, operation decision      every transition, with the evidence in its tags"
+    )?;
+    writeln!(
+        out,
+        "    service {SERVICE}, tag feature_flag.result.variant=on    the new variant's requests"
+    )?;
+    if let Some(record) = &status.last_verdict {
+        for id in &record.verdict.exemplar_trace_ids {
+            writeln!(
+                out,
+                "    trace {id}    a failing request of the new variant"
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn arm_text(e: &VariantEvidence) -> String {

@@ -2,11 +2,15 @@
 //! back by itself after stepping up, the healthy one is promoted, and the exit code
 //! says whether the rollout ended as the scenario should.
 
+use std::collections::HashSet;
 use std::process::Command;
 
+use crate::common::otlp::{TraceBackend, attribute, text as text_of};
 use crate::common::{BIN, scrub_env};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use spangate::ingest::ForwardProtocol;
 
-fn demo(scenario: &str) -> (bool, String) {
+fn demo(scenario: &str, extra: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = scrub_env(&mut Command::new(BIN))
         .args([
@@ -18,6 +22,7 @@ fn demo(scenario: &str) -> (bool, String) {
             "--dir",
         ])
         .arg(dir.path())
+        .args(extra)
         .output()
         .expect("run spangate demo");
     let text = format!(
@@ -33,19 +38,74 @@ fn demo(scenario: &str) -> (bool, String) {
     )
 }
 
-#[test]
-fn the_regression_is_rolled_back_after_stepping_up() {
-    let (ok, text) = demo("regression");
+/// Also exported, as a newcomer with Jaeger would run it: spangate's decisions and
+/// the checkout service's spans (forwarded by spangate) reach the backend before
+/// the demo exits, and the failing traces the rollback names are among them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_regression_is_rolled_back_after_stepping_up() {
+    let received = TraceBackend::default();
+    let endpoint = received.start(ForwardProtocol::HttpProtobuf).await;
+    let args = [
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "http/protobuf",
+    ]
+    .map(str::to_string);
+    let (ok, text) = tokio::task::spawn_blocking(move || {
+        demo("regression", &args.each_ref().map(String::as_str))
+    })
+    .await
+    .unwrap();
     assert!(ok, "{text}");
     assert!(text.contains("▶ StepAdvanced"), "{text}");
     assert!(text.contains("▶ RolledBack"), "{text}");
     assert!(text.contains("failed checks"), "{text}");
     assert!(text.contains("\"phase\": \"RolledBack\""), "{text}");
+    assert!(text.contains("in Jaeger search for"), "{text}");
+
+    // Everything was flushed before the demo exited: no waiting here.
+    let spans = received.spans();
+    let rollback = spans
+        .iter()
+        .find(|(service, span)| {
+            service == "spangate"
+                && span.name == "decision"
+                && attribute(span, "reason").as_deref() == Some("RolledBack")
+        })
+        .unwrap_or_else(|| panic!("no RolledBack decision among {} spans", spans.len()));
+    assert!(
+        attribute(&rollback.1, "spangate.verdict.message").is_some(),
+        "{:?}",
+        rollback.1
+    );
+    let checkout: HashSet<String> = spans
+        .iter()
+        .filter(|(service, _)| service == "checkout")
+        .map(|(_, span)| hex::encode(&span.trace_id))
+        .collect();
+    assert!(!checkout.is_empty(), "no checkout span forwarded");
+    let failing = rollback
+        .1
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "spangate.exemplar_trace_ids")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Any::ArrayValue(ids) => Some(ids.values.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no failing traces named in {:?}", rollback.1));
+    assert!(!failing.is_empty());
+    for id in &failing {
+        let id = text_of(id.value.as_ref().unwrap()).unwrap();
+        assert!(checkout.contains(&id), "trace {id} named but not received");
+        assert!(text.contains(&format!("trace {id}")), "{text}");
+    }
 }
 
 #[test]
 fn the_healthy_variant_is_promoted() {
-    let (ok, text) = demo("healthy");
+    let (ok, text) = demo("healthy", &[]);
     assert!(ok, "{text}");
     assert!(text.contains("▶ Promoted"), "{text}");
     assert!(text.contains("\"phase\": \"Promoted\""), "{text}");
