@@ -19,7 +19,8 @@ use std::fmt::Write;
 
 use crate::api::{
     AnalysisSpec, ArmEvidence, CheckEvidence, CheckOutcome, CheckScope, EvidenceUnit,
-    LatencyQuantiles, SampleRatioEvidence, StepEvidence, VariantEvidence, Verdict, VerdictOutcome,
+    ExemplarReason, ExemplarSpan, LatencyQuantiles, SampleRatioEvidence, StepEvidence,
+    VariantEvidence, Verdict, VerdictOutcome,
 };
 
 /// Durations at or below 1 µs share the sketch's lowest bucket, so a p99 below this
@@ -73,14 +74,33 @@ pub fn judge(input: &JudgeInput<'_>) -> Verdict {
     };
     let baseline = evidence(input.baseline_variant, &window.baseline, &rates.baseline);
     let candidate = evidence(input.candidate_variant, &window.candidate, &rates.candidate);
+    let hex = |bytes: &[u8]| {
+        let mut hex = String::with_capacity(2 * bytes.len());
+        push_hex(&mut hex, bytes);
+        hex
+    };
     let exemplar_trace_ids = window
         .candidate
         .error_exemplars
         .iter()
-        .map(|id| {
-            let mut hex = String::with_capacity(2 * id.len());
-            push_hex(&mut hex, id);
-            hex
+        .map(|ids| hex(&ids.trace_id))
+        .collect();
+    let exemplar_spans = window
+        .candidate
+        .error_exemplars
+        .iter()
+        .map(|ids| (ids, ExemplarReason::Error))
+        .chain(
+            window
+                .candidate
+                .slowest
+                .as_ref()
+                .map(|(_, ids)| (ids, ExemplarReason::Slowest)),
+        )
+        .map(|(ids, why)| ExemplarSpan {
+            trace_id: hex(&ids.trace_id),
+            span_id: hex(&ids.span_id),
+            why,
         })
         .collect();
     let checks = run_checks(input, rates, &baseline, &candidate);
@@ -146,6 +166,7 @@ pub fn judge(input: &JudgeInput<'_>) -> Verdict {
         baseline,
         candidate,
         exemplar_trace_ids,
+        exemplar_spans,
     }
 }
 
@@ -1066,6 +1087,7 @@ mod tests {
                         is_error: i < spans.errors,
                         duration_ns: spans.latency_ms * MS,
                         trace_id,
+                        span_id: [5; 8],
                         unit,
                         split: true,
                     },
@@ -1372,6 +1394,7 @@ mod tests {
                     is_error: false,
                     duration_ns: 900 * MS,
                     trace_id: [trace; 16],
+                    span_id: [5; 8],
                     unit: None,
                     split: true,
                 },

@@ -20,7 +20,9 @@ pub use judge::{JudgeInput, SAMPLE_RATIO_ALPHA, judge};
 pub use routes::{Route, Routes, WindowEpoch};
 pub use sketch::LatencySketch;
 pub use spending::Spending;
-pub use window::{ArmWindow, GROUPS, MAX_UNITS, Observation, UnitSample, Window, unit_hash};
+pub use window::{
+    ArmWindow, GROUPS, MAX_UNITS, Observation, SpanIds, UnitSample, Window, unit_hash,
+};
 pub use words::{percent, push_digits};
 
 /// What ingest reads off one span, borrowed from the decoded request.
@@ -39,6 +41,7 @@ pub struct SpanSample<'a> {
     /// end - start, in nanoseconds (0 when end precedes start).
     pub duration_ns: u64,
     pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
     /// `feature_flag.context.id`: the targeting key the flag was evaluated for.
     pub context_id: Option<&'a str>,
     /// `feature_flag.result.reason` (`split` when the percentage decided).

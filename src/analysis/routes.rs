@@ -82,6 +82,7 @@ impl Route {
             is_error: sample.is_error,
             duration_ns: sample.duration_ns,
             trace_id: sample.trace_id,
+            span_id: sample.span_id,
             unit,
             split: sample.split(),
         }
@@ -187,6 +188,7 @@ mod tests {
             is_error: false,
             duration_ns: 1_000_000,
             trace_id: [1; 16],
+            span_id: [5; 8],
             context_id: None,
             reason: None,
         }

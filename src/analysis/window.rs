@@ -27,6 +27,7 @@ pub struct Observation {
     pub is_error: bool,
     pub duration_ns: u64,
     pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
     /// [`unit_hash`] of the span's bucketing value (the rollout's `bucketBy`
     /// attribute, or `feature_flag.context.id`), when it carries one.
     pub unit: Option<u64>,
@@ -36,12 +37,14 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// A span that carries no bucketing value.
+    /// A span that carries no bucketing value; its span ID is the trace ID's first
+    /// half, which is never all zero.
     pub fn span(is_error: bool, duration_ns: u64, trace_id: [u8; 16]) -> Self {
         Self {
             is_error,
             duration_ns,
             trace_id,
+            span_id: trace_id[..8].try_into().expect("eight bytes"),
             unit: None,
             split: false,
         }
@@ -94,8 +97,17 @@ pub struct ArmWindow {
     /// Whether the groups are units (spans carried their bucketing value) rather
     /// than traces.
     pub grouped_by_unit: bool,
-    /// Trace IDs of erroring spans, the first [`MAX_EXEMPLARS`] seen.
-    pub error_exemplars: Vec<[u8; 16]>,
+    /// Erroring spans, the first [`MAX_EXEMPLARS`] seen.
+    pub error_exemplars: Vec<SpanIds>,
+    /// The slowest span and its duration in nanoseconds.
+    pub slowest: Option<(u64, SpanIds)>,
+}
+
+/// Where a span is: its trace and span IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
 }
 
 impl Default for ArmWindow {
@@ -108,6 +120,7 @@ impl Default for ArmWindow {
             log_latency_squares: 0,
             grouped_by_unit: false,
             error_exemplars: Vec::new(),
+            slowest: None,
         }
     }
 }
@@ -122,16 +135,19 @@ impl ArmWindow {
             is_error,
             duration_ns,
             trace_id,
+            span_id,
             unit,
             ..
         } = *observation;
         self.samples += 1;
+        let ids = SpanIds { trace_id, span_id };
         if is_error {
             self.errors += 1;
             if self.error_exemplars.len() < MAX_EXEMPLARS {
-                self.error_exemplars.push(trace_id);
+                self.error_exemplars.push(ids);
             }
         }
+        self.keep_slowest(duration_ns, ids);
         self.latency.record_ns(duration_ns);
         let key = match unit {
             Some(unit) => {
@@ -164,6 +180,21 @@ impl ArmWindow {
         let room = MAX_EXEMPLARS.saturating_sub(self.error_exemplars.len());
         self.error_exemplars
             .extend(other.error_exemplars.iter().take(room).copied());
+        if let Some((duration, ids)) = other.slowest {
+            self.keep_slowest(duration, ids);
+        }
+    }
+
+    /// Keeps the slower span; ties go to the greater IDs, so that windows merged
+    /// in any order hold the same one.
+    fn keep_slowest(&mut self, duration_ns: u64, ids: SpanIds) {
+        let key = |(duration, ids): (u64, SpanIds)| (duration, ids.trace_id, ids.span_id);
+        if self
+            .slowest
+            .is_none_or(|held| key((duration_ns, ids)) > key(held))
+        {
+            self.slowest = Some((duration_ns, ids));
+        }
     }
 
     /// errors / samples, or `None` with no samples.
@@ -278,9 +309,39 @@ mod tests {
             is_error: i.is_multiple_of(7),
             duration_ns: 1_000_000 + i * 1_337,
             trace_id: (i as u128 * 0x9e37_79b9_7f4a_7c15).to_le_bytes(),
+            span_id: [5; 8],
             unit,
             split,
         }
+    }
+
+    #[test]
+    fn the_slowest_span_is_the_same_whatever_the_order_of_merges() {
+        let span = |duration_ms: u64, id: u8| Observation {
+            span_id: [id; 8],
+            ..Observation::span(false, duration_ms * 1_000_000, [id; 16])
+        };
+        // Two spans tie for the slowest.
+        let spans = [span(40, 1), span(90, 2), span(90, 3), span(10, 4)];
+        let mut whole = ArmWindow::default();
+        spans.iter().for_each(|s| whole.record(s));
+        let (mut first, mut second) = (ArmWindow::default(), ArmWindow::default());
+        spans[..2].iter().for_each(|s| first.record(s));
+        spans[2..].iter().for_each(|s| second.record(s));
+        let mut one_way = first.clone();
+        one_way.merge(&second);
+        let mut other_way = second.clone();
+        other_way.merge(&first);
+        let expected = Some((
+            90_000_000,
+            SpanIds {
+                trace_id: [3; 16],
+                span_id: [3; 8],
+            },
+        ));
+        assert_eq!(whole.slowest, expected);
+        assert_eq!(one_way.slowest, expected);
+        assert_eq!(other_way.slowest, expected);
     }
 
     #[test]

@@ -382,6 +382,30 @@ pub struct Verdict {
     /// Trace IDs (hex) of failing spans of the rollout variant, to open in Jaeger.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exemplar_trace_ids: Vec<String>,
+    /// Spans of the rollout variant worth opening: the failing ones above and the
+    /// slowest, with their span IDs; decision spans link to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exemplar_spans: Vec<ExemplarSpan>,
+}
+
+/// One span of the rollout variant a verdict points at.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExemplarSpan {
+    /// Hex, 32 digits.
+    pub trace_id: String,
+    /// Hex, 16 digits.
+    pub span_id: String,
+    pub why: ExemplarReason,
+}
+
+/// Why a verdict points at a span.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ExemplarReason {
+    /// It failed (status ERROR).
+    Error,
+    /// It was the slowest of its step.
+    Slowest,
 }
 
 /// One check of a verdict: what it estimated, how sure, against which tolerance.

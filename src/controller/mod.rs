@@ -329,6 +329,13 @@ impl<S: RolloutStore> Reconciler<S> {
             for (key, value) in evidence_attributes(&record.verdict) {
                 span.set_attribute(key, value);
             }
+            // One click in Jaeger from a decision to the requests behind it.
+            for (context, why) in exemplar_links(&record.verdict) {
+                span.add_link_with_attributes(
+                    context,
+                    vec![opentelemetry::KeyValue::new("spangate.exemplar", why)],
+                );
+            }
         }
         async {
             match type_ {
@@ -385,6 +392,28 @@ fn evidence_attributes(verdict: &crate::api::Verdict) -> Vec<(String, openteleme
         ));
     }
     attributes
+}
+
+/// The spans a verdict points at (failing and slowest of the rollout variant), as
+/// contexts a span can link to; IDs that do not parse are skipped.
+fn exemplar_links(
+    verdict: &crate::api::Verdict,
+) -> impl Iterator<Item = (opentelemetry::trace::SpanContext, &'static str)> + '_ {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    verdict.exemplar_spans.iter().filter_map(|exemplar| {
+        let context = SpanContext::new(
+            TraceId::from_hex(&exemplar.trace_id).ok()?,
+            SpanId::from_hex(&exemplar.span_id).ok()?,
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let why = match exemplar.why {
+            crate::api::ExemplarReason::Error => "error",
+            crate::api::ExemplarReason::Slowest => "slowest",
+        };
+        context.is_valid().then_some((context, why))
+    })
 }
 
 /// Standalone mode's loop state: every pass reconciles every rollout of the store.

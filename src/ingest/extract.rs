@@ -129,6 +129,8 @@ impl<'a> ValidSpan<'a> {
         let span = self.span;
         let resource = self.resource;
         let trace_id = self.trace_id;
+        // Checked to be eight bytes when the span was found valid.
+        let span_id: [u8; 8] = span.span_id.as_slice().try_into().unwrap_or_default();
         let is_error = span
             .status
             .as_ref()
@@ -149,6 +151,7 @@ impl<'a> ValidSpan<'a> {
                 is_error,
                 duration_ns,
                 trace_id,
+                span_id,
                 context_id: evaluation.context_id,
                 reason: evaluation.reason,
             })
@@ -354,6 +357,7 @@ mod tests {
                 is_error: true,
                 duration_ns: 4_000,
                 trace_id: [7; 16],
+                span_id: [5; 8],
                 context_id: None,
                 reason: None,
             }]

@@ -396,7 +396,7 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
     use super::*;
-    use crate::analysis::Route;
+    use crate::analysis::{Route, SpanIds};
     use crate::ingest::test_attributes::kv;
 
     fn span(variant: &str, error: bool, duration_ns: u64) -> Span {
@@ -472,7 +472,13 @@ mod tests {
         let window = ingestor.window("shop/checkout", WindowEpoch(1));
         assert_eq!((window.baseline.samples, window.baseline.errors), (1, 0));
         assert_eq!((window.candidate.samples, window.candidate.errors), (2, 1));
-        assert_eq!(window.candidate.error_exemplars, [[9; 16]]);
+        assert_eq!(
+            window.candidate.error_exemplars,
+            [SpanIds {
+                trace_id: [9; 16],
+                span_id: [1; 8],
+            }]
+        );
         let slowest_ms = window.candidate.latency.quantile_ms(1.0).unwrap();
         assert!((slowest_ms - 9.0).abs() <= 9.0 * 0.01, "{slowest_ms}");
         assert_eq!(
@@ -554,6 +560,7 @@ mod tests {
                     is_error: false,
                     duration_ns: 1_000,
                     trace_id: [1; 16],
+                    span_id: [5; 8],
                     unit: None,
                     split: false,
                 },

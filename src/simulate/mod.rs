@@ -319,6 +319,8 @@ async fn send_traffic(
                 is_error,
                 duration_ns: (latency_ms * 1e6) as u64,
                 trace_id,
+                // Drawn from the trace ID rather than the generator, so seeds replay.
+                span_id: trace_id[..8].try_into().expect("eight bytes"),
                 // The unit is given hashed below, as Route::observation would hash it.
                 context_id: None,
                 reason: Some(answer.reason),

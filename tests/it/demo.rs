@@ -85,6 +85,33 @@ async fn the_regression_is_rolled_back_after_stepping_up() {
         .map(|(_, span)| hex::encode(&span.trace_id))
         .collect();
     assert!(!checkout.is_empty(), "no checkout span forwarded");
+    // The decision links to the failing and the slowest requests of the new
+    // variant: spans the backend holds.
+    let received: HashSet<(Vec<u8>, Vec<u8>)> = spans
+        .iter()
+        .map(|(_, span)| (span.trace_id.clone(), span.span_id.clone()))
+        .collect();
+    let links = &rollback.1.links;
+    let why = |link: &opentelemetry_proto::tonic::trace::v1::span::Link| {
+        link.attributes
+            .iter()
+            .find(|kv| kv.key == "spangate.exemplar")
+            .and_then(|kv| text_of(kv.value.as_ref()?.value.as_ref()?))
+    };
+    assert!(
+        links.iter().any(|l| why(l).as_deref() == Some("error")),
+        "{links:?}"
+    );
+    assert!(
+        links.iter().any(|l| why(l).as_deref() == Some("slowest")),
+        "{links:?}"
+    );
+    for link in links {
+        assert!(
+            received.contains(&(link.trace_id.clone(), link.span_id.clone())),
+            "the decision links to a span the backend never received: {link:?}"
+        );
+    }
     let failing = rollback
         .1
         .attributes

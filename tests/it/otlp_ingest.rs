@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as P
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
-use spangate::analysis::{ArmWindow, Route, Routes, Window, WindowEpoch};
+use spangate::analysis::{ArmWindow, Route, Routes, SpanIds, Window, WindowEpoch};
 use spangate::ingest::{IngestLimits, Ingestor, ReceiverOptions, serve_grpc, serve_http};
 use std::io::Write as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -398,10 +398,13 @@ async fn otlp_json_is_read_and_answered_in_json() {
     assert_arm(&window.baseline, 1, 0, 40.0);
     assert_eq!(
         window.candidate.error_exemplars,
-        [[
-            0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f,
-            0xc6, 0x0c
-        ]]
+        [SpanIds {
+            trace_id: [
+                0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f,
+                0xc6, 0x0c
+            ],
+            span_id: [0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x75],
+        }]
     );
 }
 

@@ -51,6 +51,7 @@ fn verdict(outcome: VerdictOutcome) -> Verdict {
             ..Default::default()
         },
         exemplar_trace_ids: vec![],
+        exemplar_spans: vec![],
     }
 }
 
