@@ -18,9 +18,9 @@ use tower_test::mock::{self, Handle};
 use spangate::analysis::{Arm, Observation, Route, Window, WindowEpoch};
 use spangate::api::{FeatureRollout, FeatureRolloutStatus, Phase};
 use spangate::controller::kube::{Context, FINALIZER, reconcile};
-use spangate::controller::{Reconciler, SpanWindows};
+use spangate::controller::{Reconciler, SegmentCatalog, SpanWindows};
 use spangate::flags::FlagSet;
-use spangate::store::KubeStore;
+use spangate::store::{KubeStore, RolloutKey};
 
 use crate::common::fixture::RolloutFixture;
 
@@ -60,8 +60,14 @@ fn rollout(status: Option<Value>, finalizers: &[&str]) -> FeatureRollout {
 /// The status the controller leaves after its first visit, a minute ago.
 fn started() -> FeatureRolloutStatus {
     let first = rollout(None, &[FINALIZER]);
+    let compiled = SegmentCatalog::default()
+        .compile(
+            &RolloutKey::new("default", "new-checkout"),
+            Arc::new(first.spec),
+        )
+        .unwrap_or_else(|invalid| panic!("does not compile: {invalid}"));
     let decision = spangate::rollout::decide(spangate::rollout::Input {
-        spec: &first.spec,
+        rollout: &compiled,
         generation: Some(1),
         status: &FeatureRolloutStatus::default(),
         verdict: None,
