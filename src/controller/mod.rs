@@ -28,7 +28,7 @@ use tracing::{Instrument, info_span};
 
 use crate::analysis::{JudgeInput, Route, Window, WindowEpoch, judge};
 use crate::api::{FeatureRolloutStatus, Phase};
-use crate::rollout::{Action, EventType, Input, Request, decide, reject};
+use crate::rollout::{Action, CompiledRollout, EventType, Input, Request, decide, reject};
 use crate::serve::{PublishedFlags, Readiness};
 use crate::store::{FlagdFile, Reload, RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
 use crate::telemetry::metrics::TraceExemplar;
@@ -151,18 +151,19 @@ impl<S: RolloutStore> Reconciler<S> {
         request: Option<Request>,
         now: Timestamp,
     ) -> Result<(Reconciled, Entry), ReconcileError> {
-        let compiled = match (&rollout.spec, &conflict) {
+        // The rollout compiled, or why it is rejected: a spec that cannot be read,
+        // another rollout's flag key, or a spec that does not compile.
+        let compiled = match (&rollout.spec, conflict) {
+            (Err(error), _) => Err(error.to_string()),
+            (Ok(_), Some(message)) => Err(message),
             (Ok(spec), None) => {
                 let mut caches = self.compiled();
                 let Compiled { segments, specs } = &mut *caches;
-                Some(specs.get(&rollout.key, spec, segments))
+                specs
+                    .get(&rollout.key, spec, segments)
+                    .map_err(|invalid| format!("invalid spec: {invalid}"))
             }
-            _ => None,
         };
-        let conflict = conflict.or_else(|| match &compiled {
-            Some(Err(invalid)) => Some(format!("invalid spec: {invalid}")),
-            _ => None,
-        });
         let span = info_span!(
             "reconcile",
             rollout = %rollout.key,
@@ -178,7 +179,12 @@ impl<S: RolloutStore> Reconciler<S> {
         let trace = TraceExemplar::of(&span);
         let started = Instant::now();
         let (status, wake_at) = self
-            .decide_and_save(rollout, conflict, request, now)
+            .decide_and_save(
+                rollout,
+                compiled.as_deref().map_err(String::as_str),
+                request,
+                now,
+            )
             .instrument(span)
             .await?;
         self.metrics.reconciled(started.elapsed(), trace);
@@ -192,10 +198,9 @@ impl<S: RolloutStore> Reconciler<S> {
         };
         let entry = Entry {
             phase: status.phase,
-            flag: match &compiled {
-                Some(Ok(compiled)) => compiled.flag(&rollout.key.to_string(), &status),
-                _ => None,
-            },
+            flag: compiled
+                .ok()
+                .and_then(|compiled| compiled.flag(&rollout.key.to_string(), &status)),
             route,
         };
         Ok((Reconciled { wake_at, status }, entry))
@@ -207,18 +212,20 @@ impl<S: RolloutStore> Reconciler<S> {
         self.compiled().specs.retain(|k| k != key);
     }
 
+    /// Judges and decides a compiled rollout, or rejects it with the message why it
+    /// is not one; then saves the status and records the events.
     async fn decide_and_save(
         &self,
         rollout: &StoredRollout,
-        conflict: Option<String>,
+        compiled: Result<&CompiledRollout, &str>,
         request: Option<Request>,
         now: Timestamp,
     ) -> Result<(FeatureRolloutStatus, Option<Timestamp>), ReconcileError> {
         let span = tracing::Span::current();
-        let decision = match (&rollout.spec, conflict.as_ref()) {
-            (Err(error), _) => reject(&rollout.status, rollout.generation, &error.to_string(), now),
-            (Ok(_), Some(message)) => reject(&rollout.status, rollout.generation, message, now),
-            (Ok(spec), None) => {
+        let decision = match compiled {
+            Err(message) => reject(&rollout.status, rollout.generation, message, now),
+            Ok(compiled) => {
+                let spec = &compiled.spec;
                 span.record("feature_flag.key", spec.flag.key.as_str());
                 if !spec.flag.rollout_variant.is_empty() {
                     span.record(
@@ -258,7 +265,7 @@ impl<S: RolloutStore> Reconciler<S> {
                         verdict
                     });
                 decide(Input {
-                    spec,
+                    rollout: compiled,
                     generation: rollout.generation,
                     status: &rollout.status,
                     verdict: verdict.as_ref(),

@@ -1,14 +1,16 @@
-//! The rollout state machine: from the spec, the status it last left, the latest
-//! verdict and the time, to the next status and what the shell must do about it.
+//! The rollout state machine: from the compiled spec, the status it last left, the
+//! latest verdict and the time, to the next status and what the shell must do about
+//! it. A spec that does not compile never gets here: the shell [`reject`]s it.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 
-use super::plan::{Plan, plan};
+use super::compiled::CompiledRollout;
+use super::plan::Plan;
 use crate::analysis::WindowEpoch;
 use crate::api::{
-    FeatureRolloutSpec, FeatureRolloutStatus, Hold, Phase, StepEvidence, Transition, Verdict,
-    VerdictOutcome, VerdictRecord,
+    FeatureRolloutStatus, Hold, Phase, StepEvidence, Transition, Verdict, VerdictOutcome,
+    VerdictRecord,
 };
 
 /// Transitions kept in `status.history`.
@@ -17,7 +19,8 @@ pub const HISTORY_LIMIT: usize = 10;
 /// What the machine is given.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
-    pub spec: &'a FeatureRolloutSpec,
+    /// The spec, checked and compiled once by the shell; the machine walks its plan.
+    pub rollout: &'a CompiledRollout,
     /// `metadata.generation` of the spec.
     pub generation: Option<i64>,
     pub status: &'a FeatureRolloutStatus,
@@ -69,13 +72,7 @@ pub struct Decision {
 
 /// Computes the next status.
 pub fn decide(input: Input<'_>) -> Decision {
-    let plan = match plan(input.spec) {
-        Ok(plan) => plan,
-        Err(invalid) => {
-            let message = format!("invalid spec: {invalid}");
-            return reject(input.status, input.generation, &message, input.now);
-        }
-    };
+    let plan = &input.rollout.plan;
     let mut next = input.status.clone();
     next.observed_generation = input.generation;
     let mut actions = Vec::new();
@@ -83,14 +80,14 @@ pub fn decide(input: Input<'_>) -> Decision {
     let restart = next.target.as_deref() != Some(plan.target.as_str())
         || matches!(next.phase, Phase::Invalid | Phase::Pending | Phase::Serving);
     if plan.serves_only() {
-        serve(&mut next, &mut actions, &plan, input.now);
+        serve(&mut next, &mut actions, plan, input.now);
     } else if restart {
-        start(&mut next, &mut actions, &plan, input);
+        start(&mut next, &mut actions, plan, input);
     } else {
-        follow(&mut next, &mut actions, &plan, input);
+        follow(&mut next, &mut actions, plan, input);
     }
     if let Some(request) = input.request {
-        carry_out(&mut next, &mut actions, &plan, input.now, request);
+        carry_out(&mut next, &mut actions, plan, input.now, request);
     }
     next.step = next
         .current_step
@@ -98,7 +95,7 @@ pub fn decide(input: Input<'_>) -> Decision {
     set_conditions(&mut next, input.generation, input.now);
     let wake_at = (next.phase == Phase::Progressing)
         .then(|| {
-            [dwell_end(&next, &plan), step_deadline(&next, &plan)]
+            [dwell_end(&next, plan), step_deadline(&next, plan)]
                 .into_iter()
                 .flatten()
                 .filter(|&t| t > input.now)
@@ -112,8 +109,8 @@ pub fn decide(input: Input<'_>) -> Decision {
     }
 }
 
-/// Marks a rollout Invalid for a problem found outside its spec's own checks: a
-/// file that does not parse, or a flag key another rollout already serves.
+/// Marks a rollout Invalid: its spec does not compile, its file does not parse, or
+/// another rollout already serves its flag key.
 pub fn reject(
     status: &FeatureRolloutStatus,
     generation: Option<i64>,
@@ -191,7 +188,7 @@ fn start(
     next.verdict = None;
     next.hold = None;
     next.completed_steps.clear();
-    if input.spec.paused {
+    if input.rollout.spec.paused {
         let message = "paused before the first step; set spec.paused to false to start".to_string();
         transition(
             next,
@@ -273,7 +270,7 @@ fn follow(
 ) {
     match next.phase {
         Phase::Promoted | Phase::RolledBack => return,
-        Phase::Paused if input.spec.paused => return,
+        Phase::Paused if input.rollout.spec.paused => return,
         Phase::Paused => {
             let Some(index) = next.current_step else {
                 enter_step(
@@ -314,7 +311,7 @@ fn follow(
             next.message = Some(message);
             return;
         }
-        Phase::Progressing if input.spec.paused => {
+        Phase::Progressing if input.rollout.spec.paused => {
             let message = format!("paused at {}%", next.weight);
             let step = next.current_step;
             let weight = next.weight;

@@ -18,9 +18,9 @@ use tower_test::mock::{self, Handle};
 use spangate::analysis::{Arm, Observation, Route, Window, WindowEpoch};
 use spangate::api::{FeatureRollout, FeatureRolloutStatus, Phase};
 use spangate::controller::kube::{Context, FINALIZER, reconcile};
-use spangate::controller::{Reconciler, SpanWindows};
+use spangate::controller::{Reconciler, SegmentCatalog, SpanWindows};
 use spangate::flags::FlagSet;
-use spangate::store::KubeStore;
+use spangate::store::{KubeStore, RolloutKey};
 
 use crate::common::fixture::RolloutFixture;
 
@@ -60,8 +60,14 @@ fn rollout(status: Option<Value>, finalizers: &[&str]) -> FeatureRollout {
 /// The status the controller leaves after its first visit, a minute ago.
 fn started() -> FeatureRolloutStatus {
     let first = rollout(None, &[FINALIZER]);
+    let compiled = SegmentCatalog::default()
+        .compile(
+            &RolloutKey::new("default", "new-checkout"),
+            Arc::new(first.spec),
+        )
+        .unwrap_or_else(|invalid| panic!("does not compile: {invalid}"));
     let decision = spangate::rollout::decide(spangate::rollout::Input {
-        spec: &first.spec,
+        rollout: &compiled,
         generation: Some(1),
         status: &FeatureRolloutStatus::default(),
         verdict: None,
@@ -383,6 +389,42 @@ async fn promote_and_abort_requests_are_carried_out_and_cleared() {
         Value::Null
     );
     assert_eq!(served_weight(&setup), Some(10_000));
+}
+
+#[tokio::test]
+async fn requests_leave_an_invalid_spec_alone() {
+    for annotation in [
+        spangate::api::PROMOTE_ANNOTATION,
+        spangate::api::ABORT_ANNOTATION,
+    ] {
+        let mut setup = Setup::new(Window::default());
+        let mut asked = rollout(None, &[FINALIZER]);
+        asked.spec.steps.clear();
+        asked
+            .meta_mut()
+            .annotations
+            .get_or_insert_default()
+            .insert(annotation.into(), "now".into());
+        let (patch, event, cleared) = setup
+            .reconcile(asked, async |api| {
+                let patch = expect(api, Method::PATCH, STATUS_PATH, Value::Null).await;
+                let event = expect(api, Method::POST, EVENTS_PATH, json!({})).await;
+                let answer = serde_json::to_value(rollout(None, &[FINALIZER])).unwrap();
+                let cleared = expect(api, Method::PATCH, ROLLOUT_PATH, answer).await;
+                (patch, event, cleared)
+            })
+            .await;
+        assert_eq!(patch["status"]["phase"], "Invalid", "{annotation}");
+        assert_eq!(patch["status"]["step"], Value::Null, "{annotation}");
+        assert_eq!(event["reason"], "InvalidSpec", "{annotation}");
+        // Cleared all the same: the request does not linger until the spec is fixed.
+        assert_eq!(
+            cleared["metadata"]["annotations"][annotation],
+            Value::Null,
+            "{annotation}"
+        );
+        assert_eq!(served_weight(&setup), None, "{annotation}");
+    }
 }
 
 fn served_weight(setup: &Setup) -> Option<u64> {

@@ -1,5 +1,7 @@
 //! The rollout state machine, transition by transition.
 
+use std::sync::Arc;
+
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use spangate::analysis::WindowEpoch;
@@ -7,7 +9,12 @@ use spangate::api::{
     FeatureRolloutSpec, FeatureRolloutStatus, Hold, Phase, SampleRatioEvidence, VariantEvidence,
     Verdict, VerdictOutcome,
 };
-use spangate::rollout::{Action, Decision, EventType, HISTORY_LIMIT, Input, Request, decide};
+use spangate::controller::SegmentCatalog;
+use spangate::rollout::{
+    Action, CompiledRollout, Decision, EventType, HISTORY_LIMIT, Input, InvalidSpec, Request,
+    decide, reject,
+};
+use spangate::store::RolloutKey;
 
 use crate::common::fixture::RolloutFixture;
 
@@ -55,6 +62,24 @@ fn verdict(outcome: VerdictOutcome) -> Verdict {
     }
 }
 
+/// `spec` compiled as the controller compiles it, with no segments to match.
+fn compile(spec: &FeatureRolloutSpec) -> Result<CompiledRollout, InvalidSpec> {
+    SegmentCatalog::default().compile(
+        &RolloutKey::new("default", "checkout"),
+        Arc::new(spec.clone()),
+    )
+}
+
+fn compiled(spec: &FeatureRolloutSpec) -> CompiledRollout {
+    compile(spec).unwrap_or_else(|invalid| panic!("does not compile: {invalid}"))
+}
+
+/// What the controller does with a spec that does not compile: rejects it, saying
+/// what `invalid` found.
+fn rejected(invalid: &InvalidSpec, status: &FeatureRolloutStatus, now: Timestamp) -> Decision {
+    reject(status, Some(1), &format!("invalid spec: {invalid}"), now)
+}
+
 fn step(
     spec: &FeatureRolloutSpec,
     status: &FeatureRolloutStatus,
@@ -62,7 +87,7 @@ fn step(
     now: Timestamp,
 ) -> Decision {
     decide(Input {
-        spec,
+        rollout: &compiled(spec),
         generation: Some(1),
         status,
         verdict,
@@ -288,7 +313,7 @@ fn a_changed_flag_or_revision_restarts_from_the_first_step() {
     assert_eq!(s.current_step, Some(1));
     spec.revision = Some("9e8d7c6".into());
     let d = decide(Input {
-        spec: &spec,
+        rollout: &compiled(&spec),
         generation: Some(2),
         status: &s,
         verdict: None,
@@ -321,7 +346,7 @@ fn other_spec_changes_keep_the_step() {
     spec.analysis.max_error_rate = Some(0.1);
     spec.steps = vec![2.0, 5.0, 50.0];
     let d = decide(Input {
-        spec: &spec,
+        rollout: &compiled(&spec),
         generation: Some(2),
         status: &s,
         verdict: None,
@@ -436,7 +461,12 @@ fn invalid_specs_say_exactly_what_is_wrong() {
     for (expected, edit) in cases {
         let mut spec = rollout().spec();
         edit(&mut spec);
-        let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
+        let invalid = compile(&spec).expect_err(expected);
+        assert!(
+            invalid.to_string().contains(expected),
+            "{invalid} lacks {expected:?}"
+        );
+        let d = rejected(&invalid, &FeatureRolloutStatus::default(), t0());
         assert_eq!(d.status.phase, Phase::Invalid, "{expected}");
         assert_eq!(d.status.weight, 0.0);
         let message = d.status.message.clone().unwrap();
@@ -448,7 +478,7 @@ fn invalid_specs_say_exactly_what_is_wrong() {
             ("False", "InvalidSpec")
         );
         // The same invalid spec again: no new event.
-        let again = step(&spec, &d.status, None, at(5));
+        let again = rejected(&invalid, &d.status, at(5));
         assert!(again.actions.is_empty());
     }
 }
@@ -457,7 +487,9 @@ fn invalid_specs_say_exactly_what_is_wrong() {
 fn fixing_an_invalid_spec_starts_the_rollout() {
     let mut spec = rollout().spec();
     spec.steps = vec![50.0, 10.0];
-    let bad = step(&spec, &FeatureRolloutStatus::default(), None, t0());
+    let invalid = compile(&spec).expect_err("steps must increase");
+    let bad = rejected(&invalid, &FeatureRolloutStatus::default(), t0());
+    assert_eq!(bad.status.phase, Phase::Invalid);
     spec.steps = vec![10.0, 50.0];
     let fixed = step(&spec, &bad.status, None, at(1));
     assert_eq!(
@@ -500,7 +532,7 @@ fn requested(
     now: Timestamp,
 ) -> Decision {
     decide(Input {
-        spec,
+        rollout: &compiled(spec),
         generation: Some(1),
         status,
         verdict: None,
@@ -572,18 +604,6 @@ fn abort_rolls_back_now_with_a_warning() {
     let d = requested(&spec, &promoted, Request::Abort, at(7));
     assert_eq!((d.status.phase, d.status.weight), (Phase::RolledBack, 0.0));
     assert_eq!(reasons(&d), ["Aborted"]);
-}
-
-#[test]
-fn requests_leave_an_invalid_spec_alone() {
-    let mut spec = rollout().spec();
-    spec.steps = vec![];
-    for request in [Request::Promote, Request::Abort] {
-        let d = requested(&spec, &FeatureRolloutStatus::default(), request, at(1));
-        assert_eq!(d.status.phase, Phase::Invalid);
-        assert_eq!(d.status.step, None);
-        assert_eq!(reasons(&d), ["InvalidSpec"]);
-    }
 }
 
 /// An entitlement flag: variants and targeting, no steps.
@@ -806,7 +826,8 @@ fn the_same_verdict_again_leaves_the_status_as_it_was() {
 fn steps_with_no_threshold_have_no_check_to_judge_by() {
     let mut spec = rollout().spec();
     spec.analysis.max_error_rate = None;
-    let d = step(&spec, &FeatureRolloutStatus::default(), None, t0());
+    let invalid = compile(&spec).expect_err("no check");
+    let d = rejected(&invalid, &FeatureRolloutStatus::default(), t0());
     assert_eq!(d.status.phase, Phase::Invalid);
     let message = d.status.message.unwrap_or_default();
     assert!(
