@@ -357,7 +357,7 @@ mod tests {
                 is_error: true,
                 duration_ns: 4_000,
                 trace_id: [7; 16],
-                span_id: [5; 8],
+                span_id: [3; 8],
                 context_id: None,
                 reason: None,
             }]
