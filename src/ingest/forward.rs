@@ -23,7 +23,7 @@ use super::events::{ForwardCounters, ForwardFailed, SpansDropped, SpansForwarded
 use super::redact::hide_private;
 use crate::flags::PrivateAttributes;
 use crate::net::{MemoryBudget, Reservation};
-use crate::telemetry::metrics::{Registry, Sampled, Unit};
+use crate::telemetry::metrics::Registry;
 
 /// How spans are sent on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -210,22 +210,14 @@ impl Forwarder {
     /// Registers the forward families of `/metrics` into `registry`.
     pub(super) fn register_metrics(&self, registry: &mut Registry) {
         self.counters.register(registry);
-        let budget = Arc::clone(&self.budget);
-        Sampled::gauge(
-            "forward_queue",
-            "Memory held by spans waiting to be forwarded or being forwarded (estimated)",
-            Some(Unit::Bytes),
-            move || budget.used() as u64,
-        )
-        .register(registry);
-        let budget = Arc::clone(&self.budget);
-        Sampled::gauge(
-            "forward_queue_limit",
-            "Most memory the forward queue may hold; beyond, new batches are dropped",
-            Some(Unit::Bytes),
-            move || budget.limit() as u64,
-        )
-        .register(registry);
+        self.budget.register_metrics(
+            registry,
+            ["forward_queue", "forward_queue_limit"],
+            [
+                "Memory held by spans waiting to be forwarded or being forwarded (estimated)",
+                "Most memory the forward queue may hold; beyond, new batches are dropped",
+            ],
+        );
     }
 
     /// Warning lines held back since start, by the event they were about.

@@ -18,7 +18,7 @@ use super::extract::{self, InvalidSpan, SpanChecks};
 use super::forward::Forwarder;
 use crate::analysis::{Arm, Observation, Route, Routes, Window, WindowEpoch};
 use crate::net::{MemoryBudget, Reservation};
-use crate::telemetry::metrics::{Registry, Sampled, TraceExemplar, Unit};
+use crate::telemetry::metrics::{Registry, TraceExemplar};
 
 /// What became of one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -290,22 +290,14 @@ impl Ingestor {
     /// Registers ingest's families of `/metrics` (and the forwarder's) into `registry`.
     pub fn register_metrics(&self, registry: &mut Registry) {
         self.counters.register(registry);
-        let budget = Arc::clone(&self.in_flight);
-        Sampled::gauge(
-            "otlp_in_flight",
-            "Memory held by OTLP requests being received and decoded (estimated)",
-            Some(Unit::Bytes),
-            move || budget.used() as u64,
-        )
-        .register(registry);
-        let budget = Arc::clone(&self.in_flight);
-        Sampled::gauge(
-            "otlp_in_flight_limit",
-            "Most memory OTLP requests in flight may hold; beyond, requests are told to retry",
-            Some(Unit::Bytes),
-            move || budget.limit() as u64,
-        )
-        .register(registry);
+        self.in_flight.register_metrics(
+            registry,
+            ["otlp_in_flight", "otlp_in_flight_limit"],
+            [
+                "Memory held by OTLP requests being received and decoded (estimated)",
+                "Most memory OTLP requests in flight may hold; beyond, requests are told to retry",
+            ],
+        );
         if let Some(forwarder) = &self.forwarder {
             forwarder.register_metrics(registry);
         }

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::telemetry::metrics::{Registry, Sampled, Unit};
+
 /// At most `limit` bytes held at once, over every reservation.
 #[derive(Debug)]
 pub struct MemoryBudget {
@@ -35,6 +37,21 @@ impl MemoryBudget {
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Registers two gauges: `name` (bytes held, `help`) and `name_limit` (the
+    /// limit, `limit_help`), both in bytes.
+    pub fn register_metrics(
+        self: &Arc<Self>,
+        registry: &mut Registry,
+        [name, limit_name]: [&'static str; 2],
+        [help, limit_help]: [&'static str; 2],
+    ) {
+        let budget = Arc::clone(self);
+        Sampled::gauge(name, help, Some(Unit::Bytes), move || budget.used() as u64)
+            .register(registry);
+        let limit = self.limit as u64;
+        Sampled::gauge(limit_name, limit_help, Some(Unit::Bytes), move || limit).register(registry);
     }
 
     fn take(&self, bytes: usize) -> bool {
