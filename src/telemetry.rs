@@ -165,6 +165,53 @@ fn tracer_provider(export: &TraceExport) -> anyhow::Result<SdkTracerProvider> {
         .build())
 }
 
+/// The trace that holds one run of a rollout: a root `rollout` span, exported when
+/// the run starts, whose children are every decision of the run. Its IDs live in
+/// the rollout's status, so decisions after a restart join the same trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutTrace {
+    root: opentelemetry::trace::SpanContext,
+}
+
+impl RolloutTrace {
+    /// The trace `root` starts; none when the operator's spans are not exported.
+    pub fn rooted_at(root: &tracing::Span) -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let root = root.context().span().span_context().clone();
+        root.is_valid().then_some(Self { root })
+    }
+
+    /// The trace whose IDs (hex) a status holds.
+    pub fn from_ids(trace_id: &str, root_span_id: &str) -> Option<Self> {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        let root = SpanContext::new(
+            TraceId::from_hex(trace_id).ok()?,
+            SpanId::from_hex(root_span_id).ok()?,
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        root.is_valid().then_some(Self { root })
+    }
+
+    /// The trace ID and the root span's ID, in hex.
+    pub fn ids(&self) -> (String, String) {
+        (
+            self.root.trace_id().to_string(),
+            self.root.span_id().to_string(),
+        )
+    }
+
+    /// Makes `span` a child of the root span.
+    pub fn adopt(&self, span: &tracing::Span) {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let _ = span
+            .set_parent(opentelemetry::Context::new().with_remote_span_context(self.root.clone()));
+    }
+}
+
 /// Lets a repeated warning be written at most once per interval; the ones held
 /// back are counted, said in the next line written, and shown in `/metrics`.
 #[derive(Debug)]

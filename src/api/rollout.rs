@@ -326,6 +326,13 @@ pub struct FeatureRolloutStatus {
     /// bucketing); when it changes the rollout starts again from the first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The trace (32 hex digits) that holds every decision of this run of the
+    /// rollout, from its start: search it in Jaeger to read the whole rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The `rollout` span at the root of that trace (16 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_root_span_id: Option<String>,
     /// Outcome of the last verdict, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<VerdictOutcome>,

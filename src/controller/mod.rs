@@ -31,6 +31,7 @@ use crate::api::{FeatureRolloutStatus, Phase};
 use crate::rollout::{Action, CompiledRollout, EventType, Input, Request, decide, reject};
 use crate::serve::{PublishedFlags, Readiness};
 use crate::store::{FlagdFile, Reload, RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
+use crate::telemetry::RolloutTrace;
 use crate::telemetry::metrics::TraceExemplar;
 use events::{ReconcileFailed, Retry};
 
@@ -275,7 +276,23 @@ impl<S: RolloutStore> Reconciler<S> {
             }
         };
         let wake_at = decision.wake_at;
-        let status = decision.status;
+        let mut status = decision.status;
+        // A run that starts, or one from before traces were kept, gets its trace.
+        let restarted = decision
+            .actions
+            .iter()
+            .any(|action| matches!(action, Action::Event { reason, .. } if *reason == "Restarted"));
+        if status.phase != Phase::Invalid
+            && !decision.actions.is_empty()
+            && (status.trace_id.is_none() || restarted)
+        {
+            let root = info_span!(parent: None, "rollout", rollout = %rollout.key);
+            if let Some(trace) = RolloutTrace::rooted_at(&root) {
+                let (trace_id, root_span_id) = trace.ids();
+                status.trace_id = Some(trace_id);
+                status.trace_root_span_id = Some(root_span_id);
+            }
+        }
         span.record("phase", status.phase.to_string());
         if let Some(step) = status.current_step {
             span.record("step", step);
@@ -331,6 +348,11 @@ impl<S: RolloutStore> Reconciler<S> {
             weight = status.weight,
             verdict = status.verdict.map(|v| v.to_string()),
         );
+        if let (Some(trace_id), Some(root)) = (&status.trace_id, &status.trace_root_span_id)
+            && let Some(trace) = RolloutTrace::from_ids(trace_id, root)
+        {
+            trace.adopt(&span);
+        }
         if let Some(record) = &status.last_verdict {
             use tracing_opentelemetry::OpenTelemetrySpanExt as _;
             for (key, value) in evidence_attributes(&record.verdict) {

@@ -79,6 +79,22 @@ async fn the_regression_is_rolled_back_after_stepping_up() {
         "{:?}",
         rollback.1
     );
+    // The rollout's whole run is one trace under its `rollout` span.
+    let root = spans
+        .iter()
+        .find(|(service, span)| service == "spangate" && span.name == "rollout")
+        .map(|(_, span)| span)
+        .unwrap_or_else(|| panic!("no rollout span among {} spans", spans.len()));
+    let decisions: Vec<_> = spans
+        .iter()
+        .filter(|(service, span)| service == "spangate" && span.name == "decision")
+        .map(|(_, span)| span)
+        .collect();
+    assert!(decisions.len() >= 3, "{} decisions", decisions.len());
+    for decision in &decisions {
+        assert_eq!(decision.trace_id, root.trace_id, "{decision:?}");
+        assert_eq!(decision.parent_span_id, root.span_id, "{decision:?}");
+    }
     let checkout: HashSet<String> = spans
         .iter()
         .filter(|(service, _)| service == "checkout")

@@ -298,6 +298,34 @@ async fn the_rollback_decision_span_carries_the_evidence() {
         .map(|id| id.as_str().map(str::to_string))
         .collect();
     assert_eq!(ids, expected);
+    // The whole run is one trace: a `rollout` root span, every decision its child.
+    let trace_id = status["traceId"].as_str().expect("status.traceId");
+    let root_id = status["traceRootSpanId"]
+        .as_str()
+        .expect("status.traceRootSpanId");
+    let spans = received.spans();
+    assert!(
+        spans.iter().any(|(_, span)| span.name == "rollout"
+            && hex::encode(&span.trace_id) == trace_id
+            && hex::encode(&span.span_id) == root_id),
+        "no rollout span {trace_id}/{root_id}"
+    );
+    let decisions: Vec<_> = spans
+        .iter()
+        .filter(|(_, span)| span.name == "decision")
+        .collect();
+    let reasons: Vec<Option<String>> = decisions
+        .iter()
+        .map(|(_, span)| crate::common::otlp::attribute(span, "reason"))
+        .collect();
+    assert!(
+        reasons.contains(&Some("Started".to_string())),
+        "{reasons:?}"
+    );
+    for (_, span) in &decisions {
+        assert_eq!(hex::encode(&span.trace_id), trace_id, "{span:?}");
+        assert_eq!(hex::encode(&span.parent_span_id), root_id, "{span:?}");
+    }
     for noise in [
         "code.file.path",
         "code.line.number",
