@@ -184,15 +184,7 @@ impl RolloutTrace {
 
     /// The trace whose IDs (hex) a status holds.
     pub fn from_ids(trace_id: &str, root_span_id: &str) -> Option<Self> {
-        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
-        let root = SpanContext::new(
-            TraceId::from_hex(trace_id).ok()?,
-            SpanId::from_hex(root_span_id).ok()?,
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        );
-        root.is_valid().then_some(Self { root })
+        remote_span(trace_id, root_span_id).map(|root| Self { root })
     }
 
     /// The trace ID and the root span's ID, in hex.
@@ -210,6 +202,20 @@ impl RolloutTrace {
         let _ = span
             .set_parent(opentelemetry::Context::new().with_remote_span_context(self.root.clone()));
     }
+}
+
+/// A span recorded elsewhere, by its trace and span IDs in hex, to link to or to
+/// parent under; none when the IDs do not parse or are the invalid all-zero ones.
+pub fn remote_span(trace_id: &str, span_id: &str) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let context = SpanContext::new(
+        TraceId::from_hex(trace_id).ok()?,
+        SpanId::from_hex(span_id).ok()?,
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    context.is_valid().then_some(context)
 }
 
 /// Lets a repeated warning be written at most once per interval; the ones held

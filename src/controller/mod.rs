@@ -428,20 +428,15 @@ fn evidence_attributes(verdict: &crate::api::Verdict) -> Vec<(String, openteleme
 fn exemplar_links(
     verdict: &crate::api::Verdict,
 ) -> impl Iterator<Item = (opentelemetry::trace::SpanContext, &'static str)> + '_ {
-    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     verdict.exemplar_spans.iter().filter_map(|exemplar| {
-        let context = SpanContext::new(
-            TraceId::from_hex(&exemplar.trace_id).ok()?,
-            SpanId::from_hex(&exemplar.span_id).ok()?,
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        );
         let why = match exemplar.why {
             crate::api::ExemplarReason::Error => "error",
             crate::api::ExemplarReason::Slowest => "slowest",
         };
-        context.is_valid().then_some((context, why))
+        Some((
+            crate::telemetry::remote_span(&exemplar.trace_id, &exemplar.span_id)?,
+            why,
+        ))
     })
 }
 
