@@ -239,7 +239,7 @@ impl SpanWindows for Ingestor {
     }
 
     fn samples_recorded(&self) -> u64 {
-        self.stats().samples_routed
+        Ingestor::samples_recorded(self)
     }
 }
 

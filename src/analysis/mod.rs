@@ -8,6 +8,7 @@
 //! [`Verdict`](crate::api::Verdict) with anytime-valid tests ([`sequential`])
 //! whose error budget is spent as [`spending`] says. No I/O, no clock.
 
+mod join;
 mod judge;
 mod routes;
 pub mod sequential;
@@ -16,6 +17,10 @@ pub mod spending;
 mod window;
 mod words;
 
+pub use join::{
+    JoinLimits, JoinSpan, JoinStats, Joined, MAX_BUCKET_ATTRIBUTES, Resolution, TraceId, TraceJoin,
+    name_hash,
+};
 pub use judge::{JudgeInput, SAMPLE_RATIO_ALPHA, judge};
 pub use routes::{Route, Routes, WindowEpoch};
 pub use sketch::LatencySketch;

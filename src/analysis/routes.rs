@@ -1,8 +1,8 @@
 //! Which rollout a span sample counts for, and on which arm.
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 
-use super::window::unit_hash;
+use super::join::{Joined, name_hash};
 use super::{Arm, Observation, SpanSample};
 use crate::api::FeatureRolloutSpec;
 
@@ -21,6 +21,9 @@ pub struct Route {
     pub rollout: String,
     /// `service.name` of the spans that count.
     pub service: String,
+    /// Services further down the traces of the flag, judged on their own
+    /// (`spec.downstreamServices`); the revision filter does not apply to them.
+    pub downstream: Vec<String>,
     pub flag_key: String,
     /// When set, only spans of this revision count.
     pub revision: Option<String>,
@@ -42,6 +45,7 @@ impl Route {
         Self {
             rollout,
             service: spec.service.clone(),
+            downstream: Vec::new(),
             flag_key: spec.flag.key.clone(),
             revision: spec.revision.clone(),
             baseline_variant: spec.flag.default_variant.clone(),
@@ -61,21 +65,7 @@ impl Route {
             .unwrap_or("feature_flag.context.id")
     }
 
-    /// What `sample` contributes to this route's window; `attribute` reads a span
-    /// attribute by name (for the `bucketBy` value).
-    pub fn observation<'s>(
-        &self,
-        sample: &SpanSample<'s>,
-        attribute: impl FnOnce(&str) -> Option<&'s str>,
-    ) -> Observation {
-        let unit = match &self.bucket_by {
-            Some(name) => attribute(name),
-            None => sample.context_id,
-        };
-        self.observation_of_unit(sample, unit.filter(|u| !u.is_empty()).map(unit_hash))
-    }
-
-    /// What `sample` contributes, its unit's [`unit_hash`] already known (`spangate
+    /// What `sample` contributes, its unit's [`unit_hash`](super::unit_hash) already known (`spangate
     /// simulate` hashes each synthetic user once, not once a span).
     pub fn observation_of_unit(&self, sample: &SpanSample<'_>, unit: Option<u64>) -> Observation {
         Observation {
@@ -113,11 +103,63 @@ pub struct Routes {
     routes: Vec<Route>,
     /// service → flag key → indices into `routes`.
     index: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// For the trace join, by name hashes: (service, flag) → where a span counts.
+    targets: HashMap<(u64, u64), Vec<Target>>,
+    /// Flags some route judges → the `bucketBy` attributes their rollouts read.
+    flags: HashMap<u64, Vec<(u64, String)>>,
+    /// Services some route judges, main or downstream.
+    services: HashSet<u64>,
+}
+
+/// Where a span of one service, in a trace that resolved one flag, counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Index of the route.
+    pub route: usize,
+    /// 0 for the rollout's `service`, then 1 + its index in `downstream`.
+    pub service: usize,
+    baseline: u64,
+    candidate: u64,
+    /// Only the rollout's own service is filtered by revision.
+    revision: Option<u64>,
+    bucket_by: Option<u64>,
+}
+
+impl Target {
+    /// The arm of a span joined to this target's flag, if it counts at all.
+    pub fn arm(&self, joined: &Joined<'_>) -> Option<Arm> {
+        if self.revision.is_some() && joined.span.revision != self.revision {
+            return None;
+        }
+        let variant = joined.resolution.variant;
+        if variant == self.baseline {
+            Some(Arm::Baseline)
+        } else if variant == self.candidate {
+            Some(Arm::Candidate)
+        } else {
+            None
+        }
+    }
+
+    /// What a joined span contributes to this target's window.
+    pub fn observation(&self, joined: &Joined<'_>) -> Observation {
+        Observation {
+            is_error: joined.span.is_error,
+            duration_ns: joined.span.duration_ns,
+            trace_id: joined.trace_id,
+            span_id: joined.span.span_id,
+            unit: joined.resolution.unit(self.bucket_by),
+            split: joined.resolution.split,
+        }
+    }
 }
 
 impl Routes {
     pub fn new(routes: Vec<Route>) -> Self {
         let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::default();
+        let mut targets: HashMap<(u64, u64), Vec<Target>> = HashMap::default();
+        let mut flags: HashMap<u64, Vec<(u64, String)>> = HashMap::default();
+        let mut services = HashSet::default();
         for (i, route) in routes.iter().enumerate() {
             index
                 .entry(route.service.clone())
@@ -125,8 +167,41 @@ impl Routes {
                 .entry(route.flag_key.clone())
                 .or_default()
                 .push(i);
+            let flag = name_hash(&route.flag_key);
+            let attributes = flags.entry(flag).or_default();
+            if let Some(name) = &route.bucket_by
+                && !attributes.iter().any(|(_, known)| known == name)
+            {
+                attributes.push((name_hash(name), name.clone()));
+            }
+            let judged = std::iter::once(&route.service).chain(&route.downstream);
+            for (position, service) in judged.enumerate() {
+                let service_hash = name_hash(service);
+                services.insert(service_hash);
+                targets
+                    .entry((service_hash, flag))
+                    .or_default()
+                    .push(Target {
+                        route: i,
+                        service: position,
+                        baseline: name_hash(&route.baseline_variant),
+                        candidate: name_hash(&route.candidate_variant),
+                        revision: route
+                            .revision
+                            .as_deref()
+                            .filter(|_| position == 0)
+                            .map(name_hash),
+                        bucket_by: route.bucket_by.as_deref().map(name_hash),
+                    });
+            }
         }
-        Self { routes, index }
+        Self {
+            routes,
+            index,
+            targets,
+            flags,
+            services,
+        }
     }
 
     /// Every route `sample` counts for, with its arm there. A variant that is
@@ -142,6 +217,29 @@ impl Routes {
             let route = &self.routes[i];
             route.arm_of(&sample).map(|arm| (route, arm))
         })
+    }
+
+    /// The `bucketBy` attributes (name hash, name) read for an evaluation of the
+    /// flag `flag` (a [`name_hash`]); `None` when no route judges that flag.
+    pub fn flag(&self, flag: u64) -> Option<&[(u64, String)]> {
+        self.flags.get(&flag).map(Vec::as_slice)
+    }
+
+    /// Whether some route judges the spans of `service` (a [`name_hash`]).
+    pub fn judges_service(&self, service: u64) -> bool {
+        self.services.contains(&service)
+    }
+
+    /// Where a span joined to a flag counts, with the route of each.
+    pub fn targets<'r>(
+        &'r self,
+        joined: &Joined<'_>,
+    ) -> impl Iterator<Item = (&'r Route, &'r Target)> {
+        self.targets
+            .get(&(joined.span.service, joined.flag))
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|target| (&self.routes[target.route], target))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
@@ -165,6 +263,7 @@ mod tests {
         Route {
             rollout: rollout.to_string(),
             service: service.to_string(),
+            downstream: Vec::new(),
             flag_key: flag.to_string(),
             revision: revision.map(str::to_string),
             baseline_variant: "off".to_string(),
@@ -297,34 +396,5 @@ mod tests {
             Route::from_spec("shop/checkout".to_string(), &spec, WindowEpoch(7)),
             expected
         );
-    }
-
-    #[test]
-    fn the_unit_is_the_bucketing_attribute_or_the_context_id() {
-        let by_user = route("shop/a", "checkout", "new-cart", None);
-        let by_account = Route {
-            bucket_by: Some("accountId".to_string()),
-            ..by_user.clone()
-        };
-        let sample = SpanSample {
-            context_id: Some("user-1"),
-            reason: Some("SPLIT"),
-            ..sample("checkout", "new-cart", "on", None)
-        };
-        let user = by_user.observation(&sample, |_| panic!("no attribute is read"));
-        assert_eq!(user.unit, Some(unit_hash("user-1")));
-        assert!(user.split);
-        let account = by_account.observation(&sample, |name| {
-            assert_eq!(name, "accountId");
-            Some("acme")
-        });
-        assert_eq!(account.unit, Some(unit_hash("acme")));
-        let missing = by_account.observation(&sample, |_| None);
-        assert_eq!(missing.unit, None);
-        let targeted = SpanSample {
-            reason: Some("targeting_match"),
-            ..sample
-        };
-        assert!(!by_user.observation(&targeted, |_| None).split);
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::analysis::JoinLimits;
 use crate::flags::PrivateAttributes;
 use crate::ingest::{ForwardConfig, ForwardProtocol, IngestLimits, SpanChecks};
 use crate::net::{ServerLimits, Tokens};
@@ -216,6 +217,15 @@ pub struct LimitArgs {
     /// rejected in the partial success and not judged.
     #[arg(long, default_value = "24h", value_parser = parse_positive_duration, env = "SPANGATE_MAX_SPAN_DURATION")]
     max_span_duration: Duration,
+    /// How long a trace waits in the trace join for the flag evaluation that says
+    /// its variant (spans and evaluations arrive in any order, from any service);
+    /// a span whose trace resolves no flag within it is not judged.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration, env = "SPANGATE_TRACE_JOIN_WINDOW")]
+    trace_join_window: Duration,
+    /// Most memory, in bytes, the traces waiting in the trace join may take; beyond
+    /// it the oldest are let go (their unresolved spans counted, not judged).
+    #[arg(long, default_value_t = IngestLimits::default().trace_join.max_bytes, value_parser = at_least_one, env = "SPANGATE_TRACE_JOIN_MEMORY")]
+    trace_join_memory: usize,
     /// Connections each OTLP listener keeps open at once; beyond, new ones are
     /// closed at once. Lowered to fit the open-files limit.
     #[arg(long, default_value_t = ServerLimits::default().otlp_max_connections, value_parser = at_least_one, env = "SPANGATE_OTLP_MAX_CONNECTIONS")]
@@ -239,7 +249,7 @@ pub struct LimitArgs {
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration, env = "SPANGATE_IDLE_TIMEOUT")]
     idle_timeout: Duration,
     /// Requests (streams) one HTTP/2 connection may have in progress at once.
-    #[arg(long, default_value_t = ServerLimits::default().http2_max_streams, value_parser = clap::value_parser!(u32).range(1..), env = "SPANGATE_SHUTDOWN_TIMEOUT")]
+    #[arg(long, default_value_t = ServerLimits::default().http2_max_streams, value_parser = clap::value_parser!(u32).range(1..), env = "SPANGATE_HTTP2_MAX_STREAMS")]
     http2_max_streams: u32,
     /// On SIGTERM, how long requests in progress may take before every connection
     /// is closed and the process exits.
@@ -258,6 +268,10 @@ impl LimitArgs {
             max_attribute_depth: self.max_attribute_depth,
             span_checks: SpanChecks {
                 max_duration: self.max_span_duration,
+            },
+            trace_join: JoinLimits {
+                window_ns: u64::try_from(self.trace_join_window.as_nanos()).unwrap_or(u64::MAX),
+                max_bytes: self.trace_join_memory,
             },
         };
         ingest.check()?;

@@ -247,6 +247,7 @@ mod tests {
             route: Some(Route {
                 rollout: format!("ns/{key}"),
                 service: "checkout".to_string(),
+                downstream: Vec::new(),
                 flag_key: key.to_string(),
                 revision: None,
                 baseline_variant: "off".to_string(),

@@ -11,9 +11,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
-use crate::analysis::SpanSample;
+use crate::analysis::{JoinSpan, SpanSample, name_hash};
 
 const SERVICE_NAME: &str = "service.name";
 const VCS_REVISION: &str = "vcs.ref.head.revision";
@@ -155,6 +156,35 @@ impl<'a> ValidSpan<'a> {
                 context_id: evaluation.context_id,
                 reason: evaluation.reason,
             })
+    }
+
+    /// `service.name` of its resource ("" without one).
+    pub fn service(&self) -> &'a str {
+        self.resource.service
+    }
+
+    pub fn trace_id(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// What the trace join keeps of this span, `service` being the [`name_hash`]
+    /// of its service.
+    pub fn join_span(&self, service: u64) -> JoinSpan {
+        let span = self.span;
+        let kind = span.kind;
+        let root = span.parent_span_id.iter().all(|&b| b == 0);
+        JoinSpan {
+            service,
+            revision: self.resource.revision.map(name_hash),
+            entry: root || kind == SpanKind::Server as i32 || kind == SpanKind::Consumer as i32,
+            is_error: span
+                .status
+                .as_ref()
+                .is_some_and(|status| status.code == StatusCode::Error as i32),
+            duration_ns: self.duration_ns,
+            // Checked to be eight bytes when the span was found valid.
+            span_id: span.span_id.as_slice().try_into().unwrap_or_default(),
+        }
     }
 
     /// The string attribute `name` of the span, else of its resource: where a

@@ -1,7 +1,9 @@
-//! The windows every receiver feeds: one per routed rollout, for its current step.
+//! The windows every receiver feeds: one per routed rollout and judged service, for
+//! the rollout's current step, fed through the trace join.
 
 use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -16,9 +18,12 @@ use super::events::{
 };
 use super::extract::{self, InvalidSpan, SpanChecks};
 use super::forward::Forwarder;
-use crate::analysis::{Arm, Observation, Route, Routes, Window, WindowEpoch};
+use crate::analysis::{
+    Arm, JoinSpan, JoinStats, Joined, MAX_BUCKET_ATTRIBUTES, Observation, Resolution, Route,
+    Routes, SpanSample, TraceId, TraceJoin, Window, WindowEpoch, name_hash, unit_hash,
+};
 use crate::net::{MemoryBudget, Reservation};
-use crate::telemetry::metrics::{Registry, TraceExemplar};
+use crate::telemetry::metrics::{Registry, Sampled, TraceExemplar, Unit};
 
 /// What became of one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,11 +60,32 @@ impl IngestReport {
     }
 }
 
+/// A rollout's windows of one step: its service's first, then each downstream
+/// service's, in the route's order.
 #[derive(Debug)]
 struct StepWindow {
     epoch: WindowEpoch,
-    window: Window,
+    windows: Vec<Window>,
 }
+
+impl StepWindow {
+    fn new(route: &Route) -> Self {
+        Self {
+            epoch: route.epoch,
+            windows: vec![Window::default(); 1 + route.downstream.len()],
+        }
+    }
+
+    fn samples(&self) -> u64 {
+        self.windows
+            .iter()
+            .map(|w| w.baseline.samples + w.candidate.samples)
+            .sum()
+    }
+}
+
+/// Windows being filled by one request (or one expiry of the join), merged once.
+type Batch<'r> = HashMap<&'r str, StepWindow>;
 
 /// Routes span samples into per-rollout windows. Shared by every receiver: routes
 /// are read lock-free, and a batch is aggregated on its own before it is merged
@@ -68,8 +94,12 @@ struct StepWindow {
 #[derive(Debug)]
 pub struct Ingestor {
     routes: ArcSwap<Routes>,
-    /// rollout → window of its current epoch. Holds exactly the routed rollouts.
+    /// rollout → windows of its current epoch. Holds exactly the routed rollouts.
     windows: Mutex<HashMap<String, StepWindow>>,
+    /// Which variant each recent trace recorded, and its spans waiting for one.
+    join: Arc<Mutex<TraceJoin>>,
+    /// The join's clock: it keeps time as nanoseconds since this instant.
+    started: Instant,
     counters: Counters,
     forwarder: Option<Forwarder>,
     limits: IngestLimits,
@@ -93,6 +123,8 @@ impl Ingestor {
         Self {
             routes: ArcSwap::default(),
             windows: Mutex::default(),
+            join: Arc::new(Mutex::new(TraceJoin::new(limits.trace_join))),
+            started: Instant::now(),
             counters: Counters::default(),
             forwarder,
             limits,
@@ -116,11 +148,13 @@ impl Ingestor {
         let mut kept = HashMap::with_capacity_and_hasher(routes.len(), Default::default());
         for route in routes.iter() {
             let window = match windows.remove(&route.rollout) {
-                Some(current) if current.epoch == route.epoch => current,
-                _ => StepWindow {
-                    epoch: route.epoch,
-                    window: Window::default(),
-                },
+                Some(current)
+                    if current.epoch == route.epoch
+                        && current.windows.len() == 1 + route.downstream.len() =>
+                {
+                    current
+                }
+                _ => StepWindow::new(route),
             };
             kept.insert(route.rollout.clone(), window);
         }
@@ -156,6 +190,10 @@ impl Ingestor {
     }
 
     /// [`Ingestor::ingest`], counting `left_out` spans that decoding already rejected.
+    ///
+    /// Evaluations are read first, so a request's spans see the variants its own
+    /// spans recorded whatever their order; then the spans of judged services go
+    /// through the trace join.
     fn ingest_with(&self, request: &ExportTraceServiceRequest, left_out: Rejected) -> IngestReport {
         let routes = self.routes.load();
         let mut report = IngestReport {
@@ -164,7 +202,8 @@ impl Ingestor {
             first_rejection: left_out.first,
             ..IngestReport::default()
         };
-        let mut batch: HashMap<&str, StepWindow> = HashMap::default();
+        let mut evaluations = Vec::new();
+        let mut judged = Vec::new();
         for span in extract::spans(request, self.limits.span_checks) {
             report.spans += 1;
             let span = match span {
@@ -177,15 +216,86 @@ impl Ingestor {
             };
             for sample in span.samples() {
                 report.samples += 1;
-                for (route, arm) in routes.route(&sample) {
-                    report.routed += 1;
-                    let observation = route.observation(&sample, |name| span.attribute(name));
-                    record(&mut batch, route, arm, &observation);
+                let flag = name_hash(sample.flag_key);
+                if let Some(attributes) = routes.flag(flag) {
+                    let resolution = resolution(&sample, attributes, |name| span.attribute(name));
+                    evaluations.push((span.trace_id(), flag, resolution));
                 }
             }
+            let service = name_hash(span.service());
+            if routes.judges_service(service) {
+                judged.push((span.trace_id(), span.join_span(service)));
+            }
         }
+        let mut batch = Batch::default();
+        report.routed = self.join(&routes, &evaluations, &judged, &mut batch);
         self.finish(batch, &report);
         report
+    }
+
+    /// Hands evaluations, then spans, to the trace join, recording into `batch`
+    /// every span it judges (earlier spans of the same traces included); returns
+    /// how many samples were recorded.
+    fn join<'r>(
+        &self,
+        routes: &'r Routes,
+        evaluations: &[(TraceId, u64, Resolution)],
+        spans: &[(TraceId, JoinSpan)],
+        batch: &mut Batch<'r>,
+    ) -> u64 {
+        let mut routed = 0;
+        let mut sink = |joined: Joined<'_>| {
+            for (route, target) in routes.targets(&joined) {
+                if let Some(arm) = target.arm(&joined) {
+                    routed += 1;
+                    record(
+                        batch,
+                        route,
+                        target.service,
+                        arm,
+                        &target.observation(&joined),
+                    );
+                }
+            }
+        };
+        let now = self.now_ns();
+        let mut join = self.lock_join();
+        join.expire(now, &mut sink);
+        for (trace_id, flag, resolution) in evaluations {
+            join.evaluation(now, *trace_id, *flag, *resolution, &mut sink);
+        }
+        for (trace_id, span) in spans {
+            join.span(now, *trace_id, *span, &mut sink);
+        }
+        routed
+    }
+
+    /// Judges what the trace join holds past its window: the spans of services
+    /// without an entry span, once their trace's time is up.
+    fn expire_join(&self) {
+        let routes = self.routes.load();
+        let mut batch = Batch::default();
+        let routed = self.join(&routes, &[], &[], &mut batch);
+        if routed > 0 {
+            self.finish(
+                batch,
+                &IngestReport {
+                    routed,
+                    ..IngestReport::default()
+                },
+            );
+        }
+    }
+
+    /// Samples recorded into any window so far, the trace join's due spans
+    /// included: grows exactly when there is new analysis data.
+    pub fn samples_recorded(&self) -> u64 {
+        self.expire_join();
+        self.counters.snapshot().samples_routed
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Records observations already routed: what `spangate simulate` feeds the
@@ -194,13 +304,13 @@ impl Ingestor {
         &self,
         observations: impl IntoIterator<Item = (&'r Route, Arm, Observation)>,
     ) {
-        let mut batch: HashMap<&str, StepWindow> = HashMap::default();
+        let mut batch = Batch::default();
         let mut report = IngestReport::default();
         for (route, arm, observation) in observations {
             report.spans += 1;
             report.samples += 1;
             report.routed += 1;
-            record(&mut batch, route, arm, &observation);
+            record(&mut batch, route, 0, arm, &observation);
         }
         self.finish(batch, &report);
     }
@@ -210,7 +320,7 @@ impl Ingestor {
         self.routes.load_full()
     }
 
-    fn finish(&self, batch: HashMap<&str, StepWindow>, report: &IngestReport) {
+    fn finish(&self, batch: Batch<'_>, report: &IngestReport) {
         let stale = self.merge(batch);
 
         for (rollout, samples) in stale {
@@ -234,7 +344,7 @@ impl Ingestor {
     /// Merges a batch into the windows; returns the rollouts whose samples were of
     /// an epoch no longer current (routes changed while the batch was read), with
     /// how many samples were dropped.
-    fn merge<'b>(&self, batch: HashMap<&'b str, StepWindow>) -> Vec<(&'b str, u64)> {
+    fn merge<'b>(&self, batch: Batch<'b>) -> Vec<(&'b str, u64)> {
         if batch.is_empty() {
             return Vec::new();
         }
@@ -242,13 +352,15 @@ impl Ingestor {
         let mut windows = self.lock_windows();
         for (rollout, local) in batch {
             match windows.get_mut(rollout) {
-                Some(current) if current.epoch == local.epoch => {
-                    current.window.merge(&local.window)
+                Some(current)
+                    if current.epoch == local.epoch
+                        && current.windows.len() == local.windows.len() =>
+                {
+                    for (current, local) in current.windows.iter_mut().zip(&local.windows) {
+                        current.merge(local);
+                    }
                 }
-                _ => stale.push((
-                    rollout,
-                    local.window.baseline.samples + local.window.candidate.samples,
-                )),
+                _ => stale.push((rollout, local.samples())),
             }
         }
         stale
@@ -257,11 +369,35 @@ impl Ingestor {
     /// A copy of `rollout`'s window for `epoch`; empty when the rollout is not routed
     /// or is at another epoch.
     pub fn window(&self, rollout: &str, epoch: WindowEpoch) -> Window {
+        self.expire_join();
         self.lock_windows()
             .get(rollout)
             .filter(|current| current.epoch == epoch)
-            .map(|current| current.window.clone())
+            .and_then(|current| current.windows.first().cloned())
             .unwrap_or_default()
+    }
+
+    /// Copies of `rollout`'s windows of its downstream services for `epoch`, by
+    /// service; empty when the rollout is not routed or is at another epoch.
+    pub fn downstream_windows(&self, rollout: &str, epoch: WindowEpoch) -> Vec<(String, Window)> {
+        self.expire_join();
+        let routes = self.routes.load();
+        let Some(route) = routes.iter().find(|route| route.rollout == rollout) else {
+            return Vec::new();
+        };
+        let windows = self.lock_windows();
+        let Some(current) = windows
+            .get(rollout)
+            .filter(|current| current.epoch == epoch)
+        else {
+            return Vec::new();
+        };
+        route
+            .downstream
+            .iter()
+            .cloned()
+            .zip(current.windows.iter().skip(1).cloned())
+            .collect()
     }
 
     /// Counters since start.
@@ -276,6 +412,11 @@ impl Ingestor {
             in_flight_limit_bytes: self.in_flight.limit() as u64,
             ..self.counters.snapshot()
         }
+    }
+
+    /// What the trace join did since start.
+    pub fn join_stats(&self) -> JoinStats {
+        self.lock_join().stats()
     }
 
     /// Warning lines held back since start, by the event they were about.
@@ -301,6 +442,71 @@ impl Ingestor {
         if let Some(forwarder) = &self.forwarder {
             forwarder.register_metrics(registry);
         }
+        self.register_join_metrics(registry);
+    }
+
+    /// The trace join's families: what it judged late, dropped, and holds.
+    fn register_join_metrics(&self, registry: &mut Registry) {
+        let counters: [JoinCounter; 6] = [
+            (
+                "trace_join_evaluations",
+                "Flag evaluations of routed flags read, from spans and logs",
+                |s| s.evaluations,
+            ),
+            (
+                "trace_join_spans_waited",
+                "Spans of judged services that arrived before any evaluation of their trace",
+                |s| s.spans_waited,
+            ),
+            (
+                "trace_join_spans_unresolved",
+                "Spans not judged: their trace resolved no flag within the window, or was let go for memory first",
+                |s| s.spans_unresolved,
+            ),
+            (
+                "trace_join_spans_redundant",
+                "Spans not judged: their service already gave its sample span in the trace (child spans, duplicates)",
+                |s| s.spans_redundant,
+            ),
+            (
+                "trace_join_traces_conflicting",
+                "Traces that recorded two variants of one flag, excluded from then on",
+                |s| s.traces_conflicting,
+            ),
+            (
+                "trace_join_traces_evicted",
+                "Traces let go before their window passed, for the memory budget",
+                |s| s.traces_evicted,
+            ),
+        ];
+        for (name, help, read) in counters {
+            let join = Arc::clone(&self.join);
+            Sampled::counter(name, help, move || read(&lock(&join).stats())).register(registry);
+        }
+        let join = Arc::clone(&self.join);
+        Sampled::gauge(
+            "trace_join_traces",
+            "Traces the trace join holds",
+            None,
+            move || lock(&join).traces() as u64,
+        )
+        .register(registry);
+        let join = Arc::clone(&self.join);
+        Sampled::gauge(
+            "trace_join_memory",
+            "Memory the traces in the trace join take (estimated)",
+            Some(Unit::Bytes),
+            move || lock(&join).bytes() as u64,
+        )
+        .register(registry);
+        let limit = self.limits.trace_join.max_bytes as u64;
+        Sampled::gauge(
+            "trace_join_memory_limit",
+            "Most memory the trace join may take; beyond, the oldest traces are let go",
+            Some(Unit::Bytes),
+            move || limit,
+        )
+        .register(registry);
     }
 
     /// Records how long a request took to answer, ingested or refused.
@@ -328,6 +534,10 @@ impl Ingestor {
         .emit(&self.counters);
     }
 
+    fn lock_join(&self) -> MutexGuard<'_, TraceJoin> {
+        lock(&self.join)
+    }
+
     fn lock_windows(&self) -> MutexGuard<'_, HashMap<String, StepWindow>> {
         // Windows are only ever merged whole, so a panic elsewhere cannot leave
         // one half-written: the data behind a poisoned lock is still sound.
@@ -335,21 +545,57 @@ impl Ingestor {
     }
 }
 
-/// Adds one observation to the batch's window of `route`.
+/// A counter of the trace join's: name, help, and how it is read.
+type JoinCounter = (&'static str, &'static str, fn(&JoinStats) -> u64);
+
+/// The trace join, locked. It is changed a trace at a time: what a panic could
+/// leave is at most one trace's spans judged twice or not at all, never an
+/// unsound state.
+fn lock(join: &Mutex<TraceJoin>) -> MutexGuard<'_, TraceJoin> {
+    join.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Adds one observation to the batch's window of `route`'s `service` (0: its own,
+/// then its downstream services).
 fn record<'r>(
-    batch: &mut HashMap<&'r str, StepWindow>,
+    batch: &mut Batch<'r>,
     route: &'r Route,
+    service: usize,
     arm: Arm,
     observation: &Observation,
 ) {
-    batch
+    if let Some(window) = batch
         .entry(route.rollout.as_str())
-        .or_insert_with(|| StepWindow {
-            epoch: route.epoch,
-            window: Window::default(),
-        })
-        .window
-        .record(arm, observation);
+        .or_insert_with(|| StepWindow::new(route))
+        .windows
+        .get_mut(service)
+    {
+        window.record(arm, observation);
+    }
+}
+
+/// What an evaluation says of its trace, with the units of the `bucketBy`
+/// attributes (name hash, name) that rollouts of its flag read.
+fn resolution<'a>(
+    sample: &SpanSample<'a>,
+    attributes: &[(u64, String)],
+    attribute: impl Fn(&str) -> Option<&'a str>,
+) -> Resolution {
+    let mut attribute_units = [None; MAX_BUCKET_ATTRIBUTES];
+    let read = attributes.iter().filter_map(|(hash, name)| {
+        attribute(name)
+            .filter(|value| !value.is_empty())
+            .map(|value| (*hash, unit_hash(value)))
+    });
+    for (slot, unit) in attribute_units.iter_mut().zip(read) {
+        *slot = Some(unit);
+    }
+    Resolution {
+        variant: name_hash(sample.variant),
+        context_unit: sample.context_id.filter(|id| !id.is_empty()).map(unit_hash),
+        attribute_units,
+        split: sample.split(),
+    }
 }
 
 /// Leaves out the spans [`extract::spans`] rejects, and the groups left empty.
@@ -391,9 +637,14 @@ mod tests {
     use crate::analysis::{Route, SpanIds};
     use crate::ingest::test_attributes::kv;
 
+    /// A root span of a trace of its own.
     fn span(variant: &str, error: bool, duration_ns: u64) -> Span {
+        static TRACES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let mut trace_id = vec![9; 16];
+        let n = TRACES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        trace_id[..4].copy_from_slice(&n.to_le_bytes());
         Span {
-            trace_id: vec![9; 16],
+            trace_id,
             span_id: vec![1; 8],
             start_time_unix_nano: 1_000_000,
             end_time_unix_nano: 1_000_000 + duration_ns,
@@ -429,6 +680,7 @@ mod tests {
         Routes::new(vec![Route {
             rollout: "shop/checkout".to_string(),
             service: "checkout".to_string(),
+            downstream: Vec::new(),
             flag_key: "new-cart".to_string(),
             revision: None,
             baseline_variant: "off".to_string(),
@@ -442,9 +694,11 @@ mod tests {
     fn batches_accumulate_per_arm() {
         let ingestor = Ingestor::new();
         ingestor.set_routes(routes(1));
+        let failing = span("on", true, 9_000_000);
+        let failing_trace: [u8; 16] = failing.trace_id.as_slice().try_into().unwrap();
         let report = ingestor.ingest(&request(vec![
             span("off", false, 2_000_000),
-            span("on", true, 9_000_000),
+            failing,
             span("other", false, 1),
         ]));
         assert_eq!(
@@ -467,7 +721,7 @@ mod tests {
         assert_eq!(
             window.candidate.error_exemplars,
             [SpanIds {
-                trace_id: [9; 16],
+                trace_id: failing_trace,
                 span_id: [1; 8],
             }]
         );
@@ -559,7 +813,7 @@ mod tests {
             );
             StepWindow {
                 epoch: WindowEpoch(1),
-                window,
+                windows: vec![window],
             }
         });
         assert_eq!(ingestor.merge(old), [("shop/checkout", 1)]);
@@ -573,11 +827,12 @@ mod tests {
     fn concurrent_batches_lose_nothing() {
         let ingestor = Ingestor::new();
         ingestor.set_routes(routes(1));
-        let batch = request(vec![span("off", false, 1_000), span("on", true, 2_000)]);
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 scope.spawn(|| {
                     for _ in 0..250 {
+                        let batch =
+                            request(vec![span("off", false, 1_000), span("on", true, 2_000)]);
                         ingestor.ingest(&batch);
                     }
                 });
@@ -606,5 +861,110 @@ mod tests {
             "rejected 2 of 3 spans; first: trace_id has 3 bytes, OTLP requires 16"
         );
         assert_eq!(ingestor.stats().spans_rejected, 2);
+    }
+
+    /// A request of one service's spans, each (trace, parent, flag variant or none, error).
+    fn service_request(
+        service: &str,
+        revision: &str,
+        spans: &[([u8; 16], bool, Option<&str>, bool)],
+    ) -> ExportTraceServiceRequest {
+        let spans = spans
+            .iter()
+            .enumerate()
+            .map(|(i, &(trace_id, child, variant, error))| Span {
+                trace_id: trace_id.to_vec(),
+                span_id: vec![u8::try_from(i + 1).unwrap(); 8],
+                parent_span_id: if child { vec![7; 8] } else { Vec::new() },
+                start_time_unix_nano: 1_000,
+                end_time_unix_nano: 2_000,
+                attributes: variant.map_or_else(Vec::new, |variant| {
+                    vec![
+                        kv("feature_flag.key", "new-cart"),
+                        kv("feature_flag.result.variant", variant),
+                        kv("accountId", "acme"),
+                    ]
+                }),
+                status: error.then(|| Status {
+                    code: StatusCode::Error as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let mut request = request(spans);
+        request.resource_spans[0].resource = Some(Resource {
+            attributes: vec![
+                kv("service.name", service),
+                kv("vcs.ref.head.revision", revision),
+            ],
+            ..Default::default()
+        });
+        request
+    }
+
+    #[test]
+    fn downstream_spans_count_through_their_trace_in_any_order() {
+        let ingestor = Ingestor::new();
+        ingestor.set_routes(Routes::new(vec![Route {
+            downstream: vec!["payments".to_string()],
+            revision: Some("abc".to_string()),
+            bucket_by: Some("accountId".to_string()),
+            ..routes(1).iter().next().unwrap().clone()
+        }]));
+        // payments' spans arrive first, one trace failing, with a child span each.
+        let report = ingestor.ingest(&service_request(
+            "payments",
+            "p-1",
+            &[
+                ([1; 16], true, None, false),
+                ([1; 16], false, None, true),
+                ([2; 16], false, None, false),
+            ],
+        ));
+        assert_eq!(report.routed, 0);
+        // checkout evaluates the flag in both traces, and a third of another revision.
+        let report = ingestor.ingest(&service_request(
+            "checkout",
+            "abc",
+            &[
+                ([1; 16], false, Some("on"), false),
+                ([2; 16], false, Some("off"), false),
+            ],
+        ));
+        assert_eq!(report.routed, 4);
+        ingestor.ingest(&service_request(
+            "checkout",
+            "other",
+            &[([3; 16], false, Some("on"), false)],
+        ));
+        ingestor.ingest(&service_request(
+            "payments",
+            "p-1",
+            &[([3; 16], false, None, false)],
+        ));
+
+        let checkout = ingestor.window("shop/checkout", WindowEpoch(1));
+        assert_eq!(
+            (checkout.baseline.samples, checkout.candidate.samples),
+            (1, 1),
+            "the revision filters checkout's spans only"
+        );
+        assert_eq!(checkout.units.spans_with_unit, 2);
+        let downstream = ingestor.downstream_windows("shop/checkout", WindowEpoch(1));
+        assert_eq!(downstream.len(), 1);
+        let (service, payments) = &downstream[0];
+        assert_eq!(service, "payments");
+        assert_eq!(
+            (payments.baseline.samples, payments.baseline.errors),
+            (1, 0)
+        );
+        // Trace 1's entry span failed; its child did not count.
+        assert_eq!(
+            (payments.candidate.samples, payments.candidate.errors),
+            (2, 1)
+        );
+        assert_eq!(ingestor.join_stats().spans_redundant, 0);
+        assert_eq!(ingestor.join_stats().spans_waited, 3);
     }
 }

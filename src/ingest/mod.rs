@@ -41,6 +41,7 @@ pub use http::{http_router, serve_http};
 pub use ingestor::{IngestReport, Ingestor};
 pub use redact::hide_private;
 
+use crate::analysis::JoinLimits;
 use crate::net::{ListenerStats, ServerLimits, Tokens};
 
 /// Limits on what a receiver accepts and the memory it may spend.
@@ -63,6 +64,8 @@ pub struct IngestLimits {
     pub max_attribute_depth: usize,
     /// What makes a span valid beyond its IDs.
     pub span_checks: SpanChecks,
+    /// How long and how much the trace join keeps traces waiting for their variant.
+    pub trace_join: JoinLimits,
 }
 
 impl IngestLimits {
@@ -102,7 +105,9 @@ impl Default for IngestLimits {
     /// A 4 MiB body: gRPC's default receive limit, which OTLP exporters already keep
     /// their batches under (a default batch of 512 spans is far smaller). 32 MiB
     /// decoded: such a batch of ordinary spans takes a few MiB. 64 MiB in flight: a
-    /// quarter of the chart's memory limit.
+    /// quarter of the chart's memory limit. The trace join keeps a trace 30 s
+    /// (exporters batch for 5 s; services down a trace end after the evaluation's)
+    /// in at most 32 MiB, about 150,000 waiting traces.
     fn default() -> Self {
         Self {
             max_body_bytes: 4 * 1024 * 1024,
@@ -110,6 +115,10 @@ impl Default for IngestLimits {
             max_in_flight_bytes: 64 * 1024 * 1024,
             max_attribute_depth: 16,
             span_checks: SpanChecks::default(),
+            trace_join: JoinLimits {
+                window_ns: 30 * 1_000_000_000,
+                max_bytes: 32 * 1024 * 1024,
+            },
         }
     }
 }

@@ -90,6 +90,7 @@ fn routes() -> Routes {
     let route = |rollout: &str, service: &str, flag: &str, variants: (&str, &str)| Route {
         rollout: rollout.to_string(),
         service: service.to_string(),
+        downstream: Vec::new(),
         flag_key: flag.to_string(),
         revision: None,
         baseline_variant: variants.0.to_string(),

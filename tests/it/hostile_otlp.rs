@@ -548,6 +548,7 @@ async fn spans_that_end_before_they_start_or_never_end_are_invalid_and_not_judge
     ingestor.set_routes(Routes::new(vec![Route {
         rollout: "shop/checkout".to_string(),
         service: "checkout".to_string(),
+        downstream: Vec::new(),
         flag_key: "new-cart".to_string(),
         revision: None,
         baseline_variant: "off".to_string(),

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::common::otlp::kv;
@@ -53,6 +54,7 @@ async fn start(limits: IngestLimits, revision: Option<&str>) -> Receivers {
     ingestor.set_routes(Routes::new(vec![Route {
         rollout: ROLLOUT.to_string(),
         service: "checkout".to_string(),
+        downstream: Vec::new(),
         flag_key: FLAG.to_string(),
         revision: revision.map(str::to_string),
         baseline_variant: "off".to_string(),
@@ -408,15 +410,19 @@ async fn otlp_json_is_read_and_answered_in_json() {
     );
 }
 
-/// A request of `count` candidate spans of 5 ms each, the first with the given
-/// trace ID.
+/// A request of `count` candidate spans of 5 ms each, each the root of a trace of
+/// its own, the first with the given trace ID.
 fn candidate_request(count: usize, first_trace_id: Vec<u8>) -> ExportTraceServiceRequest {
+    let request = REQUESTS.fetch_add(1, Ordering::Relaxed);
     let spans = (0..count)
         .map(|i| ProtoSpan {
             trace_id: if i == 0 {
                 first_trace_id.clone()
             } else {
-                vec![0xab; 16]
+                let mut trace_id = vec![0xab; 16];
+                trace_id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                trace_id[8..].copy_from_slice(&request.to_le_bytes());
+                trace_id
             },
             span_id: vec![0xcd; 8],
             name: "GET /cart".to_string(),
@@ -444,8 +450,14 @@ fn candidate_request(count: usize, first_trace_id: Vec<u8>) -> ExportTraceServic
     }
 }
 
+/// Requests built so far: traces differ across requests too, as the trace join
+/// counts one span per service and trace.
+static REQUESTS: AtomicU64 = AtomicU64::new(1);
+
 fn good_request(count: usize) -> ExportTraceServiceRequest {
-    candidate_request(count, vec![0xab; 16])
+    let mut first = vec![0xcd; 16];
+    first[..8].copy_from_slice(&REQUESTS.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    candidate_request(count, first)
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
