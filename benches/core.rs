@@ -1,13 +1,17 @@
 //! Timings of the pure core on the hot paths: bucketing and flag evaluation (every
-//! OFREP request), sketch recording and window merging (every ingested span), and
-//! the judge (every tick of every rollout).
+//! OFREP request), sketch recording and window merging (every ingested span), the
+//! trace join (every span of a judged service), and the judge (every tick of every
+//! rollout).
 
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
-use spangate::analysis::{Arm, JudgeInput, LatencySketch, Observation, Window, judge, unit_hash};
+use spangate::analysis::{
+    Arm, JoinLimits, JoinSpan, JudgeInput, LatencySketch, Observation, Resolution, TraceJoin,
+    Window, judge, unit_hash,
+};
 use spangate::api::{AnalysisSpec, ArmEvidence, LatencyQuantiles, StepEvidence};
 use spangate::flags::{Attribute, Context, Flag, PercentageRollout, Variant, bucket};
 
@@ -151,5 +155,75 @@ fn bench_analysis(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_flags, bench_analysis);
+/// The `i`th trace ID of a run: distinct, spread over the table.
+fn trace_id(i: u64) -> [u8; 16] {
+    let mut id = [0; 16];
+    id[..8].copy_from_slice(&unit_hash(&i.to_string()).to_le_bytes());
+    id[8..].copy_from_slice(&i.to_le_bytes());
+    id
+}
+
+fn join_span(service: u64, entry: bool) -> JoinSpan {
+    JoinSpan {
+        service,
+        revision: None,
+        entry,
+        is_error: false,
+        duration_ns: 5 * MS,
+        span_id: [3; 8],
+    }
+}
+
+/// A trace as two services send it: checkout's entry span with the evaluation,
+/// payments' child and entry spans; in steady state, with 100,000 traces kept.
+fn bench_join(c: &mut Criterion) {
+    const SECOND: u64 = 1_000_000_000;
+    const KEPT: u64 = 100_000;
+    let limits = JoinLimits {
+        window_ns: 30 * SECOND,
+        max_bytes: usize::MAX,
+    };
+    let resolution = Resolution {
+        variant: unit_hash("on"),
+        context_unit: Some(unit_hash("user-7")),
+        attribute_units: [None; 2],
+        split: true,
+    };
+    let (flag, checkout, payments) = (
+        unit_hash("new-cart"),
+        unit_hash("checkout"),
+        unit_hash("payments"),
+    );
+
+    let mut pending = TraceJoin::new(limits);
+    for i in 0..KEPT {
+        pending.span(0, trace_id(i), join_span(payments, true), &mut |_| {});
+    }
+    println!(
+        "trace join: {} bytes per trace waiting for its evaluation (one span kept)",
+        pending.bytes() as u64 / KEPT
+    );
+
+    let mut join = TraceJoin::new(limits);
+    let mut i = 0_u64;
+    let mut judged = 0_u64;
+    // Traces arrive 10,000 a second, so the window keeps 300,000 of them.
+    let now = |i: u64| i * (SECOND / 10_000);
+    c.bench_function("join_trace_3_spans", |b| {
+        b.iter(|| {
+            let id = trace_id(i);
+            let at = now(i);
+            let mut sink = |_: spangate::analysis::Joined<'_>| judged += 1;
+            join.expire(at, &mut sink);
+            join.span(at, id, join_span(payments, false), &mut sink);
+            join.evaluation(at, id, flag, resolution, &mut sink);
+            join.span(at, id, join_span(checkout, true), &mut sink);
+            join.span(at, id, join_span(payments, true), &mut sink);
+            i += 1;
+        })
+    });
+    black_box(judged);
+}
+
+criterion_group!(benches, bench_flags, bench_analysis, bench_join);
 criterion_main!(benches);
