@@ -37,6 +37,9 @@ pub struct Route {
     pub bucket_by: Option<String>,
     /// Changes whenever the rollout's step changes, so its window restarts.
     pub epoch: WindowEpoch,
+    /// The step being judged (`status.currentStep`), which forwarded spans are
+    /// tagged with.
+    pub step: Option<u32>,
 }
 
 impl Route {
@@ -55,6 +58,7 @@ impl Route {
                 .clone()
                 .filter(|b| b != TARGETING_KEY && !b.is_empty()),
             epoch,
+            step: None,
         }
     }
 
@@ -270,6 +274,7 @@ mod tests {
             candidate_variant: "on".to_string(),
             bucket_by: None,
             epoch: WindowEpoch(1),
+            step: None,
         }
     }
 

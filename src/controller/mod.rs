@@ -190,11 +190,10 @@ impl<S: RolloutStore> Reconciler<S> {
             .await?;
         self.metrics.reconciled(started.elapsed(), trace);
         let route = match &rollout.spec {
-            Ok(spec) if status.phase == Phase::Progressing => Some(Route::from_spec(
-                rollout.key.to_string(),
-                spec,
-                WindowEpoch(status.epoch),
-            )),
+            Ok(spec) if status.phase == Phase::Progressing => Some(Route {
+                step: status.current_step,
+                ..Route::from_spec(rollout.key.to_string(), spec, WindowEpoch(status.epoch))
+            }),
             _ => None,
         };
         let entry = Entry {

@@ -254,6 +254,7 @@ mod tests {
                 candidate_variant: "on".to_string(),
                 bucket_by: None,
                 epoch: WindowEpoch(1),
+                step: None,
             }),
         }
     }

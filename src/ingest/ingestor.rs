@@ -687,6 +687,7 @@ mod tests {
             candidate_variant: "on".to_string(),
             bucket_by: None,
             epoch: WindowEpoch(epoch),
+            step: None,
         }])
     }
 

@@ -97,6 +97,7 @@ fn routes() -> Routes {
         candidate_variant: variants.1.to_string(),
         bucket_by: None,
         epoch: WindowEpoch(1),
+        step: None,
     };
     Routes::new(vec![
         route("shop/cart", "checkout", "new-cart", ("off", "on")),

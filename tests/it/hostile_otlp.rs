@@ -555,6 +555,7 @@ async fn spans_that_end_before_they_start_or_never_end_are_invalid_and_not_judge
         candidate_variant: "on".to_string(),
         bucket_by: None,
         epoch: spangate::analysis::WindowEpoch(1),
+        step: None,
     }]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

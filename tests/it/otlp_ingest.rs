@@ -61,6 +61,7 @@ async fn start(limits: IngestLimits, revision: Option<&str>) -> Receivers {
         candidate_variant: "on".to_string(),
         bucket_by: None,
         epoch: EPOCH,
+        step: None,
     }]));
     let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
