@@ -422,6 +422,14 @@ fn message_cost(text: &str, kind: Kind, max_depth: usize) -> Result<JsonCost, Sc
                 if stack.len() >= MAX_JSON_NESTING {
                     return Err(ScanError::TooDeep);
                 }
+                // serde reads a message from an array of its fields in order too,
+                // where neither its depth nor its memory would be seen here.
+                // OTLP/JSON writes every message as an object.
+                if byte == b'[' && matches!(slot, Slot::Message(_)) {
+                    return Err(ScanError::Malformed(Malformed::new(
+                        "a message written as an array: OTLP/JSON writes messages as objects",
+                    )));
+                }
                 if in_attribute {
                     cost.transient = cost.transient.saturating_add(BUFFERED_VALUE);
                 }

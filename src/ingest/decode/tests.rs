@@ -471,3 +471,26 @@ fn json_reads_omitted_defaults_and_nulls() {
     assert_eq!(value(2), None);
     assert_eq!(decoded.rejected, Rejected::default());
 }
+
+#[test]
+fn a_message_written_as_an_array_is_rejected_alone() {
+    // serde reads `{"arrayValue": [[…]]}` as an array of values: a way around
+    // the depth and memory checks, which OTLP/JSON never writes.
+    let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+        {"traceId":"07070707070707070707070707070707","spanId":"0101010101010101",
+         "attributes":[{"key":"k","value":{"arrayValue":[[{"stringValue":"x"}]]}}]},
+        {"traceId":"07070707070707070707070707070707","spanId":"0202020202020202"}]}]}]}"#;
+    let decoded = run(Encoding::Json, body).unwrap();
+    let kept = &decoded.request.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].span_id, [2; 8]);
+    assert!(
+        matches!(
+            &decoded.rejected.first,
+            Some(InvalidSpan::Undecodable { part: Part::Span, detail })
+                if detail.contains("written as an array")
+        ),
+        "{:?}",
+        decoded.rejected
+    );
+}
