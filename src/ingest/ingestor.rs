@@ -70,8 +70,8 @@ pub struct Ingestor {
     routes: ArcSwap<Routes>,
     /// rollout → window of its current epoch. Holds exactly the routed rollouts.
     windows: Mutex<HashMap<String, StepWindow>>,
-    counters: Counters,
-    forwarder: Option<Forwarder>,
+    pub(super) counters: Counters,
+    pub(super) forwarder: Option<Forwarder>,
     limits: IngestLimits,
     in_flight: Arc<MemoryBudget>,
 }
