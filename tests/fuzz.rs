@@ -1,5 +1,5 @@
 //! Fuzz targets that run on the stable toolchain, as ordinary tests: OTLP protobuf
-//! and JSON decoding with the ingestor's accounting, OFREP evaluation contexts,
+//! and JSON decoding, traces and logs, with the ingestor's accounting, OFREP evaluation contexts,
 //! rollout files, and flagd flag sets with their JsonLogic.
 //!
 //! Each target first runs the seed files of `tests/fuzz/corpus/<target>/`, then
@@ -26,11 +26,12 @@ mod fuzz {
     pub mod mutate;
     pub mod ofrep;
     pub mod otlp;
+    pub mod otlp_logs;
     pub mod rollout;
 }
 
 use fuzz::harness::{self, Target};
-use fuzz::{jsonlogic, ofrep, otlp, rollout};
+use fuzz::{jsonlogic, ofrep, otlp, otlp_logs, rollout};
 use spangate::ingest::Encoding;
 
 #[global_allocator]
@@ -56,6 +57,28 @@ fn otlp_json() {
     harness::run(Target::new("otlp_json"), otlp::generate_json, |input| {
         otlp::check(Encoding::Json, input)
     });
+}
+
+#[test]
+fn otlp_logs_protobuf() {
+    harness::run(
+        Target {
+            name: "otlp_logs_protobuf",
+            hex: true,
+            seeds: otlp_logs::json_seeds_as_protobuf(),
+        },
+        otlp_logs::generate_protobuf,
+        |input| otlp_logs::check(Encoding::Protobuf, input),
+    );
+}
+
+#[test]
+fn otlp_logs_json() {
+    harness::run(
+        Target::new("otlp_logs_json"),
+        otlp_logs::generate_json,
+        |input| otlp_logs::check(Encoding::Json, input),
+    );
 }
 
 #[test]

@@ -31,6 +31,14 @@ pub(super) struct Counters {
     samples_read: Counter,
     samples_recorded: Counter,
     samples_stale: Counter,
+    log_requests: Family<Labels<1>, Counter>,
+    log_requests_ingested: Counter,
+    log_requests_refused: Counter,
+    log_records: Family<Labels<1>, Counter>,
+    log_records_accepted: Counter,
+    log_records_rejected: Counter,
+    log_evaluations_read: Counter,
+    log_evaluations_unattributed: Counter,
     refused_family: Family<Labels<2>, Counter>,
     /// Requests refused whole, by transport and reason.
     refused: [[Counter; RejectReason::ALL.len()]; 2],
@@ -39,12 +47,15 @@ pub(super) struct Counters {
     duration: [DurationHistogram; 2],
     refused_warnings: [WarnThrottle; RejectReason::ALL.len()],
     spans_rejected_warning: WarnThrottle,
+    log_records_rejected_warning: WarnThrottle,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         let requests = Family::<Labels<1>, Counter>::default();
         let spans = Family::<Labels<1>, Counter>::default();
+        let log_requests = Family::<Labels<1>, Counter>::default();
+        let log_records = Family::<Labels<1>, Counter>::default();
         let refused_family = Family::<Labels<2>, Counter>::default();
         let durations: DurationFamily<Labels<1>> =
             Family::new_with_constructor(|| duration_histogram(0.0001, 10.0));
@@ -73,6 +84,14 @@ impl Default for Counters {
             spans_rejected: series(&spans, "outcome", "rejected"),
             requests,
             spans,
+            log_requests_ingested: series(&log_requests, "outcome", "ingested"),
+            log_requests_refused: series(&log_requests, "outcome", "refused"),
+            log_records_accepted: series(&log_records, "outcome", "accepted"),
+            log_records_rejected: series(&log_records, "outcome", "rejected"),
+            log_requests,
+            log_records,
+            log_evaluations_read: Counter::default(),
+            log_evaluations_unattributed: Counter::default(),
             samples_read: Counter::default(),
             samples_recorded: Counter::default(),
             samples_stale: Counter::default(),
@@ -82,6 +101,7 @@ impl Default for Counters {
             duration,
             refused_warnings: Default::default(),
             spans_rejected_warning: WarnThrottle::default(),
+            log_records_rejected_warning: WarnThrottle::default(),
         }
     }
 }
@@ -124,6 +144,37 @@ impl Counters {
             "Flag evaluations dropped because their rollout changed step while the request was read",
             self.samples_stale.clone(),
         );
+        registry.register(
+            "otlp_log_requests",
+            "OTLP log requests by outcome: ingested, or refused whole (see spangate_otlp_requests_refused_total)",
+            self.log_requests.clone(),
+        );
+        registry.register(
+            "otlp_log_records",
+            "Log records of ingested requests: accepted, or rejected as invalid (reported to the sender as partial success)",
+            self.log_records.clone(),
+        );
+        registry.register(
+            "otlp_log_evaluations_read",
+            "feature_flag.evaluation events read off log records, with their trace ID",
+            self.log_evaluations_read.clone(),
+        );
+        registry.register(
+            "otlp_log_evaluations_unattributed",
+            "feature_flag.evaluation events left unread because their log record has no trace ID",
+            self.log_evaluations_unattributed.clone(),
+        );
+    }
+
+    pub(super) fn log_snapshot(&self) -> LogStats {
+        LogStats {
+            requests_ingested: self.log_requests_ingested.get(),
+            requests_refused: self.log_requests_refused.get(),
+            records_accepted: self.log_records_accepted.get(),
+            records_rejected: self.log_records_rejected.get(),
+            evaluations_read: self.log_evaluations_read.get(),
+            evaluations_unattributed: self.log_evaluations_unattributed.get(),
+        }
     }
 
     pub(super) fn snapshot(&self) -> IngestStats {
@@ -156,10 +207,16 @@ impl Counters {
                     throttle.suppressed(),
                 )
             })
-            .chain([(
-                "otlp_spans_rejected".to_string(),
-                self.spans_rejected_warning.suppressed(),
-            )])
+            .chain([
+                (
+                    "otlp_spans_rejected".to_string(),
+                    self.spans_rejected_warning.suppressed(),
+                ),
+                (
+                    "otlp_log_records_rejected".to_string(),
+                    self.log_records_rejected_warning.suppressed(),
+                ),
+            ])
             .collect()
     }
 }
@@ -190,6 +247,23 @@ pub struct IngestStats {
     pub in_flight_limit_bytes: u64,
     /// Spans sent on to the tracing backend, when spans are forwarded.
     pub forwarded: ForwardStats,
+}
+
+/// The logs counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Logs requests decoded and ingested.
+    pub requests_ingested: u64,
+    /// Logs requests refused whole (the reasons are counted with the traces').
+    pub requests_refused: u64,
+    /// Valid log records of ingested requests.
+    pub records_accepted: u64,
+    /// Log records left out as invalid (reported to the sender as partial success).
+    pub records_rejected: u64,
+    /// Flag evaluations read off log records, with their trace ID.
+    pub evaluations_read: u64,
+    /// Flag evaluations whose record has no trace ID.
+    pub evaluations_unattributed: u64,
 }
 
 /// The receiver a batch came through.
@@ -288,6 +362,73 @@ impl BatchRejected<'_> {
     }
 }
 
+/// A logs request was refused whole; the client was told why.
+pub(super) struct LogsRefused<'a> {
+    pub transport: Transport,
+    pub reason: RejectReason,
+    pub detail: &'a str,
+}
+
+impl LogsRefused<'_> {
+    pub(super) fn emit(self, counters: &Counters) {
+        counters.log_requests_refused.inc();
+        counters.refused[self.transport as usize][self.reason as usize].inc();
+        if let Some(held_back) = counters.refused_warnings[self.reason as usize].admit() {
+            tracing::warn!(
+                transport = %self.transport,
+                reason = %self.reason,
+                detail = self.detail,
+                similar_warnings_held_back = held_back,
+                "refused an OTLP logs request (all counted in spangate_otlp_requests_refused_total)"
+            );
+        }
+    }
+}
+
+/// A logs request was ingested.
+pub(super) struct LogsIngested {
+    pub accepted: u64,
+    pub evaluations: u64,
+    pub unattributed: u64,
+}
+
+impl LogsIngested {
+    pub(super) fn emit(self, counters: &Counters) {
+        counters.log_requests_ingested.inc();
+        counters.log_records_accepted.inc_by(self.accepted);
+        counters.log_evaluations_read.inc_by(self.evaluations);
+        counters
+            .log_evaluations_unattributed
+            .inc_by(self.unattributed);
+        tracing::debug!(
+            accepted = self.accepted,
+            evaluations = self.evaluations,
+            unattributed = self.unattributed,
+            "ingested an OTLP logs batch"
+        );
+    }
+}
+
+/// Some log records of an ingested request were invalid and left out.
+pub(super) struct LogRecordsRejected<'a> {
+    pub count: u64,
+    pub first: &'a InvalidSpan,
+}
+
+impl LogRecordsRejected<'_> {
+    pub(super) fn emit(self, counters: &Counters) {
+        counters.log_records_rejected.inc_by(self.count);
+        if let Some(held_back) = counters.log_records_rejected_warning.admit() {
+            tracing::warn!(
+                count = self.count,
+                first = %self.first,
+                similar_warnings_held_back = held_back,
+                "rejected invalid log records (all counted in spangate_otlp_log_records_total{{outcome=\"rejected\"}})"
+            );
+        }
+    }
+}
+
 /// A request was ingested.
 pub(super) struct BatchIngested {
     pub accepted: u64,
@@ -307,6 +448,18 @@ impl BatchIngested {
             routed = self.routed,
             "ingested an OTLP trace batch"
         );
+    }
+}
+
+/// The trace join judged spans outside a trace request: when a logs request
+/// resolved their traces, or when their trace's window passed.
+pub(super) struct SamplesJoined {
+    pub routed: u64,
+}
+
+impl SamplesJoined {
+    pub(super) fn emit(self, counters: &Counters) {
+        counters.samples_recorded.inc_by(self.routed);
     }
 }
 
@@ -365,13 +518,48 @@ impl RequestAnswered {
     }
 }
 
-/// The forward families of `/metrics`: spans by what became of them.
+/// What a forwarded batch carries: the forward families count each apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Forwarded {
+    Spans = 0,
+    LogRecords = 1,
+}
+
+impl Forwarded {
+    const ALL: [Forwarded; 2] = [Forwarded::Spans, Forwarded::LogRecords];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Forwarded::Spans => "spans",
+            Forwarded::LogRecords => "log records",
+        }
+    }
+
+    /// Its family in `/metrics`, for the log lines that point to it.
+    fn family(self) -> &'static str {
+        match self {
+            Forwarded::Spans => "spangate_forward_spans_total",
+            Forwarded::LogRecords => "spangate_forward_log_records_total",
+        }
+    }
+}
+
+impl fmt::Display for Forwarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The forward families of `/metrics`: spans and log records by what became of
+/// them.
 #[derive(Debug)]
 pub(super) struct ForwardCounters {
     spans: Family<Labels<1>, Counter>,
-    sent: Counter,
-    dropped: Counter,
-    failed: Counter,
+    log_records: Family<Labels<1>, Counter>,
+    /// By [`Forwarded`].
+    sent: [Counter; 2],
+    dropped: [Counter; 2],
+    failed: [Counter; 2],
     dropped_warning: WarnThrottle,
     failed_warning: WarnThrottle,
 }
@@ -379,12 +567,22 @@ pub(super) struct ForwardCounters {
 impl Default for ForwardCounters {
     fn default() -> Self {
         let spans = Family::<Labels<1>, Counter>::default();
-        let outcome = |value| spans.get_or_create(&[("outcome", value)]).clone();
+        let log_records = Family::<Labels<1>, Counter>::default();
+        let outcome = |value| {
+            Forwarded::ALL.map(|forwarded| {
+                let family = match forwarded {
+                    Forwarded::Spans => &spans,
+                    Forwarded::LogRecords => &log_records,
+                };
+                family.get_or_create(&[("outcome", value)]).clone()
+            })
+        };
         Self {
             sent: outcome("sent"),
             dropped: outcome("dropped"),
             failed: outcome("failed"),
             spans,
+            log_records,
             dropped_warning: WarnThrottle::default(),
             failed_warning: WarnThrottle::default(),
         }
@@ -398,13 +596,22 @@ impl ForwardCounters {
             "Spans forwarded to the tracing backend, by outcome: sent, dropped (queue full) or failed (backend unreachable or refusing)",
             self.spans.clone(),
         );
+        registry.register(
+            "forward_log_records",
+            "Log records forwarded to the tracing backend, by outcome: sent, dropped (queue full) or failed (backend unreachable or refusing)",
+            self.log_records.clone(),
+        );
     }
 
     pub(super) fn snapshot(&self) -> ForwardStats {
+        let [spans, logs] = [Forwarded::Spans, Forwarded::LogRecords].map(|f| f as usize);
         ForwardStats {
-            sent: self.sent.get(),
-            dropped: self.dropped.get(),
-            failed: self.failed.get(),
+            sent: self.sent[spans].get(),
+            dropped: self.dropped[spans].get(),
+            failed: self.failed[spans].get(),
+            log_records_sent: self.sent[logs].get(),
+            log_records_dropped: self.dropped[logs].get(),
+            log_records_failed: self.failed[logs].get(),
             ..ForwardStats::default()
         }
     }
@@ -424,45 +631,50 @@ impl ForwardCounters {
 }
 
 /// A batch was dropped because the forward queue held no room for it.
-pub(super) struct SpansDropped {
-    pub spans: u64,
+pub(super) struct ForwardDropped {
+    pub what: Forwarded,
+    pub count: u64,
     pub queue_limit_bytes: usize,
 }
 
-impl SpansDropped {
+impl ForwardDropped {
     pub(super) fn emit(self, counters: &ForwardCounters) {
-        counters.dropped.inc_by(self.spans);
+        counters.dropped[self.what as usize].inc_by(self.count);
         if let Some(held_back) = counters.dropped_warning.admit() {
             tracing::warn!(
-                spans = self.spans,
+                count = self.count,
                 queue_limit_bytes = self.queue_limit_bytes,
                 similar_warnings_held_back = held_back,
-                "the forward queue is full: dropping spans (counted in spangate_forward_spans_total{{outcome=\"dropped\"}})"
+                "the forward queue is full: dropping {} (counted in {}{{outcome=\"dropped\"}})",
+                self.what,
+                self.what.family(),
             );
         }
     }
 }
 
 /// An export was accepted by the tracing backend.
-pub(super) struct SpansForwarded<'a> {
-    pub spans: u64,
+pub(super) struct ForwardSent<'a> {
+    pub what: Forwarded,
+    pub count: u64,
     pub endpoint: &'a str,
     /// Whether the exports before it failed.
     pub recovered: bool,
 }
 
-impl SpansForwarded<'_> {
+impl ForwardSent<'_> {
     pub(super) fn emit(self, counters: &ForwardCounters) {
-        counters.sent.inc_by(self.spans);
+        counters.sent[self.what as usize].inc_by(self.count);
         if self.recovered {
-            tracing::info!(endpoint = self.endpoint, "forwarding spans again");
+            tracing::info!(endpoint = self.endpoint, "forwarding {} again", self.what);
         }
     }
 }
 
-/// An export failed; its spans are lost.
+/// An export failed; what it carried is lost.
 pub(super) struct ForwardFailed<'a> {
-    pub spans: u64,
+    pub what: Forwarded,
+    pub count: u64,
     pub endpoint: &'a str,
     pub error: &'a anyhow::Error,
     /// Whether the exports before it succeeded: an outage is warned about once.
@@ -471,22 +683,25 @@ pub(super) struct ForwardFailed<'a> {
 
 impl ForwardFailed<'_> {
     pub(super) fn emit(self, counters: &ForwardCounters) {
-        counters.failed.inc_by(self.spans);
+        counters.failed[self.what as usize].inc_by(self.count);
         if self.first
             && let Some(held_back) = counters.failed_warning.admit()
         {
             tracing::warn!(
                 endpoint = self.endpoint,
-                spans = self.spans,
+                count = self.count,
                 error = format!("{:#}", self.error),
                 similar_warnings_held_back = held_back,
-                "could not forward spans; dropping them until the endpoint answers (counted in spangate_forward_spans_total{{outcome=\"failed\"}})"
+                "could not forward {}; dropping them until the endpoint answers (counted in {}{{outcome=\"failed\"}})",
+                self.what,
+                self.what.family(),
             );
         } else {
             tracing::debug!(
-                spans = self.spans,
+                count = self.count,
                 error = format!("{:#}", self.error),
-                "could not forward spans"
+                "could not forward {}",
+                self.what
             );
         }
     }
@@ -520,6 +735,18 @@ mod tests {
             trace: None,
         }
         .emit(&counters);
+        LogsIngested {
+            accepted: 4,
+            evaluations: 3,
+            unattributed: 1,
+        }
+        .emit(&counters);
+        LogsRefused {
+            transport: Transport::Grpc,
+            reason: RejectReason::Malformed,
+            detail: "broken",
+        }
+        .emit(&counters);
         let (_, text) = exposition(&registry, "");
         for line in [
             "# TYPE spangate_otlp_requests_total counter",
@@ -533,6 +760,13 @@ mod tests {
             "spangate_otlp_samples_recorded_total 5",
             "spangate_otlp_request_duration_seconds_count{transport=\"grpc\"} 1",
             "spangate_otlp_request_duration_seconds_count{transport=\"http\"} 0",
+            "spangate_otlp_log_requests_total{outcome=\"ingested\"} 1",
+            "spangate_otlp_log_requests_total{outcome=\"refused\"} 1",
+            "spangate_otlp_requests_refused_total{transport=\"grpc\",reason=\"malformed\"} 1",
+            "spangate_otlp_log_records_total{outcome=\"accepted\"} 4",
+            "spangate_otlp_log_records_total{outcome=\"rejected\"} 0",
+            "spangate_otlp_log_evaluations_read_total 3",
+            "spangate_otlp_log_evaluations_unattributed_total 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

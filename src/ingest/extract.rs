@@ -16,15 +16,18 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 use crate::analysis::{JoinSpan, SpanSample, name_hash};
 
-const SERVICE_NAME: &str = "service.name";
+pub(super) const SERVICE_NAME: &str = "service.name";
 const VCS_REVISION: &str = "vcs.ref.head.revision";
 const SERVICE_VERSION: &str = "service.version";
-const FLAG_KEY: &str = "feature_flag.key";
-const FLAG_VARIANT: &str = "feature_flag.result.variant";
-const LEGACY_FLAG_VARIANT: &str = "feature_flag.variant";
-const FLAG_CONTEXT_ID: &str = "feature_flag.context.id";
-const FLAG_REASON: &str = "feature_flag.result.reason";
-const FLAG_EVENT: &str = "feature_flag.evaluation";
+pub(super) const FLAG_KEY: &str = "feature_flag.key";
+pub(super) const FLAG_VARIANT: &str = "feature_flag.result.variant";
+pub(super) const LEGACY_FLAG_VARIANT: &str = "feature_flag.variant";
+pub(super) const FLAG_CONTEXT_ID: &str = "feature_flag.context.id";
+pub(super) const FLAG_REASON: &str = "feature_flag.result.reason";
+pub(super) const FLAG_EVENT: &str = "feature_flag.evaluation";
+pub(super) const FLAG_SET_ID: &str = "feature_flag.set.id";
+/// Where SDKs older than OTLP's `event_name` field name a log record's event.
+pub(super) const EVENT_NAME: &str = "event.name";
 const LEGACY_FLAG_EVENT: &str = "feature_flag";
 
 /// Why a span is left out. Under OTLP its IDs are required, and an ID of the
@@ -56,6 +59,7 @@ pub enum InvalidSpan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     Span,
+    LogRecord,
     Resource,
     Scope,
 }
@@ -70,6 +74,7 @@ impl std::fmt::Display for Part {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Part::Span => "span",
+            Part::LogRecord => "log record",
             Part::Resource => "resource",
             Part::Scope => "instrumentation scope",
         })
@@ -298,7 +303,7 @@ fn evaluation(attributes: &[KeyValue]) -> Option<Evaluation<'_>> {
 }
 
 /// The value of attribute `key` when it is a string.
-fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+pub(super) fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attributes
         .iter()
         .find(|kv| kv.key == key)

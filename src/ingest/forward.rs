@@ -1,6 +1,7 @@
-//! Forwarding (shell): every accepted trace batch goes on to an OTLP endpoint
-//! (Jaeger, an OpenTelemetry Collector), so spangate can sit in front of the tracing
-//! backend instead of beside it. Receivers only queue a batch ([`Forwarder::offer`]);
+//! Forwarding (shell): every accepted trace or logs batch goes on to an OTLP
+//! endpoint (Jaeger, an OpenTelemetry Collector), so spangate can sit in front of
+//! the tracing backend instead of beside it. Receivers only queue a batch
+//! ([`Forwarder::offer`], [`Forwarder::offer_logs`]);
 //! a [`ForwardWorker`] task merges what is queued, hides private attributes and
 //! exports it, off the request path. A slow or absent backend never slows ingest:
 //! the queue is bounded by the memory its batches hold (until their export ends),
@@ -12,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message as _;
@@ -19,18 +22,19 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{ForwardCounters, ForwardFailed, SpansDropped, SpansForwarded};
-use super::redact::hide_private;
+use super::events::{ForwardCounters, ForwardDropped, ForwardFailed, ForwardSent, Forwarded};
+use super::redact::{hide_private, hide_private_in_logs};
 use crate::flags::PrivateAttributes;
 use crate::net::{MemoryBudget, Reservation};
 use crate::telemetry::metrics::Registry;
 
-/// How spans are sent on.
+/// How spans and logs are sent on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ForwardProtocol {
     /// OTLP/gRPC (Jaeger and collectors listen on 4317).
     Grpc,
-    /// OTLP/HTTP with protobuf bodies, to `<endpoint>/v1/traces` (port 4318).
+    /// OTLP/HTTP with protobuf bodies, to `<endpoint>/v1/traces` and
+    /// `<endpoint>/v1/logs` (port 4318).
     #[value(name = "http/protobuf")]
     HttpProtobuf,
 }
@@ -44,7 +48,7 @@ impl fmt::Display for ForwardProtocol {
     }
 }
 
-/// Where and how spans are forwarded.
+/// Where and how spans and logs are forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardConfig {
     /// `http://host:port`, without a path.
@@ -85,7 +89,7 @@ impl ForwardConfig {
         if uri.host().is_none() || uri.path() != "/" {
             anyhow::bail!(
                 "the forward endpoint {endpoint:?} must be http://host:port, without a path \
-                 (OTLP/HTTP posts to /v1/traces under it)"
+                 (OTLP/HTTP posts to /v1/traces and /v1/logs under it)"
             );
         }
         anyhow::ensure!(
@@ -100,7 +104,7 @@ impl ForwardConfig {
     }
 }
 
-/// Forwarding counts since start, in spans.
+/// Forwarding counts since start, in spans and in log records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ForwardStats {
     /// Spans the backend accepted.
@@ -109,14 +113,21 @@ pub struct ForwardStats {
     pub dropped: u64,
     /// Spans whose export failed (backend unreachable or refusing).
     pub failed: u64,
+    /// Log records the backend accepted, dropped, or whose export failed.
+    pub log_records_sent: u64,
+    pub log_records_dropped: u64,
+    pub log_records_failed: u64,
     /// Memory held by batches queued or being exported, and its limit.
     pub queue_bytes: u64,
     pub queue_limit_bytes: u64,
 }
 
 /// A batch waiting for export, with the memory it holds until the export ends.
+/// Spans and logs travel together, so that batches of both merge into one
+/// export of each.
 struct Queued {
-    request: ExportTraceServiceRequest,
+    spans: ExportTraceServiceRequest,
+    logs: ExportLogsServiceRequest,
     held: Reservation,
 }
 
@@ -181,22 +192,45 @@ impl Forwarder {
     /// encoded copy, made to export it, is counted on top.
     pub fn offer(&self, request: ExportTraceServiceRequest, decoded_bytes: usize) {
         let bytes = decoded_bytes.saturating_add(request.encoded_len());
+        self.queue(request, ExportLogsServiceRequest::default(), bytes);
+    }
+
+    /// [`Forwarder::offer`] for a logs request.
+    pub fn offer_logs(&self, request: ExportLogsServiceRequest, decoded_bytes: usize) {
+        let bytes = decoded_bytes.saturating_add(request.encoded_len());
+        self.queue(ExportTraceServiceRequest::default(), request, bytes);
+    }
+
+    fn queue(
+        &self,
+        spans: ExportTraceServiceRequest,
+        logs: ExportLogsServiceRequest,
+        bytes: usize,
+    ) {
         let Some(held) = self.budget.try_reserve(bytes) else {
-            self.drop_batch(&request);
+            self.drop_batch(&spans, &logs);
             return;
         };
-        if let Err(error) = self.queue.send(Queued { request, held }) {
+        if let Err(error) = self.queue.send(Queued { spans, logs, held }) {
             // The worker has stopped: the process is shutting down.
-            self.drop_batch(&error.0.request);
+            self.drop_batch(&error.0.spans, &error.0.logs);
         }
     }
 
-    fn drop_batch(&self, request: &ExportTraceServiceRequest) {
-        SpansDropped {
-            spans: span_count(request),
-            queue_limit_bytes: self.budget.limit(),
+    fn drop_batch(&self, spans: &ExportTraceServiceRequest, logs: &ExportLogsServiceRequest) {
+        for (what, count) in [
+            (Forwarded::Spans, span_count(spans)),
+            (Forwarded::LogRecords, log_record_count(logs)),
+        ] {
+            if count > 0 {
+                ForwardDropped {
+                    what,
+                    count,
+                    queue_limit_bytes: self.budget.limit(),
+                }
+                .emit(&self.counters);
+            }
         }
-        .emit(&self.counters);
     }
 
     pub fn stats(&self) -> ForwardStats {
@@ -214,7 +248,7 @@ impl Forwarder {
             registry,
             ["forward_queue", "forward_queue_limit"],
             [
-                "Memory held by spans waiting to be forwarded or being forwarded (estimated)",
+                "Memory held by spans and logs waiting to be forwarded or being forwarded (estimated)",
                 "Most memory the forward queue may hold; beyond, new batches are dropped",
             ],
         );
@@ -228,10 +262,12 @@ impl Forwarder {
 
 #[derive(Clone)]
 enum Client {
-    Grpc(TraceServiceClient<tonic::transport::Channel>),
+    /// A client of either service is made per export: cheap, over this one channel.
+    Grpc(tonic::transport::Channel),
     Http {
         client: reqwest::Client,
-        url: Arc<str>,
+        traces: Arc<str>,
+        logs: Arc<str>,
     },
 }
 
@@ -247,7 +283,7 @@ impl Client {
                     .connect_timeout(EXPORT_TIMEOUT)
                     .tcp_nodelay(true)
                     .connect_lazy();
-                Client::Grpc(TraceServiceClient::new(channel))
+                Client::Grpc(channel)
             }
             ForwardProtocol::HttpProtobuf => Client::Http {
                 client: reqwest::Client::builder()
@@ -255,38 +291,64 @@ impl Client {
                     .tcp_nodelay(true)
                     .build()
                     .context("an HTTP client for forwarding")?,
-                url: format!("{}/v1/traces", config.endpoint).into(),
+                traces: format!("{}/v1/traces", config.endpoint).into(),
+                logs: format!("{}/v1/logs", config.endpoint).into(),
             },
         })
     }
 
-    async fn export(mut self, request: ExportTraceServiceRequest) -> anyhow::Result<()> {
-        match &mut self {
-            Client::Grpc(client) => {
-                client
+    async fn export_spans(&mut self, request: ExportTraceServiceRequest) -> anyhow::Result<()> {
+        match self {
+            Client::Grpc(channel) => {
+                TraceServiceClient::new(channel.clone())
                     .export(request)
                     .await
-                    .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))?;
+                    .map_err(grpc_error)?;
+                Ok(())
             }
-            Client::Http { client, url } => {
-                let response = client
-                    .post(&**url)
-                    .header(axum::http::header::CONTENT_TYPE, "application/x-protobuf")
-                    .body(request.encode_to_vec())
-                    .send()
-                    .await?;
-                let status = response.status();
-                if !status.is_success() {
-                    let body = response.text().await.unwrap_or_default();
-                    anyhow::bail!(
-                        "HTTP {status}: {}",
-                        body.chars().take(200).collect::<String>()
-                    );
-                }
-            }
+            Client::Http { client, traces, .. } => post(client, traces, request).await,
         }
-        Ok(())
     }
+
+    async fn export_logs(&mut self, request: ExportLogsServiceRequest) -> anyhow::Result<()> {
+        match self {
+            Client::Grpc(channel) => {
+                LogsServiceClient::new(channel.clone())
+                    .export(request)
+                    .await
+                    .map_err(grpc_error)?;
+                Ok(())
+            }
+            Client::Http { client, logs, .. } => post(client, logs, request).await,
+        }
+    }
+}
+
+fn grpc_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", status.code(), status.message())
+}
+
+/// An OTLP/HTTP export of `request` to `url`.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    request: impl prost::Message,
+) -> anyhow::Result<()> {
+    let response = client
+        .post(url)
+        .header(axum::http::header::CONTENT_TYPE, "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        anyhow::bail!(
+            "HTTP {status}: {}",
+            body.chars().take(200).collect::<String>()
+        );
+    }
+    Ok(())
 }
 
 /// What the exports in flight share: the counters, and whether the backend is
@@ -298,16 +360,18 @@ struct Outcomes {
 }
 
 impl Outcomes {
-    fn record(&self, spans: u64, result: anyhow::Result<()>) {
+    fn record(&self, what: Forwarded, count: u64, result: anyhow::Result<()>) {
         match result {
-            Ok(()) => SpansForwarded {
-                spans,
+            Ok(()) => ForwardSent {
+                what,
+                count,
                 endpoint: &self.endpoint,
                 recovered: self.failing.swap(false, Ordering::Relaxed),
             }
             .emit(&self.counters),
             Err(error) => ForwardFailed {
-                spans,
+                what,
+                count,
                 endpoint: &self.endpoint,
                 error: &error,
                 first: !self.failing.swap(true, Ordering::Relaxed),
@@ -326,7 +390,7 @@ impl ForwardWorker {
         tracing::info!(
             endpoint = %self.config.endpoint,
             protocol = %self.config.protocol,
-            "forwarding received spans"
+            "forwarding received spans and logs"
         );
         let outcomes = Arc::new(Outcomes {
             endpoint: self.config.endpoint.clone(),
@@ -361,7 +425,7 @@ impl ForwardWorker {
             while in_flight.join_next().await.is_some() {}
         };
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-            tracing::warn!("gave up forwarding the spans still queued at shutdown");
+            tracing::warn!("gave up forwarding the spans and logs still queued at shutdown");
         }
         Ok(())
     }
@@ -372,10 +436,8 @@ impl ForwardWorker {
         for _ in 1..MERGED_BATCHES {
             match self.queue.try_recv() {
                 Ok(more) => {
-                    first
-                        .request
-                        .resource_spans
-                        .extend(more.request.resource_spans);
+                    first.spans.resource_spans.extend(more.spans.resource_spans);
+                    first.logs.resource_logs.extend(more.logs.resource_logs);
                     first.held.absorb(more.held);
                 }
                 Err(_) => break,
@@ -391,24 +453,41 @@ impl ForwardWorker {
         outcomes: &Arc<Outcomes>,
         batch: Queued,
     ) {
-        let Queued { mut request, held } = batch;
-        prepare(&mut request, &(self.private)());
-        let spans = span_count(&request);
-        if spans == 0 {
+        let Queued {
+            mut spans,
+            mut logs,
+            held,
+        } = batch;
+        prepare(&mut spans, &mut logs, &(self.private)());
+        let (span_count, log_record_count) = (span_count(&spans), log_record_count(&logs));
+        if span_count == 0 && log_record_count == 0 {
             return;
         }
-        let (client, outcomes) = (client.clone(), Arc::clone(outcomes));
+        let (mut client, outcomes) = (client.clone(), Arc::clone(outcomes));
         in_flight.spawn(async move {
-            outcomes.record(spans, client.export(request).await);
+            if span_count > 0 {
+                let result = client.export_spans(spans).await;
+                outcomes.record(Forwarded::Spans, span_count, result);
+            }
+            if log_record_count > 0 {
+                let result = client.export_logs(logs).await;
+                outcomes.record(Forwarded::LogRecords, log_record_count, result);
+            }
             drop(held);
         });
     }
 }
 
 /// Readies a batch for the backend: hides private attributes wherever they nest
-/// ([`hide_private`]). Spans the receiver rejected were left out already.
-fn prepare(request: &mut ExportTraceServiceRequest, private: &PrivateAttributes) {
-    hide_private(request, private);
+/// ([`hide_private`]). Spans and records the receiver rejected were left out
+/// already.
+fn prepare(
+    spans: &mut ExportTraceServiceRequest,
+    logs: &mut ExportLogsServiceRequest,
+    private: &PrivateAttributes,
+) {
+    hide_private(spans, private);
+    hide_private_in_logs(logs, private);
 }
 
 fn span_count(request: &ExportTraceServiceRequest) -> u64 {
@@ -417,6 +496,15 @@ fn span_count(request: &ExportTraceServiceRequest) -> u64 {
         .iter()
         .flat_map(|r| &r.scope_spans)
         .map(|s| s.spans.len() as u64)
+        .sum()
+}
+
+fn log_record_count(request: &ExportLogsServiceRequest) -> u64 {
+    request
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len() as u64)
         .sum()
 }
 
@@ -459,12 +547,11 @@ mod tests {
         assert_eq!(
             forwarder.stats(),
             ForwardStats {
-                sent: 0,
                 dropped: 1,
-                failed: 0,
                 queue_bytes: (6_000 + encoded + 1_000 + request(vec![span(4)]).encoded_len())
                     as u64,
                 queue_limit_bytes: 10_000,
+                ..ForwardStats::default()
             }
         );
         drop(worker);

@@ -1,9 +1,10 @@
-//! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`,
-//! plain or gzip, over HTTP/2.
+//! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
+//! and `opentelemetry.proto.collector.logs.v1.LogsService/Export`, plain or gzip,
+//! over HTTP/2.
 //!
 //! The unary call is answered here rather than by a generated server, so that the
 //! message is read under the same limits as OTLP/HTTP bodies (memory reserved
-//! before it is read, a deadline, decoding one span at a time) and every refusal
+//! before it is read, a deadline, decoding one item at a time) and every refusal
 //! carries the code OTLP specifies, always as a trailers-only answer.
 
 use std::convert::Infallible;
@@ -19,16 +20,17 @@ use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
 use axum::routing::post;
 use http_body::Frame;
 use http_body_util::StreamBody;
-use prost::Message;
 use tokio::net::TcpListener;
 use tonic::Code;
 
-use super::decode::{self, Encoding};
+use super::decode::Encoding;
 use super::refusal::{self, Received, Refusal};
-use super::{IngestReport, Ingestor, ReceiverOptions, Transport};
+use super::signal::{Logs, Signal, Traces};
+use super::{Ingestor, ReceiverOptions, Transport};
 use crate::net::{self, Admission, Protocols, Tokens};
 
-const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const EXPORT_TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const EXPORT_LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 const GRPC: &str = "application/grpc";
 /// Compressed flag and length before each message.
 const PREFIX_BYTES: usize = 5;
@@ -36,7 +38,8 @@ const PREFIX_BYTES: usize = 5;
 /// The OTLP/gRPC routes, for serving alone ([`serve_grpc`]) or beside others.
 pub fn grpc_router(ingestor: Arc<Ingestor>, tokens: Tokens) -> Router {
     Router::new()
-        .route(EXPORT, post(export))
+        .route(EXPORT_TRACES, post(export::<Traces>))
+        .route(EXPORT_LOGS, post(export::<Logs>))
         .fallback(unimplemented)
         .with_state(Arc::new(Receiver { ingestor, tokens }))
 }
@@ -74,7 +77,10 @@ async fn unimplemented(State(receiver): State<Arc<Receiver>>, request: Request) 
     status(Code::Unimplemented, &message)
 }
 
-async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Response<Body> {
+async fn export<S: Signal>(
+    State(receiver): State<Arc<Receiver>>,
+    request: Request,
+) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let is_grpc = parts
@@ -94,17 +100,20 @@ async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Resp
             Admission::Allowed => {}
             refused => return Err(Refusal::Unauthenticated(refused)),
         }
-        receive(&parts.headers, body, &receiver.ingestor).await
+        receive::<S>(&parts.headers, body, &receiver.ingestor).await
     }
     .await;
-    let trace = result.as_ref().ok().and_then(|report| report.first_trace);
+    let trace = result.as_ref().ok().and_then(S::first_trace);
     let response = match result {
-        Ok(report) => ok(&report.response().encode_to_vec()),
+        Ok(report) => ok(&S::protobuf(&report)),
         Err(refusal) => {
             let message = refusal.to_string();
-            receiver
-                .ingestor
-                .reject_batch(Transport::Grpc, refusal.reason(), &message);
+            S::refused(
+                &receiver.ingestor,
+                Transport::Grpc,
+                refusal.reason(),
+                &message,
+            );
             let mut response = status(refusal.code(), &message);
             if let Refusal::ContentEncoding(_) = refusal {
                 response
@@ -120,11 +129,11 @@ async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Resp
     response
 }
 
-async fn receive(
+async fn receive<S: Signal>(
     headers: &HeaderMap,
     mut body: Body,
     ingestor: &Ingestor,
-) -> Result<IngestReport, Refusal> {
+) -> Result<S::Report, Refusal> {
     let limits = *ingestor.limits();
     let limit = limits.max_body_bytes;
     let gzip = match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
@@ -176,10 +185,10 @@ async fn receive(
     if compressed {
         message = refusal::gunzip(&message, limit, &mut reservation)?;
     }
-    let decoded = decode::decode(Encoding::Protobuf, &message, &limits, &mut reservation)?;
+    let decoded = S::decode(Encoding::Protobuf, &message, &limits, &mut reservation)?;
     drop(message);
     reservation.shrink_to(decoded.cost);
-    Ok(ingestor.accept(decoded))
+    Ok(S::accept(ingestor, decoded))
 }
 
 /// A successful call: the answer as one uncompressed message, then status OK.

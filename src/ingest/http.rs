@@ -1,5 +1,6 @@
-//! OTLP/HTTP receiver: `POST /v1/traces`, protobuf or JSON, plain or gzip, with or
-//! without a Content-Length. Answers in the request's format, errors included.
+//! OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/logs`, protobuf or JSON,
+//! plain or gzip, with or without a Content-Length. Answers in the request's
+//! format, errors included.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,13 +15,13 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tokio::net::TcpListener;
 
-use super::decode::{self, Encoding};
+use super::decode::Encoding;
 use super::refusal::{self, Received, Refusal};
-use super::{IngestReport, Ingestor, ReceiverOptions, Transport};
+use super::signal::{Logs, Signal, Traces};
+use super::{Ingestor, ReceiverOptions, Transport};
 use crate::net::{self, Admission, Protocols, Tokens};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -29,7 +30,8 @@ const JSON: &str = "application/json";
 /// The OTLP/HTTP routes, for serving alone ([`serve_http`]) or beside others.
 pub fn http_router(ingestor: Arc<Ingestor>, tokens: Tokens) -> Router {
     Router::new()
-        .route("/v1/traces", post(export))
+        .route("/v1/traces", post(export::<Traces>))
+        .route("/v1/logs", post(export::<Logs>))
         .with_state(Arc::new(Receiver { ingestor, tokens }))
 }
 
@@ -145,7 +147,7 @@ fn refusal_response(refusal: &Refusal, format: Format) -> Response {
     response
 }
 
-async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
+async fn export<S: Signal>(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     // A format that is not known is answered in the readable one.
@@ -156,16 +158,19 @@ async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Resp
             Admission::Allowed => {}
             refused => return Err(Refusal::Unauthenticated(refused)),
         }
-        receive(format?, &parts.headers, body, &receiver.ingestor).await
+        receive::<S>(format?, &parts.headers, body, &receiver.ingestor).await
     }
     .await;
-    let trace = result.as_ref().ok().and_then(|report| report.first_trace);
+    let trace = result.as_ref().ok().and_then(S::first_trace);
     let response = match result {
-        Ok(report) => respond(answer_format, &report.response()),
+        Ok(report) => respond::<S>(answer_format, &report),
         Err(refusal) => {
-            receiver
-                .ingestor
-                .reject_batch(Transport::Http, refusal.reason(), &refusal.to_string());
+            S::refused(
+                &receiver.ingestor,
+                Transport::Http,
+                refusal.reason(),
+                &refusal.to_string(),
+            );
             refusal_response(&refusal, answer_format)
         }
     };
@@ -175,12 +180,12 @@ async fn export(State(receiver): State<Arc<Receiver>>, request: Request) -> Resp
     response
 }
 
-async fn receive(
+async fn receive<S: Signal>(
     format: Format,
     headers: &HeaderMap,
     body: Body,
     ingestor: &Ingestor,
-) -> Result<IngestReport, Refusal> {
+) -> Result<S::Report, Refusal> {
     let limits = *ingestor.limits();
     let limit = limits.max_body_bytes;
     let gzip = is_gzip(headers)?;
@@ -201,10 +206,10 @@ async fn receive(
     if gzip {
         body = refusal::gunzip(&body, limit, &mut reservation)?;
     }
-    let decoded = decode::decode(format.encoding(), &body, &limits, &mut reservation)?;
+    let decoded = S::decode(format.encoding(), &body, &limits, &mut reservation)?;
     drop(body);
     reservation.shrink_to(decoded.cost);
-    Ok(ingestor.accept(decoded))
+    Ok(S::accept(ingestor, decoded))
 }
 
 fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {
@@ -222,22 +227,10 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {
     }
 }
 
-fn respond(format: Format, response: &ExportTraceServiceResponse) -> Response {
+fn respond<S: Signal>(format: Format, report: &S::Report) -> Response {
     let body = match format {
-        Format::Protobuf => response.encode_to_vec(),
-        // By hand, for the protobuf JSON mapping: an absent message is left out
-        // rather than written as null, and int64 is a string.
-        Format::Json => match &response.partial_success {
-            None => b"{}".to_vec(),
-            Some(partial) => serde_json::json!({
-                "partialSuccess": {
-                    "rejectedSpans": partial.rejected_spans.to_string(),
-                    "errorMessage": partial.error_message,
-                }
-            })
-            .to_string()
-            .into_bytes(),
-        },
+        Format::Protobuf => S::protobuf(report),
+        Format::Json => S::json(report).to_string().into_bytes(),
     };
     (
         StatusCode::OK,

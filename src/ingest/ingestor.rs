@@ -14,10 +14,11 @@ use super::IngestLimits;
 use super::decode::{Decoded, Rejected};
 use super::events::{
     BatchIngested, BatchRejected, Counters, IngestStats, RejectReason, RequestAnswered,
-    SpansRejected, StaleSamplesDropped, Transport,
+    SamplesJoined, SpansRejected, StaleSamplesDropped, Transport,
 };
 use super::extract::{self, InvalidSpan, SpanChecks};
 use super::forward::Forwarder;
+use super::logs::LogEvaluation;
 use crate::analysis::{
     Arm, JoinSpan, JoinStats, Joined, MAX_BUCKET_ATTRIBUTES, Observation, Resolution, Route,
     Routes, SpanSample, TraceId, TraceJoin, Window, WindowEpoch, name_hash, unit_hash,
@@ -100,8 +101,8 @@ pub struct Ingestor {
     join: Arc<Mutex<TraceJoin>>,
     /// The join's clock: it keeps time as nanoseconds since this instant.
     started: Instant,
-    counters: Counters,
-    forwarder: Option<Forwarder>,
+    pub(super) counters: Counters,
+    pub(super) forwarder: Option<Forwarder>,
     limits: IngestLimits,
     in_flight: Arc<MemoryBudget>,
 }
@@ -276,15 +277,52 @@ impl Ingestor {
         let routes = self.routes.load();
         let mut batch = Batch::default();
         let routed = self.join(&routes, &[], &[], &mut batch);
-        if routed > 0 {
-            self.finish(
-                batch,
-                &IngestReport {
-                    routed,
-                    ..IngestReport::default()
-                },
-            );
+        self.record_joined(batch, routed);
+    }
+
+    /// Hands flag evaluations read from logs to the trace join; returns how many
+    /// samples that recorded (spans of their traces that had waited for them).
+    pub(super) fn resolve_traces(&self, evaluations: &[LogEvaluation<'_>]) -> u64 {
+        let routes = self.routes.load();
+        let resolved: Vec<_> = evaluations
+            .iter()
+            .filter_map(|evaluation| {
+                let flag = name_hash(evaluation.key);
+                let attributes = routes.flag(flag)?;
+                let sample = SpanSample {
+                    service: evaluation.service,
+                    revision: None,
+                    flag_key: evaluation.key,
+                    variant: evaluation.variant,
+                    is_error: false,
+                    duration_ns: 0,
+                    trace_id: evaluation.trace_id,
+                    span_id: evaluation.span_id.unwrap_or_default(),
+                    context_id: evaluation.context_id,
+                    reason: evaluation.reason,
+                };
+                let resolution = resolution(&sample, attributes, |name| evaluation.attribute(name));
+                Some((evaluation.trace_id, flag, resolution))
+            })
+            .collect();
+        if resolved.is_empty() {
+            return 0;
         }
+        let mut batch = Batch::default();
+        let routed = self.join(&routes, &resolved, &[], &mut batch);
+        self.record_joined(batch, routed);
+        routed
+    }
+
+    /// Merges what the join judged outside a trace request.
+    fn record_joined(&self, batch: Batch<'_>, routed: u64) {
+        if routed == 0 {
+            return;
+        }
+        for (rollout, samples) in self.merge(batch) {
+            StaleSamplesDropped { rollout, samples }.emit(&self.counters);
+        }
+        SamplesJoined { routed }.emit(&self.counters);
     }
 
     /// Samples recorded into any window so far, the trace join's due spans
@@ -967,5 +1005,56 @@ mod tests {
         );
         assert_eq!(ingestor.join_stats().spans_redundant, 0);
         assert_eq!(ingestor.join_stats().spans_waited, 3);
+    }
+
+    #[test]
+    fn an_evaluation_in_a_log_record_resolves_the_spans_of_its_trace() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+        let ingestor = Ingestor::new();
+        ingestor.set_routes(routes(1));
+        let report = ingestor.ingest(&service_request(
+            "checkout",
+            "abc",
+            &[([4; 16], false, None, true)],
+        ));
+        assert_eq!(report.routed, 0);
+        let logs = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "checkout")],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        event_name: "feature_flag.evaluation".to_string(),
+                        trace_id: vec![4; 16],
+                        span_id: vec![1; 8],
+                        attributes: vec![
+                            kv("feature_flag.key", "new-cart"),
+                            kv("feature_flag.result.variant", "on"),
+                        ],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let report = ingestor.accept_logs(Decoded {
+            request: logs,
+            rejected: Rejected::default(),
+            cost: 0,
+        });
+        assert_eq!(report.resolved, 1);
+        let window = ingestor.window("shop/checkout", WindowEpoch(1));
+        assert_eq!((window.candidate.samples, window.candidate.errors), (1, 1));
+        assert_eq!(ingestor.stats().samples_routed, 1);
+        assert_eq!(
+            ingestor.stats().batches_received,
+            1,
+            "a logs request is no trace batch"
+        );
     }
 }

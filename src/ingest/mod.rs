@@ -1,16 +1,18 @@
-//! Ingest (shell): the OTLP trace receivers, gRPC ([`serve_grpc`], port 4317) and
-//! HTTP ([`serve_http`], port 4318, protobuf and JSON), and the [`Ingestor`] they
-//! share, which reads each span's flag evaluations ([`extract`]) and records them
-//! into the window of every rollout they count for ([`Routes`](crate::analysis::Routes)),
-//! and, when configured, forwards them to the tracing backend ([`forwarder`]) with
-//! private attributes hidden ([`hide_private`]).
+//! Ingest (shell): the OTLP trace and logs receivers, gRPC ([`serve_grpc`], port
+//! 4317) and HTTP ([`serve_http`], port 4318, protobuf and JSON), and the
+//! [`Ingestor`] they share, which reads each span's flag evaluations ([`extract`])
+//! and records them into the window of every rollout they count for
+//! ([`Routes`](crate::analysis::Routes)), reads the `feature_flag.evaluation` log
+//! events ([`logs`]) for the trace join, and, when configured, forwards spans and
+//! logs to the tracing backend ([`forwarder`]) with private attributes hidden
+//! ([`hide_private`]).
 //!
 //! Bad input is refused as the OTLP specification says, with a reason, and never
 //! stops a receiver: an undecodable request is rejected whole (INVALID_ARGUMENT /
 //! 400), an oversized one too (RESOURCE_EXHAUSTED / 413, in bytes received or in
-//! memory decoded), and a decodable request with invalid spans is accepted as a
-//! partial success that counts the spans left out, one bad span costing only
-//! itself. A request that finds the memory budget of the requests in flight used
+//! memory decoded), and a decodable request with invalid spans (or log records)
+//! is accepted as a partial success that counts the ones left out, one bad span
+//! costing only itself. A request that finds the memory budget of the requests in flight used
 //! up is told to retry (UNAVAILABLE / 503 with Retry-After); one without an
 //! accepted token, when tokens are set, is refused (UNAUTHENTICATED / 401).
 
@@ -21,16 +23,18 @@ mod forward;
 mod grpc;
 mod http;
 mod ingestor;
+pub mod logs;
 mod redact;
 mod refusal;
+mod signal;
 #[cfg(test)]
 mod test_attributes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use decode::{Decoded, Encoding, Refused, Rejected, decode};
-pub use events::{IngestStats, RejectReason, Transport};
+pub use decode::{Decoded, Encoding, Refused, Rejected, decode, decode_logs};
+pub use events::{IngestStats, LogStats, RejectReason, Transport};
 pub use extract::SpanChecks;
 pub use forward::{
     ForwardConfig, ForwardProtocol, ForwardStats, ForwardWorker, Forwarder, PrivateSource,
@@ -39,7 +43,8 @@ pub use forward::{
 pub use grpc::{grpc_router, serve_grpc};
 pub use http::{http_router, serve_http};
 pub use ingestor::{IngestReport, Ingestor};
-pub use redact::hide_private;
+pub use logs::{LogEvaluation, LogsReport};
+pub use redact::{hide_private, hide_private_in_logs};
 
 use crate::analysis::JoinLimits;
 use crate::net::{ListenerStats, ServerLimits, Tokens};

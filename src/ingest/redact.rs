@@ -1,12 +1,14 @@
-//! Hides private attributes in OTLP trace requests, wherever a value can sit: the
-//! attributes of resources, scopes, spans, span events and links, and every
-//! key-value list and array nested in them. Which values hide is
+//! Hides private attributes in OTLP trace and logs requests, wherever a value can
+//! sit: the attributes of resources, scopes, spans, span events, links and log
+//! records, a log record's structured body, and every key-value list and array
+//! nested in them. Which values hide is
 //! [`PrivateAttributes::hides`]'s rule, the one every output follows.
 //!
-//! Every forwarded span goes through here: a hidden value is replaced in place and
+//! Every forwarded span and log record goes through here: a hidden value is replaced in place and
 //! nothing else is copied, so a span without a private attribute costs a walk over
 //! its attributes and no allocation.
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 
@@ -32,6 +34,34 @@ pub fn hide_private(request: &mut ExportTraceServiceRequest, private: &PrivateAt
                 }
                 for link in &mut span.links {
                     hide_in(&mut link.attributes, None, private);
+                }
+            }
+        }
+    }
+}
+
+/// Replaces the value of every private attribute in `request` with [`REDACTED`].
+/// A record's body is read as attributes when it is a key-value list (an event's
+/// body is), so the same names hide there.
+pub fn hide_private_in_logs(request: &mut ExportLogsServiceRequest, private: &PrivateAttributes) {
+    if private.is_empty() {
+        return;
+    }
+    for resource_logs in &mut request.resource_logs {
+        if let Some(resource) = &mut resource_logs.resource {
+            hide_in(&mut resource.attributes, None, private);
+        }
+        for scope_logs in &mut resource_logs.scope_logs {
+            if let Some(scope) = &mut scope_logs.scope {
+                hide_in(&mut scope.attributes, None, private);
+            }
+            for record in &mut scope_logs.log_records {
+                hide_in(&mut record.attributes, None, private);
+                if let Some(AnyValue {
+                    value: Some(any_value::Value::KvlistValue(body)),
+                }) = &mut record.body
+                {
+                    hide_in(&mut body.values, None, private);
                 }
             }
         }
@@ -195,6 +225,40 @@ mod tests {
             assert_eq!(shown.matches(&format!("shown-{n}")).count(), 5, "shown-{n}");
         }
         assert_eq!(shown.matches(REDACTED).count(), 5 * 6);
+    }
+
+    #[test]
+    fn private_values_hide_in_log_records_and_their_bodies() {
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+        let private = PrivateAttributes::parse(&["email"]).unwrap();
+        let attributes = vec![kv("user.email", "secret-1"), kv("plan", "shown-1")];
+        let mut batch = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: attributes.clone(),
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        attributes: attributes.clone(),
+                        ..Default::default()
+                    }),
+                    log_records: vec![LogRecord {
+                        attributes: attributes.clone(),
+                        body: Some(list(attributes)),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        hide_private_in_logs(&mut batch, &private);
+        let shown = format!("{batch:?}");
+        assert!(!shown.contains("secret-1"), "{shown}");
+        assert_eq!(shown.matches("shown-1").count(), 4);
+        assert_eq!(shown.matches(REDACTED).count(), 4);
     }
 
     #[test]

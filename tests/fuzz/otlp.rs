@@ -32,9 +32,9 @@ const LONGEST_ECHO: usize = 40;
 /// Longest message about a request, written to logs and answers.
 const LONGEST_MESSAGE: usize = 2048;
 /// Memory a decode may hold beyond its estimate: the reasons it rejected spans for.
-const UNESTIMATED_BYTES: isize = 4 * 1024;
+pub(super) const UNESTIMATED_BYTES: isize = 4 * 1024;
 
-const OTLP_KEYS: &[&str] = &[
+pub(super) const OTLP_KEYS: &[&str] = &[
     "resourceSpans",
     "resource",
     "scopeSpans",
@@ -113,7 +113,7 @@ fn routes() -> Routes {
 /// The limits a request is read under, chosen from its bytes so a replay reads
 /// it alike: mostly the defaults; a quarter at another depth, some with a small
 /// decoded size limit.
-fn limits_for(body: &[u8]) -> IngestLimits {
+pub(super) fn limits_for(body: &[u8]) -> IngestLimits {
     let hash = spangate::fingerprint::fnv1a(body);
     let mut limits = IngestLimits::default();
     if hash.is_multiple_of(4) {
@@ -126,7 +126,7 @@ fn limits_for(body: &[u8]) -> IngestLimits {
 }
 
 /// The memory budget a request finds: mostly room, sometimes little.
-fn budget_for(body: &[u8], limits: &IngestLimits) -> usize {
+pub(super) fn budget_for(body: &[u8], limits: &IngestLimits) -> usize {
     let hash = spangate::fingerprint::fnv1a(body);
     if hash % 16 == 2 {
         (hash >> 20) as usize % (64 * 1024)
@@ -325,7 +325,7 @@ fn refusal(encoding: Encoding, body: &[u8], refused: &Refused) -> Outcome {
 }
 
 /// A message about a request: there, bounded, and quoting no value.
-fn message(what: &str, text: &str, body: &[u8]) -> Outcome {
+pub(super) fn message(what: &str, text: &str, body: &[u8]) -> Outcome {
     if text.trim().is_empty() || text.len() > LONGEST_MESSAGE {
         return Err(format!("{what} is empty or {} bytes long", text.len()));
     }
@@ -348,8 +348,9 @@ fn spans(request: &ExportTraceServiceRequest) -> u64 {
 }
 
 /// The spans of a protobuf request, counted from the fields of its skeleton:
-/// resource spans (request field 1), scope spans (2), spans (2).
-fn protobuf_spans(body: &[u8]) -> Option<u64> {
+/// resource spans (request field 1), scope spans (2), spans (2); log records sit
+/// under the same numbers.
+pub(super) fn protobuf_spans(body: &[u8]) -> Option<u64> {
     let mut count = 0;
     for resource_spans in mutate::message_fields(body, 1)? {
         for scope_spans in mutate::message_fields(&resource_spans, 2)? {
@@ -359,21 +360,21 @@ fn protobuf_spans(body: &[u8]) -> Option<u64> {
     Some(count)
 }
 
-/// The spans of an OTLP/JSON request, counted as its members come (a repeated
-/// member each time) down resource spans (`LEVEL` 0), scope spans (1) and spans
-/// (2); every other member is skipped, however deep.
-struct Skeleton<const LEVEL: u8>(u64);
+/// The spans (or, with `LOGS`, the log records) of an OTLP/JSON request, counted
+/// as its members come (a repeated member each time) down resource spans (`LEVEL`
+/// 0), scope spans (1) and spans (2); every other member is skipped, however deep.
+pub(super) struct Skeleton<const LEVEL: u8, const LOGS: bool = false>(pub(super) u64);
 
-impl<'de, const LEVEL: u8> Deserialize<'de> for Skeleton<LEVEL> {
+impl<'de, const LEVEL: u8, const LOGS: bool> Deserialize<'de> for Skeleton<LEVEL, LOGS> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(Members::<LEVEL>)
+        deserializer.deserialize_map(Members::<LEVEL, LOGS>)
     }
 }
 
-struct Members<const LEVEL: u8>;
+struct Members<const LEVEL: u8, const LOGS: bool>;
 
-impl<'de, const LEVEL: u8> serde::de::Visitor<'de> for Members<LEVEL> {
-    type Value = Skeleton<LEVEL>;
+impl<'de, const LEVEL: u8, const LOGS: bool> serde::de::Visitor<'de> for Members<LEVEL, LOGS> {
+    type Value = Skeleton<LEVEL, LOGS>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an object")
@@ -381,24 +382,29 @@ impl<'de, const LEVEL: u8> serde::de::Visitor<'de> for Members<LEVEL> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         type Items<T> = Option<Vec<Option<T>>>;
+        let names = if LOGS {
+            ["resourceLogs", "scopeLogs", "logRecords"]
+        } else {
+            ["resourceSpans", "scopeSpans", "spans"]
+        };
         let mut count = 0;
         while let Some(name) = map.next_key::<String>()? {
             count += match (LEVEL, name.as_str()) {
-                (0, "resourceSpans") => map
-                    .next_value::<Items<Skeleton<1>>>()?
+                (0, name) if name == names[0] => map
+                    .next_value::<Items<Skeleton<1, LOGS>>>()?
                     .into_iter()
                     .flatten()
                     .flatten()
                     .map(|s| s.0)
                     .sum(),
-                (1, "scopeSpans") => map
-                    .next_value::<Items<Skeleton<2>>>()?
+                (1, name) if name == names[1] => map
+                    .next_value::<Items<Skeleton<2, LOGS>>>()?
                     .into_iter()
                     .flatten()
                     .flatten()
                     .map(|s| s.0)
                     .sum(),
-                (2, "spans") => map
+                (2, name) if name == names[2] => map
                     .next_value::<Option<Vec<IgnoredAny>>>()?
                     .map_or(0, |spans| spans.len() as u64),
                 _ => {
@@ -534,7 +540,7 @@ fn untrimmed(rng: &mut Rng) -> ExportTraceServiceRequest {
     }
 }
 
-fn resource_attributes(rng: &mut Rng) -> Vec<KeyValue> {
+pub(super) fn resource_attributes(rng: &mut Rng) -> Vec<KeyValue> {
     let mut attributes = attributes(rng, 1);
     attributes.push(kv("service.name", string(rng.pick::<&str>(SERVICES))));
     if rng.one_in(2) {
@@ -612,7 +618,7 @@ fn span(rng: &mut Rng) -> Span {
 }
 
 /// A flag evaluation as span or event attributes, current or legacy names.
-fn evaluation(rng: &mut Rng) -> Vec<KeyValue> {
+pub(super) fn evaluation(rng: &mut Rng) -> Vec<KeyValue> {
     let variant = if rng.one_in(3) {
         "feature_flag.variant"
     } else {
@@ -634,7 +640,7 @@ fn evaluation(rng: &mut Rng) -> Vec<KeyValue> {
     attributes
 }
 
-fn attributes(rng: &mut Rng, depth: usize) -> Vec<KeyValue> {
+pub(super) fn attributes(rng: &mut Rng, depth: usize) -> Vec<KeyValue> {
     if rng.one_in(2) {
         Vec::new()
     } else {
@@ -662,7 +668,7 @@ fn attributes_of(rng: &mut Rng, depth: usize) -> Vec<KeyValue> {
         .collect()
 }
 
-fn any(rng: &mut Rng, depth: usize) -> AnyValue {
+pub(super) fn any(rng: &mut Rng, depth: usize) -> AnyValue {
     use any_value::Value as V;
     let value = match rng.below(if depth == 0 { 6 } else { 8 }) {
         0 => None,
@@ -710,7 +716,7 @@ fn nested(rng: &mut Rng, depth: usize) -> AnyValue {
     value
 }
 
-fn kv(key: &str, value: AnyValue) -> KeyValue {
+pub(super) fn kv(key: &str, value: AnyValue) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(value),
@@ -718,14 +724,14 @@ fn kv(key: &str, value: AnyValue) -> KeyValue {
     }
 }
 
-fn string(text: &str) -> AnyValue {
+pub(super) fn string(text: &str) -> AnyValue {
     AnyValue {
         value: Some(any_value::Value::StringValue(text.to_string())),
     }
 }
 
 /// Text for names and values: empty, short, long, the marker, odd characters.
-fn text(rng: &mut Rng) -> String {
+pub(super) fn text(rng: &mut Rng) -> String {
     match rng.below(8) {
         0 | 1 => String::new(),
         2 if rng.one_in(4) => mutate::long_text(rng),
@@ -738,7 +744,7 @@ fn text(rng: &mut Rng) -> String {
 }
 
 /// An ID: mostly `len` random bytes, sometimes zeroes or the wrong length.
-fn id(rng: &mut Rng, len: usize) -> Vec<u8> {
+pub(super) fn id(rng: &mut Rng, len: usize) -> Vec<u8> {
     match rng.below(12) {
         0 => vec![0; len],
         1 => (0..rng.length(40)).map(|_| rng.next_u64() as u8).collect(),
@@ -746,7 +752,7 @@ fn id(rng: &mut Rng, len: usize) -> Vec<u8> {
     }
 }
 
-fn count(rng: &mut Rng) -> u64 {
+pub(super) fn count(rng: &mut Rng) -> u64 {
     if rng.one_in(6) {
         mutate::extreme(rng)
     } else {

@@ -1,6 +1,6 @@
-//! Span forwarding on real sockets: spans come in over OTLP gRPC and HTTP, go on to
-//! a backend that speaks OTLP gRPC or OTLP/HTTP, with invalid spans left out and
-//! private attributes hidden; an absent backend costs the senders nothing, and
+//! Span and log forwarding on real sockets: spans and logs come in over OTLP gRPC
+//! and HTTP, go on to a backend that speaks OTLP gRPC or OTLP/HTTP, with invalid
+//! spans and records left out and private attributes hidden; an absent backend costs the senders nothing, and
 //! forwarding resumes once it answers.
 
 use std::net::SocketAddr;
@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::otlp::{TraceBackend, kv};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValueList, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
@@ -208,6 +212,102 @@ async fn spans_go_on_over_grpc_and_http_without_invalid_spans_or_private_values(
         })
         .await;
         assert_eq!((forwarded.dropped, forwarded.failed), (0, 0), "{protocol}");
+    }
+}
+
+fn record(id: u8, message: &str) -> LogRecord {
+    LogRecord {
+        event_name: "feature_flag.evaluation".to_string(),
+        trace_id: vec![0x5b; 16],
+        span_id: vec![id; 8],
+        body: Some(AnyValue {
+            value: Some(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![kv("message", message), kv("email", PLANTED)],
+            })),
+        }),
+        attributes: vec![
+            kv("feature_flag.key", "new-checkout"),
+            kv("feature_flag.result.variant", "on"),
+            kv("user.email", PLANTED),
+        ],
+        ..Default::default()
+    }
+}
+
+fn logs(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "checkout")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_go_on_over_grpc_and_http_without_invalid_records_or_private_values() {
+    for protocol in [ForwardProtocol::Grpc, ForwardProtocol::HttpProtobuf] {
+        let received = TraceBackend::default();
+        let endpoint = received.start(protocol).await;
+        let spangate = receivers(&endpoint, protocol).await;
+
+        let mut invalid = record(3, "invalid");
+        invalid.trace_id = vec![0; 16];
+        let mut client = LogsServiceClient::connect(format!("http://{}", spangate.grpc))
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(
+            LIMIT,
+            client.export(logs(vec![record(1, "cart"), invalid, record(2, "pay")])),
+        )
+        .await
+        .expect("the receiver answers in time")
+        .unwrap()
+        .into_inner();
+        assert_eq!(answer.partial_success.unwrap().rejected_log_records, 1);
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/v1/logs", spangate.http))
+            .header("content-type", "application/x-protobuf")
+            .body(logs(vec![record(4, "confirm")]).encode_to_vec())
+            .timeout(LIMIT)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{response:?}");
+        // Spans still go on beside them.
+        send_http(spangate.http, request(vec![span(5, "beside")])).await;
+
+        let forwarded = wait_until(&format!("logs forwarded over {protocol}"), || {
+            let forwarded = spangate.ingestor.stats().forwarded;
+            (forwarded.log_records_sent == 3 && forwarded.sent == 1).then_some(forwarded)
+        })
+        .await;
+        assert_eq!(
+            (forwarded.log_records_dropped, forwarded.log_records_failed),
+            (0, 0)
+        );
+        let mut span_ids: Vec<u8> = received
+            .logs()
+            .iter()
+            .flat_map(|r| &r.resource_logs)
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+            .map(|r| r.span_id[0])
+            .collect();
+        span_ids.sort();
+        assert_eq!(span_ids, [1, 2, 4], "{protocol}");
+        assert_eq!(span_names(&received), ["beside"], "{protocol}");
+        let shown = format!("{:?}", received.logs());
+        assert!(!shown.contains(PLANTED), "{protocol}: {shown}");
+        for kept in ["user.email", "[private]", "confirm", "new-checkout"] {
+            assert!(shown.contains(kept), "{protocol}: {kept} not in {shown}");
+        }
     }
 }
 

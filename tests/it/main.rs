@@ -18,6 +18,7 @@ mod hostile_folder;
 mod hostile_otlp;
 mod ofrep;
 mod otlp_ingest;
+mod otlp_logs;
 mod private_attributes;
 mod python_sdks;
 mod reconcile_kube;

@@ -1,6 +1,8 @@
 //! End to end with third-party SDKs: the OpenFeature Python SDK (OFREP provider)
 //! asks a standalone spangate for the flag, the OpenTelemetry Python SDK sends it
 //! the spans (OTLP gRPC or HTTP), and the rollout must end as those spans say.
+//! The OpenTelemetry Python logs SDK sends flag evaluations as log events, and
+//! spangate must count every one.
 //!
 //! They need a Python with those SDKs, named by `SPANGATE_TEST_PYTHON`;
 //! `./scripts/test` installs one and runs them.
@@ -220,4 +222,75 @@ fn slow_variant_sent_over_grpc_is_rolled_back_on_latency() {
         checks.iter().any(|check| check.starts_with("maxLatency")),
         "expected a failed latency check, got {checks:?}: {status:#}"
     );
+}
+
+/// Runs the log events script against a fresh spangate and checks that spangate
+/// read every evaluation it emitted inside a span, and counted the one outside.
+fn log_events_are_counted(exporter: &str) {
+    const EVENTS: u64 = 12;
+    let python = test_python();
+    let root = tempfile::tempdir().expect("create a temp dir");
+    let dir = root.path().join("rollouts");
+    std::fs::create_dir(&dir).expect("create the rollout dir");
+    let spangate = Spangate::start(&dir, &root.path().join("state"));
+    let otlp = match exporter {
+        "grpc" => spangate.addrs.otlp_grpc,
+        _ => spangate.addrs.otlp_http,
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/flag_evaluation_logs.py");
+    let mut command = Command::new(&python);
+    command
+        .arg("-I")
+        .arg(script)
+        .arg(exporter)
+        .arg(format!("http://{otlp}"))
+        .arg(EVENTS.to_string());
+    let mut events = ChildGuard::spawn(scrub_env(&mut command), &root.path().join("events.log"));
+    let deadline = Instant::now() + TRAFFIC_EXIT_DEADLINE;
+    let exit = loop {
+        if let Some(exit) = events.exited() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log events script did not end within {TRAFFIC_EXIT_DEADLINE:?}\n{}",
+            events.log_tail()
+        );
+        sleep(POLL_INTERVAL);
+    };
+    assert!(
+        exit.success(),
+        "the log events script failed ({exit})\n{}\n{}",
+        events.log_tail(),
+        spangate.log_text()
+    );
+    // The exporter was answered, so spangate counted every record before it answered.
+    let metrics = spangate.metrics();
+    for (name, value) in [
+        ("spangate_otlp_log_evaluations_read_total", EVENTS),
+        ("spangate_otlp_log_evaluations_unattributed_total", 1),
+        (
+            "spangate_otlp_log_records_total{outcome=\"accepted\"}",
+            EVENTS + 1,
+        ),
+        ("spangate_otlp_log_records_total{outcome=\"rejected\"}", 0),
+    ] {
+        assert_eq!(
+            crate::common::metric(&metrics, name),
+            Some(value as f64),
+            "{name}\n{metrics}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the Python SDKs: run ./scripts/test"]
+fn flag_evaluation_log_events_sent_over_grpc_are_counted() {
+    log_events_are_counted("grpc");
+}
+
+#[test]
+#[ignore = "needs the Python SDKs: run ./scripts/test"]
+fn flag_evaluation_log_events_sent_over_http_are_counted() {
+    log_events_are_counted("http");
 }

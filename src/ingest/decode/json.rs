@@ -1,4 +1,5 @@
-//! OTLP/JSON read by serde down to each resource, scope and span, which are kept
+//! OTLP/JSON read by serde down to each resource, scope and item (span or log
+//! record), which are kept
 //! as raw text (serde_json skips them without recursion, however deep) and then
 //! decoded one at a time, each within serde_json's own nesting limit.
 //!
@@ -12,61 +13,64 @@
 //! refused, the first error is the one reported.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::mem::size_of;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::schema::{self, Child, Kind};
-use super::{Estimate, Group, Malformed, Part, Rejected, ScanError};
+use super::{Estimate, Group, Malformed, Part, Rejected, ScanError, Signal};
 use crate::ingest::extract::InvalidSpan;
 
-/// What decoding `body` will take, without decoding anything.
-pub(super) fn estimate(body: &[u8], max_depth: usize) -> Result<Estimate, Malformed> {
-    let mut sink = EstimateSink {
+/// What decoding `body` as a request of signal `S` will take, without decoding
+/// anything.
+pub(super) fn estimate<S: Signal>(body: &[u8], max_depth: usize) -> Result<Estimate, Malformed> {
+    let mut sink = EstimateSink::<S> {
         max_depth,
-        ..EstimateSink::default()
+        estimate: Estimate::default(),
+        groups: 0,
+        scoped: 0,
+        items: 0,
+        transient: 0,
+        signal: PhantomData,
     };
-    walk(body, &mut sink)?;
-    sink.estimate.add(Some(schema::vector(
-        sink.resource_spans,
-        schema::RESOURCE_SPANS,
-    )));
-    // Spans are decoded one at a time: only one's transient memory is held at once.
+    walk::<S>(body, &mut sink)?;
+    sink.estimate
+        .add(Some(schema::vector(sink.groups, size_of::<S::Group>())));
+    // Items are decoded one at a time: only one's transient memory is held at once.
     sink.estimate.add(Some(sink.transient));
     Ok(sink.estimate)
 }
 
-/// Decodes `body`, each span alone; see [`super::protobuf::decode`].
-pub(super) fn decode(
+/// Decodes `body`, each item alone; see [`super::protobuf::decode`].
+pub(super) fn decode<S: Signal>(
     body: &[u8],
     max_depth: usize,
-) -> Result<(ExportTraceServiceRequest, Rejected), Malformed> {
-    let mut sink = DecodeSink {
+) -> Result<(S::Request, Rejected), Malformed> {
+    let mut sink = DecodeSink::<S> {
         max_depth,
-        request: ExportTraceServiceRequest::default(),
+        request: S::Request::default(),
         rejected: Rejected::default(),
-        resource_spans: Group::default(),
-        scope_spans: Group::default(),
+        group: Group::default(),
+        scoped: Group::default(),
     };
-    walk(body, &mut sink)?;
+    walk::<S>(body, &mut sink)?;
     Ok((sink.request, sink.rejected))
 }
 
 /// What the walk finds, in document order.
 enum Event<'de> {
-    ResourceSpansStart,
+    GroupStart,
     Resource(&'de RawValue),
-    ResourceSpansEnd,
-    ScopeSpansStart,
+    GroupEnd,
+    ScopedStart,
     Scope(&'de RawValue),
-    Span(&'de RawValue),
-    ScopeSpansEnd,
+    Item(&'de RawValue),
+    ScopedEnd,
     ResourceSchemaUrl(String),
     ScopeSchemaUrl(String),
 }
@@ -75,26 +79,26 @@ trait Sink<'de> {
     fn event(&mut self, event: Event<'de>);
 }
 
-fn walk<'de>(body: &'de [u8], sink: &mut impl Sink<'de>) -> Result<(), Malformed> {
+fn walk<'de, S: Signal>(body: &'de [u8], sink: &mut impl Sink<'de>) -> Result<(), Malformed> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    RequestSeed(sink)
+    RequestSeed(sink, Names::of::<S>())
         .deserialize(&mut deserializer)
         .and_then(|()| deserializer.end())
         .map_err(|error| Malformed(without_values(&error)))
 }
 
-#[derive(Default)]
-struct EstimateSink {
+struct EstimateSink<S> {
     max_depth: usize,
     estimate: Estimate,
-    resource_spans: usize,
-    scope_spans: usize,
-    spans: usize,
+    groups: usize,
+    scoped: usize,
+    items: usize,
     /// The most memory decoding one part holds only while it is decoded.
     transient: usize,
+    signal: PhantomData<S>,
 }
 
-impl EstimateSink {
+impl<S: Signal> EstimateSink<S> {
     fn part(&mut self, raw: &RawValue, kind: Kind) {
         if raw.get() == "null" {
             return;
@@ -109,30 +113,29 @@ impl EstimateSink {
     }
 }
 
-impl<'de> Sink<'de> for EstimateSink {
+impl<'de, S: Signal> Sink<'de> for EstimateSink<S> {
     fn event(&mut self, event: Event<'de>) {
         match event {
-            Event::ResourceSpansStart => {
-                self.resource_spans += 1;
-                self.scope_spans = 0;
+            Event::GroupStart => {
+                self.groups += 1;
+                self.scoped = 0;
             }
             Event::Resource(raw) => self.part(raw, Kind::Resource),
-            Event::ResourceSpansEnd => self
+            Event::GroupEnd => self
                 .estimate
-                .add(Some(schema::vector(self.scope_spans, schema::SCOPE_SPANS))),
-            Event::ScopeSpansStart => {
-                self.scope_spans += 1;
-                self.spans = 0;
+                .add(Some(schema::vector(self.scoped, size_of::<S::Scoped>()))),
+            Event::ScopedStart => {
+                self.scoped += 1;
+                self.items = 0;
             }
             Event::Scope(raw) => self.part(raw, Kind::Scope),
-            Event::Span(raw) => {
-                self.spans += 1;
-                self.estimate.spans += 1;
-                self.part(raw, Kind::Span);
+            Event::Item(raw) => {
+                self.items += 1;
+                self.part(raw, S::ITEM);
             }
-            Event::ScopeSpansEnd => self
+            Event::ScopedEnd => self
                 .estimate
-                .add(Some(schema::vector(self.spans, Kind::Span.size()))),
+                .add(Some(schema::vector(self.items, S::ITEM.size()))),
             Event::ResourceSchemaUrl(url) | Event::ScopeSchemaUrl(url) => {
                 self.estimate.add(Some(schema::allocation(url.len())));
             }
@@ -140,57 +143,55 @@ impl<'de> Sink<'de> for EstimateSink {
     }
 }
 
-struct DecodeSink {
+struct DecodeSink<S: Signal> {
     max_depth: usize,
-    request: ExportTraceServiceRequest,
+    request: S::Request,
     rejected: Rejected,
-    resource_spans: Group<ResourceSpans, Resource>,
-    scope_spans: Group<ScopeSpans, InstrumentationScope>,
+    group: Group<S::Group, Resource>,
+    scoped: Group<S::Scoped, InstrumentationScope>,
 }
 
-impl<'de> Sink<'de> for DecodeSink {
+impl<'de, S: Signal> Sink<'de> for DecodeSink<S> {
     fn event(&mut self, event: Event<'de>) {
         match event {
-            Event::ResourceSpansStart => self.resource_spans = Group::default(),
+            Event::GroupStart => self.group = Group::default(),
             Event::Resource(raw) if raw.get() == "null" => {}
             Event::Resource(raw) => {
-                self.resource_spans
+                self.group
                     .header(one(raw, Kind::Resource, Part::Resource, self.max_depth))
             }
-            Event::ResourceSpansEnd => {
-                let group = std::mem::take(&mut self.resource_spans);
-                let (resource_spans, _, rejected) =
-                    group.finish(|message, resource| message.resource = resource);
+            Event::GroupEnd => {
+                let group = std::mem::take(&mut self.group);
+                let (kept, _, rejected) =
+                    group.finish(|message, resource| *S::group(message).header = resource);
                 self.rejected.merge(rejected);
-                self.request
-                    .resource_spans
-                    .extend(resource_spans.filter(|r| !r.scope_spans.is_empty()));
+                S::groups(&mut self.request).extend(kept.and_then(S::non_empty_group));
             }
-            Event::ScopeSpansStart => self.scope_spans = Group::default(),
+            Event::ScopedStart => self.scoped = Group::default(),
             Event::Scope(raw) if raw.get() == "null" => {}
             Event::Scope(raw) => {
-                self.scope_spans
+                self.scoped
                     .header(one(raw, Kind::Scope, Part::Scope, self.max_depth));
             }
-            Event::Span(raw) => {
-                self.scope_spans.spans += 1;
-                match one::<Span>(raw, Kind::Span, Part::Span, self.max_depth) {
-                    Ok(span) => self.scope_spans.message.spans.push(span),
-                    Err(invalid) => self.scope_spans.rejected.add(1, invalid),
+            Event::Item(raw) => {
+                self.scoped.items += 1;
+                match one::<S::Item>(raw, S::ITEM, S::PART, self.max_depth) {
+                    Ok(item) => S::scoped(&mut self.scoped.message).children.push(item),
+                    Err(invalid) => self.scoped.rejected.add(1, invalid),
                 }
             }
-            Event::ScopeSpansEnd => {
-                let group = std::mem::take(&mut self.scope_spans);
-                let (scope_spans, spans, rejected) =
-                    group.finish(|message, scope| message.scope = scope);
-                self.resource_spans.spans += spans;
-                self.resource_spans.rejected.merge(rejected);
-                if let Some(scope_spans) = scope_spans.filter(|s| !s.spans.is_empty()) {
-                    self.resource_spans.message.scope_spans.push(scope_spans);
+            Event::ScopedEnd => {
+                let scoped = std::mem::take(&mut self.scoped);
+                let (kept, items, rejected) =
+                    scoped.finish(|message, scope| *S::scoped(message).header = scope);
+                self.group.items += items;
+                self.group.rejected.merge(rejected);
+                if let Some(kept) = kept.and_then(S::non_empty_scoped) {
+                    S::group(&mut self.group.message).children.push(kept);
                 }
             }
-            Event::ResourceSchemaUrl(url) => self.resource_spans.message.schema_url = url,
-            Event::ScopeSchemaUrl(url) => self.scope_spans.message.schema_url = url,
+            Event::ResourceSchemaUrl(url) => *S::group(&mut self.group.message).schema_url = url,
+            Event::ScopeSchemaUrl(url) => *S::scoped(&mut self.scoped.message).schema_url = url,
         }
     }
 }
@@ -422,6 +423,14 @@ fn message_cost(text: &str, kind: Kind, max_depth: usize) -> Result<JsonCost, Sc
                 if stack.len() >= MAX_JSON_NESTING {
                     return Err(ScanError::TooDeep);
                 }
+                // serde reads a message from an array of its fields in order too,
+                // where neither its depth nor its memory would be seen here.
+                // OTLP/JSON writes every message as an object.
+                if byte == b'[' && matches!(slot, Slot::Message(_)) {
+                    return Err(ScanError::Malformed(Malformed::new(
+                        "a message written as an array: OTLP/JSON writes messages as objects",
+                    )));
+                }
                 if in_attribute {
                     cost.transient = cost.transient.saturating_add(BUFFERED_VALUE);
                 }
@@ -535,38 +544,61 @@ fn unescaped(raw: &[u8]) -> std::borrow::Cow<'_, str> {
         .unwrap_or_default()
 }
 
-/// The names of the request's skeleton, as OTLP/JSON writes them.
+/// The names of a signal's skeleton, as OTLP/JSON writes them.
+#[derive(Clone, Copy)]
+struct Names {
+    groups: &'static str,
+    scoped: &'static str,
+    items: &'static str,
+}
+
+impl Names {
+    fn of<S: Signal>() -> Self {
+        Self {
+            groups: S::GROUPS,
+            scoped: S::SCOPED,
+            items: S::ITEMS,
+        }
+    }
+}
+
+/// The members of the skeleton.
 enum Key {
-    ResourceSpans,
+    Groups,
     Resource,
-    ScopeSpans,
+    Scoped,
     Scope,
-    Spans,
+    Items,
     SchemaUrl,
     Other,
 }
 
-impl<'de> de::Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
-                Ok(match name {
-                    "resourceSpans" => Key::ResourceSpans,
-                    "resource" => Key::Resource,
-                    "scopeSpans" => Key::ScopeSpans,
-                    "scope" => Key::Scope,
-                    "spans" => Key::Spans,
-                    "schemaUrl" => Key::SchemaUrl,
-                    _ => Key::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(KeyVisitor)
+/// Reads a member name as a [`Key`] of the signal `names` are of.
+struct KeySeed(Names);
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+        let names = self.0;
+        Ok(match name {
+            "resource" => Key::Resource,
+            "scope" => Key::Scope,
+            "schemaUrl" => Key::SchemaUrl,
+            _ if name == names.groups => Key::Groups,
+            _ if name == names.scoped => Key::Scoped,
+            _ if name == names.items => Key::Items,
+            _ => Key::Other,
+        })
     }
 }
 
@@ -574,18 +606,19 @@ impl<'de> de::Deserialize<'de> for Key {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Level {
     Request,
-    ResourceSpans,
-    ScopeSpans,
+    Group,
+    Scoped,
 }
 
 /// Reads the request object.
-struct RequestSeed<'s, S>(&'s mut S);
+struct RequestSeed<'s, S>(&'s mut S, Names);
 
 impl<'de, S: Sink<'de>> DeserializeSeed<'de> for RequestSeed<'_, S> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(ObjectVisitor {
             sink: self.0,
+            names: self.1,
             level: Level::Request,
         })
     }
@@ -594,6 +627,7 @@ impl<'de, S: Sink<'de>> DeserializeSeed<'de> for RequestSeed<'_, S> {
 /// Reads one object of the skeleton at `level`.
 struct ObjectVisitor<'s, S> {
     sink: &'s mut S,
+    names: Names,
     level: Level,
 }
 
@@ -605,33 +639,33 @@ impl<'de, S: Sink<'de>> Visitor<'de> for ObjectVisitor<'_, S> {
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Key>()? {
+        while let Some(key) = map.next_key_seed(KeySeed(self.names))? {
             match (self.level, key) {
-                (Level::Request, Key::ResourceSpans) => map.next_value_seed(ListSeed {
+                (Level::Request, Key::Groups) => map.next_value_seed(ListSeed {
                     sink: &mut *self.sink,
-                    level: Level::ResourceSpans,
+                    names: self.names,
+                    level: Level::Group,
                 })?,
-                (Level::ResourceSpans, Key::Resource) => {
+                (Level::Group, Key::Resource) => {
                     let raw: &'de RawValue = map.next_value()?;
                     self.sink.event(Event::Resource(raw));
                 }
-                (Level::ResourceSpans, Key::ScopeSpans) => map.next_value_seed(ListSeed {
+                (Level::Group, Key::Scoped) => map.next_value_seed(ListSeed {
                     sink: &mut *self.sink,
-                    level: Level::ScopeSpans,
+                    names: self.names,
+                    level: Level::Scoped,
                 })?,
-                (Level::ScopeSpans, Key::Scope) => {
+                (Level::Scoped, Key::Scope) => {
                     let raw: &'de RawValue = map.next_value()?;
                     self.sink.event(Event::Scope(raw));
                 }
-                (Level::ScopeSpans, Key::Spans) => {
-                    map.next_value_seed(SpansSeed(&mut *self.sink))?
-                }
-                (Level::ResourceSpans, Key::SchemaUrl) => {
+                (Level::Scoped, Key::Items) => map.next_value_seed(ItemsSeed(&mut *self.sink))?,
+                (Level::Group, Key::SchemaUrl) => {
                     if let Some(url) = map.next_value::<Option<String>>()? {
                         self.sink.event(Event::ResourceSchemaUrl(url));
                     }
                 }
-                (Level::ScopeSpans, Key::SchemaUrl) => {
+                (Level::Scoped, Key::SchemaUrl) => {
                     if let Some(url) = map.next_value::<Option<String>>()? {
                         self.sink.event(Event::ScopeSchemaUrl(url));
                     }
@@ -648,6 +682,7 @@ impl<'de, S: Sink<'de>> Visitor<'de> for ObjectVisitor<'_, S> {
 /// Reads a list (or `null`) of skeleton objects at `level`.
 struct ListSeed<'s, S> {
     sink: &'s mut S,
+    names: Names,
     level: Level,
 }
 
@@ -677,6 +712,7 @@ impl<'de, S: Sink<'de>> Visitor<'de> for ListSeed<'_, S> {
         while seq
             .next_element_seed(ObjectSeed {
                 sink: &mut *self.sink,
+                names: self.names,
                 level: self.level,
             })?
             .is_some()
@@ -688,6 +724,7 @@ impl<'de, S: Sink<'de>> Visitor<'de> for ListSeed<'_, S> {
 /// One skeleton object (or `null`), telling the sink where it starts and ends.
 struct ObjectSeed<'s, S> {
     sink: &'s mut S,
+    names: Names,
     level: Level,
 }
 
@@ -711,12 +748,13 @@ impl<'de, S: Sink<'de>> Visitor<'de> for ObjectSeed<'_, S> {
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         let (start, end) = match self.level {
-            Level::ScopeSpans => (Event::ScopeSpansStart, Event::ScopeSpansEnd),
-            _ => (Event::ResourceSpansStart, Event::ResourceSpansEnd),
+            Level::Scoped => (Event::ScopedStart, Event::ScopedEnd),
+            _ => (Event::GroupStart, Event::GroupEnd),
         };
         self.sink.event(start);
         deserializer.deserialize_map(ObjectVisitor {
             sink: &mut *self.sink,
+            names: self.names,
             level: self.level,
         })?;
         self.sink.event(end);
@@ -724,21 +762,21 @@ impl<'de, S: Sink<'de>> Visitor<'de> for ObjectSeed<'_, S> {
     }
 }
 
-/// A list (or `null`) of spans, each kept as raw text.
-struct SpansSeed<'s, S>(&'s mut S);
+/// A list (or `null`) of items, each kept as raw text.
+struct ItemsSeed<'s, S>(&'s mut S);
 
-impl<'de, S: Sink<'de>> DeserializeSeed<'de> for SpansSeed<'_, S> {
+impl<'de, S: Sink<'de>> DeserializeSeed<'de> for ItemsSeed<'_, S> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_option(self)
     }
 }
 
-impl<'de, S: Sink<'de>> Visitor<'de> for SpansSeed<'_, S> {
+impl<'de, S: Sink<'de>> Visitor<'de> for ItemsSeed<'_, S> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of spans")
+        f.write_str("an array")
     }
 
     fn visit_none<E: de::Error>(self) -> Result<(), E> {
@@ -751,7 +789,7 @@ impl<'de, S: Sink<'de>> Visitor<'de> for SpansSeed<'_, S> {
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            self.0.event(Event::Span(raw));
+            self.0.event(Event::Item(raw));
         }
         Ok(())
     }

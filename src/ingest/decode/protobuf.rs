@@ -1,15 +1,15 @@
-//! OTLP protobuf read by hand down to each resource, scope and span, which prost
-//! then decodes one at a time: the memory of each is estimated from its bytes
+//! OTLP protobuf read by hand down to each resource, scope and item (span or log
+//! record), which prost then decodes one at a time: the memory of each is estimated from its bytes
 //! first, and one that cannot be decoded, or nests too deep, is left out alone.
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use std::mem::size_of;
+
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use super::schema::{self, Child, Kind};
-use super::{Estimate, Group, Malformed, Part, Rejected, ScanError};
+use super::{Estimate, Group, Malformed, Part, Rejected, ScanError, Signal};
 use crate::ingest::extract::InvalidSpan;
 
 /// A field's value as encoded.
@@ -146,11 +146,12 @@ fn bytes_of(number: u32, wire: Wire<'_>) -> Result<&[u8], Malformed> {
     }
 }
 
-/// What decoding `body` will take, without decoding anything.
-pub(super) fn estimate(body: &[u8], max_depth: usize) -> Result<Estimate, Malformed> {
+/// What decoding `body` as a request of signal `S` will take, without decoding
+/// anything.
+pub(super) fn estimate<S: Signal>(body: &[u8], max_depth: usize) -> Result<Estimate, Malformed> {
     let mut estimate = Estimate::default();
-    let mut resource_spans = 0;
-    // The longest resource, scope or span: prost holds a second copy of each
+    let mut groups = 0;
+    // The longest resource, scope or item: prost holds a second copy of each
     // string or bytes field while it decodes it, and parts are decoded one at a
     // time, so this bounds that copy.
     let mut longest_part = 0;
@@ -159,8 +160,8 @@ pub(super) fn estimate(body: &[u8], max_depth: usize) -> Result<Estimate, Malfor
         if number != 1 {
             continue;
         }
-        resource_spans += 1;
-        let mut scope_spans = 0;
+        groups += 1;
+        let mut scoped = 0;
         for field in Fields::new(bytes_of(number, wire)?) {
             let (number, wire) = field?;
             match number {
@@ -170,29 +171,29 @@ pub(super) fn estimate(body: &[u8], max_depth: usize) -> Result<Estimate, Malfor
                     estimate.add(message_cost(bytes, Kind::Resource, 0, max_depth).ok());
                 }
                 2 => {
-                    scope_spans += 1;
+                    scoped += 1;
                     let bytes = bytes_of(number, wire)?;
-                    estimate_scope_spans(bytes, max_depth, &mut estimate, &mut longest_part)?;
+                    estimate_scoped::<S>(bytes, max_depth, &mut estimate, &mut longest_part)?;
                 }
                 3 => estimate.add(Some(schema::allocation(bytes_of(number, wire)?.len()))),
                 // A field OTLP does not define (yet), of any wire type: prost skips it.
                 _ => {}
             }
         }
-        estimate.add(Some(schema::vector(scope_spans, schema::SCOPE_SPANS)));
+        estimate.add(Some(schema::vector(scoped, size_of::<S::Scoped>())));
     }
-    estimate.add(Some(schema::vector(resource_spans, schema::RESOURCE_SPANS)));
+    estimate.add(Some(schema::vector(groups, size_of::<S::Group>())));
     estimate.add(Some(longest_part));
     Ok(estimate)
 }
 
-fn estimate_scope_spans(
+fn estimate_scoped<S: Signal>(
     bytes: &[u8],
     max_depth: usize,
     estimate: &mut Estimate,
     longest_part: &mut usize,
 ) -> Result<(), Malformed> {
-    let mut spans = 0;
+    let mut items = 0;
     for field in Fields::new(bytes) {
         let (number, wire) = field?;
         match number {
@@ -202,36 +203,35 @@ fn estimate_scope_spans(
                 estimate.add(message_cost(bytes, Kind::Scope, 0, max_depth).ok());
             }
             2 => {
-                spans += 1;
-                estimate.spans += 1;
+                items += 1;
                 let bytes = bytes_of(number, wire)?;
                 *longest_part = (*longest_part).max(bytes.len());
-                estimate.add(message_cost(bytes, Kind::Span, 0, max_depth).ok());
+                estimate.add(message_cost(bytes, S::ITEM, 0, max_depth).ok());
             }
             3 => estimate.add(Some(schema::allocation(bytes_of(number, wire)?.len()))),
-            // As in resource spans: prost skips fields it does not know.
+            // As in the groups above: prost skips fields it does not know.
             _ => {}
         }
     }
-    estimate.add(Some(schema::vector(spans, Kind::Span.size())));
+    estimate.add(Some(schema::vector(items, S::ITEM.size())));
     Ok(())
 }
 
-/// Decodes `body`, each span alone: spans that cannot be decoded or nest deeper
-/// than `max_depth`, and every span under such a resource or scope, are left out
-/// and counted in the returned [`Rejected`].
-pub(super) fn decode(
+/// Decodes `body`, each item (span, log record) alone: items that cannot be
+/// decoded or nest deeper than `max_depth`, and every item under such a resource
+/// or scope, are left out and counted in the returned [`Rejected`].
+pub(super) fn decode<S: Signal>(
     body: &[u8],
     max_depth: usize,
-) -> Result<(ExportTraceServiceRequest, Rejected), Malformed> {
-    let mut request = ExportTraceServiceRequest::default();
+) -> Result<(S::Request, Rejected), Malformed> {
+    let mut request = S::Request::default();
     let mut rejected = Rejected::default();
     for field in Fields::new(body) {
         let (number, wire) = field?;
         if number != 1 {
             continue;
         }
-        let mut group = Group::<ResourceSpans, Resource>::default();
+        let mut group = Group::<S::Group, Resource>::default();
         for field in Fields::new(bytes_of(number, wire)?) {
             let (number, wire) = field?;
             match number {
@@ -242,36 +242,34 @@ pub(super) fn decode(
                     max_depth,
                 )),
                 2 => {
-                    let (scope_spans, spans, scope_rejected) =
-                        decode_scope_spans(bytes_of(number, wire)?, max_depth)?;
-                    group.spans += spans;
-                    group.rejected.merge(scope_rejected);
-                    if let Some(scope_spans) = scope_spans {
-                        group.message.scope_spans.push(scope_spans);
+                    let (scoped, items, scoped_rejected) =
+                        decode_scoped::<S>(bytes_of(number, wire)?, max_depth)?;
+                    group.items += items;
+                    group.rejected.merge(scoped_rejected);
+                    if let Some(scoped) = scoped {
+                        S::group(&mut group.message).children.push(scoped);
                     }
                 }
-                3 => group.message.schema_url = text(bytes_of(number, wire)?)?,
+                3 => *S::group(&mut group.message).schema_url = text(bytes_of(number, wire)?)?,
                 _ => {}
             }
         }
-        let (resource_spans, _, group_rejected) = group.finish(|message, resource| {
-            message.resource = resource;
+        let (kept, _, group_rejected) = group.finish(|message, resource| {
+            *S::group(message).header = resource;
         });
         rejected.merge(group_rejected);
-        request
-            .resource_spans
-            .extend(resource_spans.filter(|r| !r.scope_spans.is_empty()));
+        S::groups(&mut request).extend(kept.and_then(S::non_empty_group));
     }
     Ok((request, rejected))
 }
 
-/// One scope's spans: the kept ones (if any), how many there were, and the
+/// One scope's items: the kept ones (if any), how many there were, and the
 /// rejected ones.
-fn decode_scope_spans(
+fn decode_scoped<S: Signal>(
     bytes: &[u8],
     max_depth: usize,
-) -> Result<(Option<ScopeSpans>, u64, Rejected), Malformed> {
-    let mut group = Group::<ScopeSpans, InstrumentationScope>::default();
+) -> Result<(Option<S::Scoped>, u64, Rejected), Malformed> {
+    let mut group = Group::<S::Scoped, InstrumentationScope>::default();
     for field in Fields::new(bytes) {
         let (number, wire) = field?;
         match number {
@@ -282,19 +280,19 @@ fn decode_scope_spans(
                 max_depth,
             )),
             2 => {
-                group.spans += 1;
-                match one::<Span>(bytes_of(number, wire)?, Kind::Span, Part::Span, max_depth) {
-                    Ok(span) => group.message.spans.push(span),
+                group.items += 1;
+                match one::<S::Item>(bytes_of(number, wire)?, S::ITEM, S::PART, max_depth) {
+                    Ok(item) => S::scoped(&mut group.message).children.push(item),
                     Err(invalid) => group.rejected.add(1, invalid),
                 }
             }
-            3 => group.message.schema_url = text(bytes_of(number, wire)?)?,
+            3 => *S::scoped(&mut group.message).schema_url = text(bytes_of(number, wire)?)?,
             _ => {}
         }
     }
-    let spans = group.spans;
-    let (scope_spans, _, rejected) = group.finish(|message, scope| message.scope = scope);
-    Ok((scope_spans.filter(|s| !s.spans.is_empty()), spans, rejected))
+    let items = group.items;
+    let (scoped, _, rejected) = group.finish(|message, scope| *S::scoped(message).header = scope);
+    Ok((scoped.and_then(S::non_empty_scoped), items, rejected))
 }
 
 /// Decodes one message after checking its depth.

@@ -1,4 +1,4 @@
-//! The OTLP trace messages below a span, resource or scope, as far as decoding
+//! The OTLP messages below a span, log record, resource or scope, as far as decoding
 //! memory goes: which fields hold messages (inline or repeated) or repeated
 //! strings, under their protobuf numbers and OTLP/JSON names, and what each
 //! decoded value costs on the heap.
@@ -8,13 +8,15 @@ use std::mem::size_of;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
 };
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     Span,
+    LogRecord,
     Event,
     Link,
     Status,
@@ -44,6 +46,13 @@ const FIELDS: &[(Kind, u32, &str, Child)] = &[
     (Kind::Span, 11, "events", Child::Messages(Kind::Event)),
     (Kind::Span, 13, "links", Child::Messages(Kind::Link)),
     (Kind::Span, 15, "status", Child::Message(Kind::Status)),
+    (Kind::LogRecord, 5, "body", Child::Message(Kind::AnyValue)),
+    (
+        Kind::LogRecord,
+        6,
+        "attributes",
+        Child::Messages(Kind::KeyValue),
+    ),
     (
         Kind::Event,
         3,
@@ -103,6 +112,7 @@ impl Kind {
     pub(super) fn size(self) -> usize {
         match self {
             Kind::Span => size_of::<Span>(),
+            Kind::LogRecord => size_of::<LogRecord>(),
             Kind::Event => size_of::<Event>(),
             Kind::Link => size_of::<Link>(),
             Kind::Status => size_of::<Status>(),
@@ -139,9 +149,6 @@ impl Kind {
 /// Most fields holding messages that one message has (a span's four).
 pub(super) const MAX_FIELDS: usize = 4;
 
-/// Sizes of the skeleton around spans.
-pub(super) const RESOURCE_SPANS: usize = size_of::<ResourceSpans>();
-pub(super) const SCOPE_SPANS: usize = size_of::<ScopeSpans>();
 pub(super) const STRING: usize = size_of::<String>();
 
 /// What the allocator hands out for `bytes`: a header and a rounding up (glibc
@@ -183,7 +190,11 @@ mod tests {
             Some(Child::Message(Kind::KeyValueList))
         );
         assert_eq!(Kind::EntityRef.field(4), Some((1, Child::Strings)));
-        for kind in [Kind::Span, Kind::Resource, Kind::EntityRef] {
+        assert_eq!(
+            Kind::LogRecord.json_field("body"),
+            Some(Child::Message(Kind::AnyValue))
+        );
+        for kind in [Kind::Span, Kind::LogRecord, Kind::Resource, Kind::EntityRef] {
             assert!(FIELDS.iter().filter(|f| f.0 == kind).count() <= MAX_FIELDS);
         }
     }

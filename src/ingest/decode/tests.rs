@@ -471,3 +471,225 @@ fn json_reads_omitted_defaults_and_nulls() {
     assert_eq!(value(2), None);
     assert_eq!(decoded.rejected, Rejected::default());
 }
+
+#[test]
+fn a_message_written_as_an_array_is_rejected_alone() {
+    // serde reads `{"arrayValue": [[…]]}` as an array of values: a way around
+    // the depth and memory checks, which OTLP/JSON never writes.
+    let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+        {"traceId":"07070707070707070707070707070707","spanId":"0101010101010101",
+         "attributes":[{"key":"k","value":{"arrayValue":[[{"stringValue":"x"}]]}}]},
+        {"traceId":"07070707070707070707070707070707","spanId":"0202020202020202"}]}]}]}"#;
+    let decoded = run(Encoding::Json, body).unwrap();
+    let kept = &decoded.request.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].span_id, [2; 8]);
+    assert!(
+        matches!(
+            &decoded.rejected.first,
+            Some(InvalidSpan::Undecodable { part: Part::Span, detail })
+                if detail.contains("written as an array")
+        ),
+        "{:?}",
+        decoded.rejected
+    );
+}
+
+mod logs {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    use super::*;
+
+    fn record(id: u8, attributes: Vec<KeyValue>) -> LogRecord {
+        LogRecord {
+            time_unix_nano: 1_000,
+            event_name: "feature_flag.evaluation".to_string(),
+            trace_id: vec![7; 16],
+            span_id: vec![id; 8],
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("evaluated".to_string())),
+            }),
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn logs(groups: Vec<(Vec<KeyValue>, Vec<LogRecord>)>) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: groups
+                .into_iter()
+                .map(|(resource, log_records)| ResourceLogs {
+                    resource: Some(Resource {
+                        attributes: resource,
+                        ..Default::default()
+                    }),
+                    scope_logs: vec![ScopeLogs {
+                        scope: Some(InstrumentationScope {
+                            name: "openfeature".to_string(),
+                            ..Default::default()
+                        }),
+                        log_records,
+                        schema_url: "https://opentelemetry.io/schemas/1.30.0".to_string(),
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn run_logs(
+        encoding: Encoding,
+        body: &[u8],
+    ) -> Result<Decoded<ExportLogsServiceRequest>, Refused> {
+        let budget = MemoryBudget::new(limits().max_in_flight_bytes);
+        let mut reservation = budget.try_reserve(0).unwrap();
+        let decoded = decode_logs(encoding, body, &limits(), &mut reservation);
+        if let Ok(decoded) = &decoded {
+            assert_eq!(reservation.bytes(), decoded.cost);
+        }
+        decoded
+    }
+
+    fn encodings(request: &ExportLogsServiceRequest) -> [(Encoding, Vec<u8>); 2] {
+        [
+            (Encoding::Protobuf, request.encode_to_vec()),
+            (Encoding::Json, serde_json::to_vec(request).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn log_records_decode_as_prost_would_within_their_estimate() {
+        let original = logs(vec![(
+            vec![kv("service.name", "checkout")],
+            (0..20)
+                .map(|id| record(id + 1, vec![kv("feature_flag.key", "new-cart")]))
+                .collect(),
+        )]);
+        for (encoding, body) in encodings(&original) {
+            let decoded = run_logs(encoding, &body).unwrap();
+            assert_eq!(decoded.request, original, "{encoding:?}");
+            assert_eq!(decoded.rejected, Rejected::default());
+            // The records' vector alone, and each one's IDs, body and attribute.
+            let floor = 32 * std::mem::size_of::<LogRecord>()
+                + 20 * (4 * schema::allocation(16) + std::mem::size_of::<KeyValue>());
+            assert!(
+                decoded.cost >= floor,
+                "{encoding:?}: {} < {floor}",
+                decoded.cost
+            );
+        }
+    }
+
+    #[test]
+    fn a_log_record_too_deep_or_undecodable_is_rejected_alone() {
+        let mut deep_body = record(2, vec![]);
+        deep_body.body = nested(limits().max_attribute_depth + 1).value;
+        let original = logs(vec![(
+            vec![],
+            vec![
+                record(1, vec![]),
+                deep_body,
+                record(3, vec![nested(limits().max_attribute_depth + 1)]),
+                record(4, vec![nested(limits().max_attribute_depth)]),
+            ],
+        )]);
+        for (encoding, body) in encodings(&original) {
+            let decoded = run_logs(encoding, &body).unwrap();
+            let kept: Vec<u8> = decoded.request.resource_logs[0].scope_logs[0]
+                .log_records
+                .iter()
+                .map(|r| r.span_id[0])
+                .collect();
+            assert_eq!(kept, [1, 4], "{encoding:?}");
+            assert_eq!(
+                decoded.rejected,
+                Rejected {
+                    count: 2,
+                    first: Some(InvalidSpan::TooDeep {
+                        part: Part::LogRecord,
+                        max: 16
+                    })
+                }
+            );
+            assert_eq!(
+                decoded.rejected.first.unwrap().to_string(),
+                "log record attribute values nest deeper than 16 levels"
+            );
+        }
+
+        // A span ID that is not hex fails that record only.
+        let text = String::from_utf8(serde_json::to_vec(&original).unwrap()).unwrap();
+        let text = text.replacen("0101010101010101", "zz01010101010101", 1);
+        let decoded = run_logs(Encoding::Json, text.as_bytes()).unwrap();
+        assert_eq!(decoded.rejected.count, 3);
+        assert!(matches!(
+            decoded.rejected.first,
+            Some(InvalidSpan::Undecodable {
+                part: Part::LogRecord,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_bad_resource_rejects_its_records_and_keeps_the_others() {
+        let original = logs(vec![
+            (vec![nested(30)], vec![record(1, vec![]), record(2, vec![])]),
+            (vec![kv("service.name", "cart")], vec![record(3, vec![])]),
+        ]);
+        for (encoding, body) in encodings(&original) {
+            let decoded = run_logs(encoding, &body).unwrap();
+            assert_eq!(decoded.request.resource_logs.len(), 1, "{encoding:?}");
+            assert_eq!(decoded.rejected.count, 2);
+        }
+    }
+
+    #[test]
+    fn malformed_logs_requests_are_refused_whole() {
+        for (encoding, body) in [
+            (Encoding::Json, &b"{\"resourceLogs\": [{\"scopeLogs\": "[..]),
+            (Encoding::Json, b"[]"),
+            (Encoding::Json, b"{\"resourceLogs\": 3}"),
+            (Encoding::Protobuf, &[0x0a, 0x05, 0x12][..]),
+            (Encoding::Protobuf, &[0x0b][..]),
+        ] {
+            assert!(
+                matches!(run_logs(encoding, body), Err(Refused::Malformed { .. })),
+                "{encoding:?} {body:?}"
+            );
+        }
+        // The trace skeleton's names are not the logs': nothing is read.
+        let traces = json(&request(vec![(vec![], vec![span(1, vec![])])]));
+        let decoded = run_logs(Encoding::Json, &traces).unwrap();
+        assert_eq!(decoded.request, ExportLogsServiceRequest::default());
+    }
+
+    #[test]
+    fn millions_of_empty_log_records_are_too_large_before_any_is_decoded() {
+        let mut scope_logs = Vec::with_capacity(2_000_000 * 2 + 8);
+        for _ in 0..2_000_000 {
+            scope_logs.extend_from_slice(&[0x12, 0x00]);
+        }
+        let mut resource_logs = vec![0x12];
+        prost::encoding::encode_varint(scope_logs.len() as u64, &mut resource_logs);
+        resource_logs.extend_from_slice(&scope_logs);
+        let mut body = vec![0x0a];
+        prost::encoding::encode_varint(resource_logs.len() as u64, &mut body);
+        body.extend_from_slice(&resource_logs);
+        let refused = run_logs(Encoding::Protobuf, &body).unwrap_err();
+        let Refused::TooLarge { estimate, .. } = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(estimate >= 2_000_000 * std::mem::size_of::<LogRecord>());
+
+        let empty_json = format!(
+            "{{\"resourceLogs\":[{{\"scopeLogs\":[{{\"logRecords\":[{}]}}]}}]}}",
+            vec!["{}"; 1_000_000].join(",")
+        );
+        assert!(matches!(
+            run_logs(Encoding::Json, empty_json.as_bytes()),
+            Err(Refused::TooLarge { .. })
+        ));
+    }
+}

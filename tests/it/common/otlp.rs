@@ -1,5 +1,5 @@
 //! OTLP for tests: a tracing backend (what Jaeger or a collector would be), a trace
-//! receiver over gRPC or HTTP/protobuf on loopback that keeps every request;
+//! and logs receiver over gRPC or HTTP/protobuf on loopback that keeps every request;
 //! attributes to build requests with; and a raw HTTP/2 gRPC client that sends
 //! exactly what it is told, for hostile requests.
 
@@ -8,6 +8,12 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -23,31 +29,43 @@ use tokio::net::TcpListener;
 
 /// Every request received, in order.
 #[derive(Clone, Default)]
-pub struct TraceBackend(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+pub struct TraceBackend(
+    Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+);
 
 impl TraceBackend {
     /// Serves `protocol` on `listener` until the runtime ends; HTTP takes
-    /// `POST /v1/traces` with protobuf bodies only.
+    /// `POST /v1/traces` and `POST /v1/logs` with protobuf bodies only.
     pub fn serve(&self, listener: TcpListener, protocol: ForwardProtocol) {
         match protocol {
             ForwardProtocol::Grpc => {
                 tokio::spawn(
                     tonic::transport::Server::builder()
                         .add_service(TraceServiceServer::new(self.clone()))
+                        .add_service(LogsServiceServer::new(self.clone()))
                         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
                             listener,
                         )),
                 );
             }
             ForwardProtocol::HttpProtobuf => {
-                let backend = self.clone();
-                let app = axum::Router::new().route(
-                    "/v1/traces",
-                    axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                        let backend = backend.clone();
-                        async move { backend.receive_http(&headers, body) }
-                    }),
-                );
+                let (backend, logs) = (self.clone(), self.clone());
+                let app = axum::Router::new()
+                    .route(
+                        "/v1/traces",
+                        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                            let backend = backend.clone();
+                            async move { backend.receive_http(&headers, body) }
+                        }),
+                    )
+                    .route(
+                        "/v1/logs",
+                        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                            let backend = logs.clone();
+                            async move { backend.receive_http_logs(&headers, body) }
+                        }),
+                    );
                 tokio::spawn(async move { axum::serve(listener, app).await });
             }
         }
@@ -79,6 +97,31 @@ impl TraceBackend {
             }
             Err(_) => StatusCode::BAD_REQUEST.into_response(),
         }
+    }
+
+    fn receive_http_logs(&self, headers: &HeaderMap, body: Bytes) -> axum::response::Response {
+        if headers
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|value| value != "application/x-protobuf")
+        {
+            return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+        }
+        match ExportLogsServiceRequest::decode(body) {
+            Ok(request) => {
+                self.1.lock().unwrap().push(request);
+                (
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    ExportLogsServiceResponse::default().encode_to_vec(),
+                )
+                    .into_response()
+            }
+            Err(_) => StatusCode::BAD_REQUEST.into_response(),
+        }
+    }
+
+    /// Every logs request received, in order.
+    pub fn logs(&self) -> Vec<ExportLogsServiceRequest> {
+        self.1.lock().unwrap().clone()
     }
 
     /// Every span received, with its resource's `service.name`.
@@ -122,6 +165,17 @@ impl TraceService for TraceBackend {
     }
 }
 
+#[tonic::async_trait]
+impl LogsService for TraceBackend {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.1.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
 /// An attribute value as text, for the scalar kinds.
 pub fn text(value: &AnyValue) -> Option<String> {
     match value {
@@ -154,6 +208,8 @@ pub fn kv(key: &str, value: &str) -> KeyValue {
 
 /// The OTLP/gRPC Export method's path.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The OTLP/gRPC logs Export method's path.
+pub const LOGS_EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// An Export request as gRPC frames it: uncompressed, length-prefixed.
 pub fn grpc_frame(message: &[u8]) -> bytes::Bytes {
@@ -184,7 +240,17 @@ pub async fn grpc_start(
     addr: std::net::SocketAddr,
     headers: &[(&str, &str)],
 ) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
-    let mut request = http::Request::post(format!("http://{addr}{EXPORT_PATH}"))
+    grpc_start_at(send, addr, EXPORT_PATH, headers).await
+}
+
+/// [`grpc_start`] for the method at `path`.
+pub async fn grpc_start_at(
+    send: &mut h2::client::SendRequest<bytes::Bytes>,
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     for (name, value) in headers {
@@ -231,8 +297,18 @@ pub async fn grpc_export(
     message: &[u8],
     headers: &[(&str, &str)],
 ) -> (i32, String) {
+    grpc_call(addr, EXPORT_PATH, message, headers).await
+}
+
+/// [`grpc_export`] to the method at `path`.
+pub async fn grpc_call(
+    addr: std::net::SocketAddr,
+    path: &str,
+    message: &[u8],
+    headers: &[(&str, &str)],
+) -> (i32, String) {
     let (mut send, _connection) = h2_connect(addr).await;
-    let (response, mut stream) = grpc_start(&mut send, addr, headers).await;
+    let (response, mut stream) = grpc_start_at(&mut send, addr, path, headers).await;
     stream
         .send_data(grpc_frame(message), true)
         .expect("send the message");
