@@ -206,6 +206,14 @@ impl TraceJoin {
         self.bytes
     }
 
+    /// The flags trace `trace_id` resolved so far, with what each resolved to.
+    pub fn resolved(&self, trace_id: &TraceId) -> impl Iterator<Item = (u64, &Resolution)> {
+        self.traces
+            .get(trace_id)
+            .into_iter()
+            .flat_map(Trace::resolved)
+    }
+
     /// Trace `trace_id` recorded that `flag` resolved as `resolution`: its services'
     /// entry spans seen so far are judged now.
     pub fn evaluation(
@@ -449,6 +457,8 @@ mod tests {
         join.span(3, [1; 16], span(PAYMENTS, false, 3), &mut record(&mut seen));
         join.span(4, [1; 16], span(PAYMENTS, true, 2), &mut record(&mut seen));
         assert_eq!(seen, [(CHECKOUT, 1, 1), (PAYMENTS, 2, 1)]);
+        assert_eq!(join.resolved(&[1; 16]).collect::<Vec<_>>(), [(FLAG, &on())]);
+        assert_eq!(join.resolved(&[2; 16]).count(), 0);
         assert_eq!(join.stats().spans_redundant, 2);
         join.expire(60 * SECOND, &mut record(&mut seen));
         assert_eq!(seen.len(), 2);

@@ -22,7 +22,7 @@ pub use join::{
     name_hash,
 };
 pub use judge::{JudgeInput, SAMPLE_RATIO_ALPHA, judge};
-pub use routes::{Route, Routes, WindowEpoch};
+pub use routes::{Route, Routes, Tags, Target, WindowEpoch};
 pub use sketch::LatencySketch;
 pub use spending::Spending;
 pub use window::{

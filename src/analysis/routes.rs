@@ -113,6 +113,19 @@ pub struct Routes {
     flags: HashMap<u64, Vec<(u64, String)>>,
     /// Services some route judges, main or downstream.
     services: HashSet<u64>,
+    /// (flag, variant) → (the first route handing it out, whether as its candidate).
+    tagged: HashMap<(u64, u64), (usize, bool)>,
+}
+
+/// What a forwarded span of an attributed trace carries, so that a search in the
+/// tracing backend by variant finds every span of the variant's traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tags<'r> {
+    pub flag_key: &'r str,
+    pub variant: &'r str,
+    /// `namespace/name` of the rollout.
+    pub rollout: &'r str,
+    pub step: Option<u32>,
 }
 
 /// Where a span of one service, in a trace that resolved one flag, counts.
@@ -164,6 +177,7 @@ impl Routes {
         let mut targets: HashMap<(u64, u64), Vec<Target>> = HashMap::default();
         let mut flags: HashMap<u64, Vec<(u64, String)>> = HashMap::default();
         let mut services = HashSet::default();
+        let mut tagged = HashMap::default();
         for (i, route) in routes.iter().enumerate() {
             index
                 .entry(route.service.clone())
@@ -172,6 +186,12 @@ impl Routes {
                 .or_default()
                 .push(i);
             let flag = name_hash(&route.flag_key);
+            tagged
+                .entry((flag, name_hash(&route.candidate_variant)))
+                .or_insert((i, true));
+            tagged
+                .entry((flag, name_hash(&route.baseline_variant)))
+                .or_insert((i, false));
             let attributes = flags.entry(flag).or_default();
             if let Some(name) = &route.bucket_by
                 && !attributes.iter().any(|(_, known)| known == name)
@@ -205,6 +225,7 @@ impl Routes {
             targets,
             flags,
             services,
+            tagged,
         }
     }
 
@@ -232,6 +253,24 @@ impl Routes {
     /// Whether some route judges the spans of `service` (a [`name_hash`]).
     pub fn judges_service(&self, service: u64) -> bool {
         self.services.contains(&service)
+    }
+
+    /// What a forwarded span of a trace that resolved `flag` to `variant` (both
+    /// [`name_hash`]es) is tagged with: the first route of that flag whose
+    /// baseline or candidate the variant is.
+    pub fn tags(&self, flag: u64, variant: u64) -> Option<Tags<'_>> {
+        let &(route, candidate) = self.tagged.get(&(flag, variant))?;
+        let route = &self.routes[route];
+        Some(Tags {
+            flag_key: &route.flag_key,
+            variant: if candidate {
+                &route.candidate_variant
+            } else {
+                &route.baseline_variant
+            },
+            rollout: &route.rollout,
+            step: route.step,
+        })
     }
 
     /// Where a span joined to a flag counts, with the route of each.

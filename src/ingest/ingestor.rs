@@ -9,6 +9,8 @@ use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
 
 use super::IngestLimits;
 use super::decode::{Decoded, Rejected};
@@ -19,6 +21,7 @@ use super::events::{
 use super::extract::{self, InvalidSpan, SpanChecks};
 use super::forward::Forwarder;
 use super::logs::LogEvaluation;
+use super::tag::{ForwardHold, TagStats};
 use crate::analysis::{
     Arm, JoinSpan, JoinStats, Joined, MAX_BUCKET_ATTRIBUTES, Observation, Resolution, Route,
     Routes, SpanSample, TraceId, TraceJoin, Window, WindowEpoch, name_hash, unit_hash,
@@ -101,6 +104,8 @@ pub struct Ingestor {
     join: Arc<Mutex<TraceJoin>>,
     /// The join's clock: it keeps time as nanoseconds since this instant.
     started: Instant,
+    /// Spans held back from forwarding until their trace resolves.
+    hold: Arc<Mutex<ForwardHold>>,
     pub(super) counters: Counters,
     pub(super) forwarder: Option<Forwarder>,
     limits: IngestLimits,
@@ -125,6 +130,7 @@ impl Ingestor {
             routes: ArcSwap::default(),
             windows: Mutex::default(),
             join: Arc::new(Mutex::new(TraceJoin::new(limits.trace_join))),
+            hold: Arc::new(Mutex::new(ForwardHold::new(limits.trace_join))),
             started: Instant::now(),
             counters: Counters::default(),
             forwarder,
@@ -173,21 +179,45 @@ impl Ingestor {
             cost,
         } = decoded;
         let left_out = rejected.count;
-        let mut report = self.ingest_with(&request, rejected);
+        let (mut report, evaluated) = self.ingest_request(&request, rejected);
         report.first_trace = first_trace(&request);
         if let Some(forwarder) = &self.forwarder {
             // Spans the sender was told were rejected do not go on either.
             if report.rejected > left_out {
                 retain_valid(&mut request, self.limits.span_checks);
             }
+            let released = self.tag_for_forwarding(Some(&mut request), &evaluated);
             forwarder.offer(request, cost);
+            offer_released(forwarder, released);
         }
         report
     }
 
+    /// Tags the spans of `request` whose trace is attributed and holds back those
+    /// of judged services whose trace is not yet; returns the held spans to forward
+    /// now: those of the `evaluated` traces, tagged, and those whose window passed
+    /// or whose room the budget needs, untagged.
+    fn tag_for_forwarding(
+        &self,
+        request: Option<&mut ExportTraceServiceRequest>,
+        evaluated: &[TraceId],
+    ) -> Vec<ResourceSpans> {
+        let routes = self.routes.load();
+        let now = self.now_ns();
+        let join = self.lock_join();
+        let mut hold = lock(&self.hold);
+        let mut released = match request {
+            Some(request) if !routes.is_empty() => hold.tag_or_hold(now, request, &routes, &join),
+            _ => Vec::new(),
+        };
+        released.extend(hold.release(evaluated, &routes, &join));
+        released.extend(hold.expire(now));
+        released
+    }
+
     /// Reads every span of `request` into the windows of the rollouts it counts for.
     pub fn ingest(&self, request: &ExportTraceServiceRequest) -> IngestReport {
-        self.ingest_with(request, Rejected::default())
+        self.ingest_request(request, Rejected::default()).0
     }
 
     /// [`Ingestor::ingest`], counting `left_out` spans that decoding already rejected.
@@ -195,7 +225,12 @@ impl Ingestor {
     /// Evaluations are read first, so a request's spans see the variants its own
     /// spans recorded whatever their order; then the spans of judged services go
     /// through the trace join.
-    fn ingest_with(&self, request: &ExportTraceServiceRequest, left_out: Rejected) -> IngestReport {
+    /// Also returns the traces the request's evaluations resolved.
+    fn ingest_request(
+        &self,
+        request: &ExportTraceServiceRequest,
+        left_out: Rejected,
+    ) -> (IngestReport, Vec<TraceId>) {
         let routes = self.routes.load();
         let mut report = IngestReport {
             spans: left_out.count,
@@ -231,7 +266,11 @@ impl Ingestor {
         let mut batch = Batch::default();
         report.routed = self.join(&routes, &evaluations, &judged, &mut batch);
         self.finish(batch, &report);
-        report
+        let evaluated = evaluations
+            .iter()
+            .map(|(trace_id, _, _)| *trace_id)
+            .collect();
+        (report, evaluated)
     }
 
     /// Hands evaluations, then spans, to the trace join, recording into `batch`
@@ -278,6 +317,9 @@ impl Ingestor {
         let mut batch = Batch::default();
         let routed = self.join(&routes, &[], &[], &mut batch);
         self.record_joined(batch, routed);
+        if let Some(forwarder) = &self.forwarder {
+            offer_released(forwarder, self.tag_for_forwarding(None, &[]));
+        }
     }
 
     /// Hands flag evaluations read from logs to the trace join; returns how many
@@ -311,6 +353,11 @@ impl Ingestor {
         let mut batch = Batch::default();
         let routed = self.join(&routes, &resolved, &[], &mut batch);
         self.record_joined(batch, routed);
+        if let Some(forwarder) = &self.forwarder {
+            let evaluated: Vec<TraceId> =
+                resolved.iter().map(|(trace_id, _, _)| *trace_id).collect();
+            offer_released(forwarder, self.tag_for_forwarding(None, &evaluated));
+        }
         routed
     }
 
@@ -457,6 +504,11 @@ impl Ingestor {
         self.lock_join().stats()
     }
 
+    /// What tagging did to forwarded spans since start.
+    pub fn tag_stats(&self) -> TagStats {
+        lock(&self.hold).stats()
+    }
+
     /// Warning lines held back since start, by the event they were about.
     pub fn suppressed_warnings(&self) -> Vec<(String, u64)> {
         let mut suppressed = self.counters.suppressed_warnings();
@@ -537,12 +589,48 @@ impl Ingestor {
             move || lock(&join).bytes() as u64,
         )
         .register(registry);
+        if self.forwarder.is_some() {
+            self.register_tag_metrics(registry);
+        }
         let limit = self.limits.trace_join.max_bytes as u64;
         Sampled::gauge(
             "trace_join_memory_limit",
             "Most memory the trace join may take; beyond, the oldest traces are let go",
             Some(Unit::Bytes),
             move || limit,
+        )
+        .register(registry);
+    }
+
+    /// Tagging's families: spans tagged, held, and let go untagged.
+    fn register_tag_metrics(&self, registry: &mut Registry) {
+        let counters: [(&'static str, &'static str, fn(&TagStats) -> u64); 3] = [
+            (
+                "forward_spans_tagged",
+                "Forwarded spans tagged with their trace's flag, variant, rollout and step",
+                |s| s.tagged,
+            ),
+            (
+                "forward_spans_held",
+                "Spans of judged services held back from forwarding until their trace resolved",
+                |s| s.held,
+            ),
+            (
+                "forward_spans_held_untagged",
+                "Held spans forwarded untagged: their trace resolved no flag within the window, or the budget needed their room",
+                |s| s.released_untagged,
+            ),
+        ];
+        for (name, help, read) in counters {
+            let hold = Arc::clone(&self.hold);
+            Sampled::counter(name, help, move || read(&lock(&hold).stats())).register(registry);
+        }
+        let hold = Arc::clone(&self.hold);
+        Sampled::gauge(
+            "forward_hold_memory",
+            "Memory the spans held back from forwarding take (estimated)",
+            Some(Unit::Bytes),
+            move || lock(&hold).bytes() as u64,
         )
         .register(registry);
     }
@@ -583,14 +671,27 @@ impl Ingestor {
     }
 }
 
+/// Forwards held spans let go of, if any.
+fn offer_released(forwarder: &Forwarder, released: Vec<ResourceSpans>) {
+    if released.is_empty() {
+        return;
+    }
+    let request = ExportTraceServiceRequest {
+        resource_spans: released,
+    };
+    // Held spans were decoded once; this is what they hold.
+    let bytes = request.encoded_len();
+    forwarder.offer(request, bytes);
+}
+
 /// A counter of the trace join's: name, help, and how it is read.
 type JoinCounter = (&'static str, &'static str, fn(&JoinStats) -> u64);
 
-/// The trace join, locked. It is changed a trace at a time: what a panic could
-/// leave is at most one trace's spans judged twice or not at all, never an
-/// unsound state.
-fn lock(join: &Mutex<TraceJoin>) -> MutexGuard<'_, TraceJoin> {
-    join.lock().unwrap_or_else(PoisonError::into_inner)
+/// The trace join or the forward hold, locked. Each is changed a trace at a
+/// time: what a panic could leave is at most one trace's spans judged or
+/// forwarded twice or not at all, never an unsound state.
+fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Adds one observation to the batch's window of `route`'s `service` (0: its own,

@@ -27,6 +27,7 @@ pub mod logs;
 mod redact;
 mod refusal;
 mod signal;
+mod tag;
 #[cfg(test)]
 mod test_attributes;
 
@@ -45,6 +46,7 @@ pub use http::{http_router, serve_http};
 pub use ingestor::{IngestReport, Ingestor};
 pub use logs::{LogEvaluation, LogsReport};
 pub use redact::{hide_private, hide_private_in_logs};
+pub use tag::{ROLLOUT_ATTRIBUTE, STEP_ATTRIBUTE, TagStats};
 
 use crate::analysis::JoinLimits;
 use crate::net::{ListenerStats, ServerLimits, Tokens};
