@@ -410,7 +410,12 @@ pub struct Verdict {
     pub baseline: VariantEvidence,
     /// Spans of the rollout variant.
     pub candidate: VariantEvidence,
-    /// Trace IDs (hex) of failing spans of the rollout variant, to open in Jaeger.
+    /// The commit judged (`spec.revision`), when the spec names one: a search by
+    /// `vcs.ref.head.revision` finds the verdict's spans and its decisions alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Trace IDs (hex) of failing spans of the rollout variant (of `spec.service` and
+    /// of the downstream services), to open in Jaeger.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exemplar_trace_ids: Vec<String>,
     /// Spans of the rollout variant worth opening: the failing ones above and the

@@ -57,6 +57,7 @@ fn verdict(outcome: VerdictOutcome) -> Verdict {
             samples: 10,
             ..Default::default()
         },
+        revision: None,
         exemplar_trace_ids: vec![],
         exemplar_spans: vec![],
     }
