@@ -150,6 +150,8 @@ fn bench_analysis(c: &mut Criterion) {
                 unit_attribute: "accountId",
                 completed: &completed,
                 window: &judged,
+                revision: Some("3f2c1a9"),
+                downstream: &[],
             }))
         })
     });

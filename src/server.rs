@@ -234,6 +234,10 @@ impl SpanWindows for Ingestor {
         Ingestor::window(self, rollout, epoch)
     }
 
+    fn downstream_windows(&self, rollout: &str, epoch: WindowEpoch) -> Vec<(String, Window)> {
+        Ingestor::downstream_windows(self, rollout, epoch)
+    }
+
     fn set_routes(&self, routes: Vec<Route>) {
         Ingestor::set_routes(self, Routes::new(routes));
     }

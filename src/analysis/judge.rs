@@ -6,6 +6,13 @@
 //! confidence interval of the same boundary, so the interval clears the threshold
 //! exactly when the check fails. The verdict depends only on the window's counts
 //! and sketches (and the status), so merged windows judge as one.
+//!
+//! Services downstream of the rollout's service are judged by the same checks on
+//! their own spans of the current step, each variant against the other within the
+//! service, with the error budget shared evenly between every service judged.
+//! `minSamples` and the sample-ratio check look at the rollout's own service only:
+//! a downstream service with no spans yet can neither fail nor hold a step, since
+//! not every request reaches every service it may call.
 
 use super::sequential::{Boundary, beta_binomial_e_value, interval_e_value};
 use super::spending::{PLANNED_SAMPLES_PER_MIN_SAMPLE, Spending};
@@ -58,6 +65,24 @@ pub struct JudgeInput<'a> {
     pub completed: &'a [StepEvidence],
     /// The current step's spans.
     pub window: &'a Window,
+    /// The commit judged (`spec.revision`), named in the verdict.
+    pub revision: Option<&'a str>,
+    /// Each of `spec.downstreamServices` with its spans of the current step, empty
+    /// windows included: the budget is split by how many are named, not by how many
+    /// have spans, so every look spends it alike.
+    pub downstream: &'a [(&'a str, &'a Window)],
+}
+
+/// One service's spans and the budget its checks spend.
+struct Judged<'a> {
+    service: &'a str,
+    window: &'a Window,
+    /// Finished steps of this service (only the rollout's own service keeps them).
+    completed: &'a [StepEvidence],
+    spending: Spending,
+    /// Starts every message of its checks: empty for the rollout's own service,
+    /// `payments: ` for a downstream one.
+    prefix: String,
 }
 
 /// Judges the current step of a rollout.
@@ -68,10 +93,7 @@ pub struct JudgeInput<'a> {
 /// rollout variant does not fit the weight; then Pass.
 pub fn judge(input: &JudgeInput<'_>) -> Verdict {
     let window = input.window;
-    let rates = StepRates {
-        baseline: Rate::of_arm(&window.baseline),
-        candidate: Rate::of_arm(&window.candidate),
-    };
+    let rates = StepRates::of(window);
     let baseline = evidence(input.baseline_variant, &window.baseline, &rates.baseline);
     let candidate = evidence(input.candidate_variant, &window.candidate, &rates.candidate);
     let hex = |bytes: &[u8]| {
@@ -79,16 +101,20 @@ pub fn judge(input: &JudgeInput<'_>) -> Verdict {
         push_hex(&mut hex, bytes);
         hex
     };
-    let exemplar_trace_ids = window
-        .candidate
-        .error_exemplars
-        .iter()
-        .map(|ids| hex(&ids.trace_id))
-        .collect();
-    let exemplar_spans = window
-        .candidate
-        .error_exemplars
-        .iter()
+    let error_exemplars = || {
+        std::iter::once(window)
+            .chain(input.downstream.iter().map(|(_, window)| *window))
+            .flat_map(|window| &window.candidate.error_exemplars)
+    };
+    let mut exemplar_trace_ids: Vec<String> = Vec::new();
+    for ids in error_exemplars() {
+        let id = hex(&ids.trace_id);
+        // A failing request often fails in several services of one trace.
+        if !exemplar_trace_ids.contains(&id) {
+            exemplar_trace_ids.push(id);
+        }
+    }
+    let exemplar_spans = error_exemplars()
         .map(|ids| (ids, ExemplarReason::Error))
         .chain(
             window
@@ -103,7 +129,41 @@ pub fn judge(input: &JudgeInput<'_>) -> Verdict {
             why,
         })
         .collect();
-    let checks = run_checks(input, rates, &baseline, &candidate);
+    let spending =
+        Spending::of(input.analysis, input.steps).per_service(1 + input.downstream.len());
+    let mut checks = run_checks(
+        input,
+        &Judged {
+            service: input.service,
+            window,
+            completed: input.completed,
+            spending,
+            prefix: String::new(),
+        },
+        rates,
+        &baseline,
+        &candidate,
+    );
+    let mut downstream_spans = Vec::with_capacity(input.downstream.len());
+    for &(service, window) in input.downstream {
+        let rates = StepRates::of(window);
+        let baseline = evidence(input.baseline_variant, &window.baseline, &rates.baseline);
+        let candidate = evidence(input.candidate_variant, &window.candidate, &rates.candidate);
+        checks.extend(run_checks(
+            input,
+            &Judged {
+                service,
+                window,
+                completed: &[],
+                spending: spending.step_scope_only(),
+                prefix: format!("{service}: "),
+            },
+            rates,
+            &baseline,
+            &candidate,
+        ));
+        downstream_spans.push((service, candidate.samples, baseline.samples));
+    }
     let sample_ratio = sample_ratio(
         &window.units,
         input.weight,
@@ -153,7 +213,12 @@ pub fn judge(input: &JudgeInput<'_>) -> Verdict {
     } else {
         (
             VerdictOutcome::Pass,
-            pass_message(&checks, &baseline, &candidate),
+            pass_message(
+                &checks,
+                input.revision,
+                [&candidate, &baseline],
+                &downstream_spans,
+            ),
         )
     };
     Verdict {
@@ -165,6 +230,7 @@ pub fn judge(input: &JudgeInput<'_>) -> Verdict {
         sample_ratio,
         baseline,
         candidate,
+        revision: input.revision.map(str::to_string),
         exemplar_trace_ids,
         exemplar_spans,
     }
@@ -388,6 +454,13 @@ struct StepRates {
 }
 
 impl StepRates {
+    fn of(window: &Window) -> Self {
+        Self {
+            baseline: Rate::of_arm(&window.baseline),
+            candidate: Rate::of_arm(&window.candidate),
+        }
+    }
+
     fn has_both(&self) -> bool {
         self.baseline.n > 0.0 && self.candidate.n > 0.0
     }
@@ -643,6 +716,7 @@ fn quantile_interval(
 /// What every check needs to know about the step.
 struct CheckContext<'a> {
     input: &'a JudgeInput<'a>,
+    judged: &'a Judged<'a>,
     /// `rollout confidence 99%`, the end of every check's message.
     confidence: String,
 }
@@ -688,6 +762,7 @@ impl CheckContext<'_> {
             alpha,
         } = check;
         let mut message = String::with_capacity(160);
+        message.push_str(&self.judged.prefix);
         let (outcome, estimate, lower, upper) = match tested {
             None => {
                 let _ = write!(
@@ -727,7 +802,7 @@ impl CheckContext<'_> {
         };
         CheckEvidence {
             name,
-            service: self.input.service.to_string(),
+            service: self.judged.service.to_string(),
             scope,
             unit,
             estimate,
@@ -741,22 +816,25 @@ impl CheckContext<'_> {
     }
 }
 
+/// Every check of the analysis on one service's spans.
 fn run_checks(
     input: &JudgeInput<'_>,
+    judged: &Judged<'_>,
     current: StepRates,
     baseline: &VariantEvidence,
     candidate: &VariantEvidence,
 ) -> Vec<CheckEvidence> {
     let analysis = input.analysis;
-    let spending = Spending::of(analysis, input.steps);
+    let spending = judged.spending;
     let planned = analysis.min_samples.max(1) as f64 * PLANNED_SAMPLES_PER_MIN_SAMPLE;
     let context = CheckContext {
         input,
+        judged,
         confidence: format!("rollout confidence {}", percent(analysis.confidence)),
     };
     let (b, c) = (input.baseline_variant, input.candidate_variant);
-    let window = input.window;
-    let mut all_steps: Vec<StepRates> = input
+    let window = judged.window;
+    let mut all_steps: Vec<StepRates> = judged
         .completed
         .iter()
         .map(|s| StepRates {
@@ -976,10 +1054,14 @@ fn sample_ratio(
     })
 }
 
+/// `all 4 checks pass for revision 3f2c1a9: on error rate …, off error rate …;
+/// payments: 250 spans of on, 5000 of off`, from the arms of the rollout's service
+/// and each downstream service's span counts (candidate, baseline).
 fn pass_message(
     checks: &[CheckEvidence],
-    baseline: &VariantEvidence,
-    candidate: &VariantEvidence,
+    revision: Option<&str>,
+    arms: [&VariantEvidence; 2],
+    downstream: &[(&str, u64, u64)],
 ) -> String {
     let mut names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     names.sort_unstable();
@@ -992,7 +1074,10 @@ fn pass_message(
             let _ = write!(out, "all {n} checks pass");
         }
     }
-    for (i, arm) in [candidate, baseline].into_iter().enumerate() {
+    if let Some(revision) = revision {
+        push_all(&mut out, &[" for revision ", revision]);
+    }
+    for (i, arm) in arms.into_iter().enumerate() {
         push_all(
             &mut out,
             &[
@@ -1007,6 +1092,14 @@ fn pass_message(
         out.push_str(" over ");
         push_digits(&mut out, arm.samples, 1);
         out.push_str(" spans");
+    }
+    let [candidate, baseline] = arms;
+    for &(service, candidate_spans, baseline_spans) in downstream {
+        push_all(&mut out, &["; ", service, ": "]);
+        push_digits(&mut out, candidate_spans, 1);
+        push_all(&mut out, &[" spans of ", &candidate.variant, ", "]);
+        push_digits(&mut out, baseline_spans, 1);
+        push_all(&mut out, &[" of ", &baseline.variant]);
     }
     out
 }
@@ -1137,7 +1230,45 @@ mod tests {
             unit_attribute: "accountId",
             completed,
             window,
+            revision: None,
+            downstream: &[],
         })
+    }
+
+    /// A step at `weight` of revision 3f2c1a9, with downstream services.
+    fn run_downstream(
+        analysis: &AnalysisSpec,
+        window: &Window,
+        downstream: &[(&str, &Window)],
+        weight: f64,
+    ) -> Verdict {
+        judge(&JudgeInput {
+            analysis,
+            steps: &STEPS,
+            service: "checkout",
+            baseline_variant: "off",
+            candidate_variant: "on",
+            weight,
+            previous_weight: None,
+            unit_attribute: "accountId",
+            completed: &[],
+            window,
+            revision: Some("3f2c1a9"),
+            downstream,
+        })
+    }
+
+    fn check_of<'v>(
+        verdict: &'v Verdict,
+        service: &str,
+        name: &str,
+        scope: CheckScope,
+    ) -> &'v CheckEvidence {
+        verdict
+            .checks
+            .iter()
+            .find(|c| c.service == service && c.name == name && c.scope == scope)
+            .unwrap_or_else(|| panic!("no {service} {name} {scope:?} check"))
     }
 
     fn check<'v>(verdict: &'v Verdict, name: &str, scope: CheckScope) -> &'v CheckEvidence {
@@ -1617,5 +1748,152 @@ mod tests {
             "{}",
             missing.message
         );
+    }
+
+    #[test]
+    fn a_downstream_regression_fails_naming_the_service() {
+        let spec = AnalysisSpec {
+            max_error_rate_increase: Some(0.01),
+            ..analysis(200)
+        };
+        let checkout = window(spans(20_000, 0, 40), spans(1_000, 0, 40));
+        let payments = window(spans(20_000, 200, 40), spans(1_000, 82, 40));
+        let verdict = run_downstream(&spec, &checkout, &[("payments", &payments)], 5.0);
+        assert_eq!(verdict.outcome, VerdictOutcome::Fail, "{}", verdict.message);
+        assert_eq!(verdict.failed_checks, ["maxErrorRateIncrease"]);
+        assert!(
+            verdict
+                .message
+                .starts_with("payments: error rate of on 8.2% is +7.2 points over off [+"),
+            "{}",
+            verdict.message
+        );
+        let failed = check_of(
+            &verdict,
+            "payments",
+            "maxErrorRateIncrease",
+            CheckScope::Step,
+        );
+        assert_eq!(failed.outcome, CheckOutcome::Fail);
+        let own = check_of(
+            &verdict,
+            "checkout",
+            "maxErrorRateIncrease",
+            CheckScope::Step,
+        );
+        assert_eq!(own.outcome, CheckOutcome::Pass);
+        // The verdict's arms stay the rollout's own service's.
+        assert_eq!(verdict.candidate.errors, 0);
+        // Only payments failed: its failing spans are the exemplars.
+        assert_eq!(verdict.exemplar_trace_ids.len(), 5);
+        assert_eq!(
+            verdict
+                .exemplar_spans
+                .iter()
+                .filter(|e| e.why == ExemplarReason::Error)
+                .count(),
+            5
+        );
+    }
+
+    #[test]
+    fn healthy_downstream_services_pass_and_are_counted() {
+        let spec = AnalysisSpec {
+            max_error_rate_increase: Some(0.01),
+            max_latency_increase: Some(0.25),
+            ..analysis(200)
+        };
+        let checkout = window(spans(5_000, 50, 40), spans(400, 4, 40));
+        let payments = window(spans(4_000, 40, 80), spans(300, 3, 80));
+        let verdict = run_downstream(&spec, &checkout, &[("payments", &payments)], 5.0);
+        assert_eq!(verdict.outcome, VerdictOutcome::Pass, "{}", verdict.message);
+        assert!(
+            verdict
+                .message
+                .starts_with("all 2 checks pass for revision 3f2c1a9: on error rate 1%")
+                && verdict
+                    .message
+                    .ends_with("; payments: 300 spans of on, 4000 of off"),
+            "{}",
+            verdict.message
+        );
+        assert_eq!(verdict.revision.as_deref(), Some("3f2c1a9"));
+        let downstream: Vec<&CheckEvidence> = verdict
+            .checks
+            .iter()
+            .filter(|c| c.service == "payments")
+            .collect();
+        assert_eq!(downstream.len(), 2);
+        assert!(downstream.iter().all(|c| c.scope == CheckScope::Step
+            && c.outcome == CheckOutcome::Pass
+            && c.message.starts_with("payments: ")));
+    }
+
+    #[test]
+    fn a_downstream_service_without_spans_neither_fails_nor_holds() {
+        let spec = AnalysisSpec {
+            max_error_rate: Some(0.05),
+            ..analysis(200)
+        };
+        let checkout = window(spans(5_000, 50, 40), spans(400, 4, 40));
+        let verdict = run_downstream(&spec, &checkout, &[("payments", &Window::default())], 5.0);
+        assert_eq!(verdict.outcome, VerdictOutcome::Pass, "{}", verdict.message);
+        let waiting = check_of(&verdict, "payments", "maxErrorRate", CheckScope::Step);
+        assert_eq!(waiting.outcome, CheckOutcome::Inconclusive);
+        assert_eq!(
+            waiting.message,
+            "payments: maxErrorRate: no spans of variant on yet"
+        );
+        assert!(
+            verdict
+                .message
+                .ends_with("; payments: 0 spans of on, 0 of off"),
+            "{}",
+            verdict.message
+        );
+    }
+
+    #[test]
+    fn the_budget_is_shared_evenly_between_the_services_judged() {
+        let spec = AnalysisSpec {
+            max_error_rate: Some(0.05),
+            max_error_rate_increase: Some(0.01),
+            max_latency_increase: Some(0.25),
+            max_latency_ms: Some(LatencyQuantiles {
+                p99: Some(800.0),
+                ..LatencyQuantiles::default()
+            }),
+            ..analysis(100)
+        };
+        let spans = window(spans(1_000, 10, 40), spans(1_000, 10, 40));
+        let alone = run(&spec, &spans, 5.0);
+        let mut spent = 0.0;
+        for weight in [1.0, 5.0, 25.0, 50.0] {
+            let verdict = run_downstream(
+                &spec,
+                &spans,
+                &[("payments", &spans), ("inventory", &spans)],
+                weight,
+            );
+            for check in &verdict.checks {
+                spent += match check.scope {
+                    CheckScope::Step => check.alpha,
+                    CheckScope::Rollout => {
+                        assert_eq!(check.service, "checkout", "{check:?}");
+                        check.alpha / 4.0
+                    }
+                };
+            }
+            if weight == 5.0 {
+                let own = |v: &Verdict| check(v, "maxLatencyIncrease", CheckScope::Step).alpha;
+                assert!((own(&verdict) - own(&alone) / 3.0).abs() < 1e-15);
+                // Without a rollout scope a downstream error check spends its whole
+                // share on the step.
+                let step =
+                    |service| check_of(&verdict, service, "maxErrorRate", CheckScope::Step).alpha;
+                assert!((step("payments") - step("checkout") / 0.75).abs() < 1e-15);
+            }
+        }
+        assert!((spent - 0.01).abs() < 1e-12, "{spent}");
     }
 }

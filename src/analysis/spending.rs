@@ -8,9 +8,12 @@
 //! rollout, which catches a bad variant early) and the rest on the step scope; a
 //! latency check spends all of its share on the step scope. A step's part of the
 //! step scope is in proportion to its weight: higher steps hold more spans, and a
-//! regression that shows only under load shows there. By the union bound, the
-//! chance that any check ever alarms on any step while every tolerance holds is at
-//! most the budget.
+//! regression that shows only under load shows there. With downstream services the
+//! budget is first split evenly between the services judged (`spec.service` and
+//! each of `spec.downstreamServices`); a downstream service has no rollout scope
+//! (status keeps no finished steps of it), so its error checks spend their whole
+//! share on the step scope. By the union bound, the chance that any check ever
+//! alarms on any service or step while every tolerance holds is at most the budget.
 
 use crate::api::AnalysisSpec;
 
@@ -32,6 +35,9 @@ pub struct Spending {
     pub judged_steps: u32,
     /// Sum of the weights of the judged steps.
     judged_weight: f64,
+    /// Whether error checks weigh every step's spans too (not for a downstream
+    /// service, whose finished steps are not kept).
+    rollout_scope: bool,
 }
 
 impl Spending {
@@ -51,6 +57,24 @@ impl Spending {
             checks,
             judged_steps: judged.len().max(1) as u32,
             judged_weight: judged.iter().sum(),
+            rollout_scope: true,
+        }
+    }
+
+    /// The spending of one of `services` services judged by the same checks
+    /// (`spec.service` and its downstream services): an even share of the budget.
+    pub fn per_service(self, services: usize) -> Self {
+        Self {
+            total: self.total / services.max(1) as f64,
+            ..self
+        }
+    }
+
+    /// The spending of a service judged on the current step alone.
+    pub fn step_scope_only(self) -> Self {
+        Self {
+            rollout_scope: false,
+            ..self
         }
     }
 
@@ -61,7 +85,7 @@ impl Spending {
     /// Whether error checks also weigh every step's spans together: only when there
     /// is more than one step to weigh.
     pub fn accumulates(&self) -> bool {
-        self.judged_steps > 1
+        self.rollout_scope && self.judged_steps > 1
     }
 
     /// The part of the step scope a step at `weight` percent gets.
@@ -134,6 +158,32 @@ mod tests {
         assert!(!spending.accumulates());
         assert!((spending.error_step(10.0) - 0.0025).abs() < 1e-15);
         assert!((spending.latency_step(10.0) - 0.0025).abs() < 1e-15);
+    }
+
+    #[test]
+    fn services_share_the_budget_evenly_and_spend_it_all() {
+        let steps = [1.0, 5.0, 25.0, 50.0, 100.0];
+        let whole = Spending::of(&analysis(), &steps);
+        let main = whole.per_service(3);
+        let downstream = main.step_scope_only();
+        assert!(!downstream.accumulates());
+        let judged = &steps[..4];
+        let spent_by = |s: &Spending| {
+            let rollout = if s.accumulates() {
+                2.0 * s.error_rollout()
+            } else {
+                0.0
+            };
+            rollout
+                + judged
+                    .iter()
+                    .map(|&w| 2.0 * s.error_step(w) + 2.0 * s.latency_step(w))
+                    .sum::<f64>()
+        };
+        assert!((spent_by(&main) - 0.01 / 3.0).abs() < 1e-15);
+        assert!((spent_by(&downstream) - 0.01 / 3.0).abs() < 1e-15);
+        assert!((spent_by(&main) + 2.0 * spent_by(&downstream) - 0.01).abs() < 1e-15);
+        assert_eq!(whole.per_service(1), whole);
     }
 
     #[test]

@@ -40,6 +40,18 @@ use super::TargetingSpec;
         "rule": "!has(self.flag.rolloutVariant) || (has(self.steps) && size(self.steps) > 0)",
         "message": "spec.flag.rolloutVariant needs spec.steps; without steps the flag is served as its targeting says",
     },
+    {
+        "rule": "!has(self.downstreamServices) || self.downstreamServices.all(s, self.downstreamServices.exists_one(t, t == s))",
+        "message": "spec.downstreamServices must name each service once",
+    },
+    {
+        "rule": "!has(self.downstreamServices) || !has(self.service) || !(self.service in self.downstreamServices)",
+        "message": "spec.downstreamServices must not contain spec.service, whose spans are judged already",
+    },
+    {
+        "rule": "!has(self.downstreamServices) || size(self.downstreamServices) == 0 || (has(self.steps) && size(self.steps) > 0)",
+        "message": "spec.downstreamServices needs spec.steps; without steps no spans are judged",
+    },
 ]))]
 pub struct FeatureRolloutSpec {
     /// The flag this rollout serves.
@@ -63,6 +75,14 @@ pub struct FeatureRolloutSpec {
     /// `vcs.ref.head.revision` (or `service.version`) equals it are judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// `service.name` of services that `service` calls, whose spans in the traces of
+    /// this flag's users are judged too: each service's spans of the rollout variant
+    /// against its own spans of the default variant, by the same checks, with the
+    /// error budget shared evenly between all the services judged. `revision` does
+    /// not filter them: they deploy on their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DOWNSTREAM_SERVICES), inner(length(min = 1, max = 256)))]
+    pub downstream_services: Vec<String>,
     /// Percent of users that get the rollout variant at each step, increasing.
     /// When the last step is below 100 the rollout holds there, still judged.
     /// Without steps the flag is simply served: targeting decides, everyone else
@@ -80,6 +100,10 @@ pub struct FeatureRolloutSpec {
     #[serde(default, skip_serializing_if = "is_false")]
     pub paused: bool,
 }
+
+/// The most `spec.downstreamServices` a rollout may name: each takes an equal share
+/// of the error budget, so many would leave each too little to catch anything.
+pub const MAX_DOWNSTREAM_SERVICES: usize = 16;
 
 fn default_step_duration() -> String {
     "30s".to_string()
@@ -386,7 +410,12 @@ pub struct Verdict {
     pub baseline: VariantEvidence,
     /// Spans of the rollout variant.
     pub candidate: VariantEvidence,
-    /// Trace IDs (hex) of failing spans of the rollout variant, to open in Jaeger.
+    /// The commit judged (`spec.revision`), when the spec names one: a search by
+    /// `vcs.ref.head.revision` finds the verdict's spans and its decisions alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Trace IDs (hex) of failing spans of the rollout variant (of `spec.service` and
+    /// of the downstream services), to open in Jaeger.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exemplar_trace_ids: Vec<String>,
     /// Spans of the rollout variant worth opening: the failing ones above and the

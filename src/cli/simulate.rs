@@ -85,6 +85,11 @@ pub struct SimulateArgs {
     /// Override steps (comma-separated percentages).
     #[arg(long, value_delimiter = ',', help_heading = "Spec overrides")]
     pub steps: Option<Vec<f64>>,
+    /// Judge N downstream services too (`downstream-1` …), each called once by every
+    /// request and as healthy as the default variant: shows what sharing the error
+    /// budget between services costs. Replaces the spec's downstreamServices.
+    #[arg(long, value_name = "N", help_heading = "Spec overrides")]
+    pub downstream_services: Option<usize>,
 
     /// Stop a rollout still running after this much simulated time.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
@@ -163,6 +168,9 @@ impl SimulateArgs {
         }
         if let Some(steps) = self.steps {
             spec.steps = steps;
+        }
+        if let Some(n) = self.downstream_services {
+            spec.downstream_services = (1..=n).map(|i| format!("downstream-{i}")).collect();
         }
         for (name, rate) in [
             ("--error-rate", Some(self.error_rate)),

@@ -39,6 +39,10 @@ use events::{ReconcileFailed, Retry};
 pub trait SpanWindows: Send + Sync + 'static {
     /// The window of `rollout` for `epoch` (empty when there is none).
     fn window(&self, rollout: &str, epoch: WindowEpoch) -> Window;
+    /// The windows of `rollout`'s downstream services for `epoch`, by
+    /// `service.name`: spans of other services in the traces of its flag's users.
+    /// A service without spans may be left out.
+    fn downstream_windows(&self, rollout: &str, epoch: WindowEpoch) -> Vec<(String, Window)>;
     /// Replaces the routes ingest uses.
     fn set_routes(&self, routes: Vec<Route>);
     /// Samples recorded into any window so far: grows exactly when there is new
@@ -246,6 +250,22 @@ impl<S: RolloutStore> Reconciler<S> {
                             WindowEpoch(rollout.status.epoch),
                         );
                         let window = self.windows.window(&route.rollout, route.epoch);
+                        let found = if spec.downstream_services.is_empty() {
+                            Vec::new()
+                        } else {
+                            self.windows.downstream_windows(&route.rollout, route.epoch)
+                        };
+                        // Every service the spec names is judged, with no spans
+                        // until they come: the budget is split by the names.
+                        let empty = Window::default();
+                        let downstream: Vec<(&str, &Window)> = spec
+                            .downstream_services
+                            .iter()
+                            .map(|name| {
+                                let window = found.iter().find(|(service, _)| service == name);
+                                (name.as_str(), window.map_or(&empty, |(_, window)| window))
+                            })
+                            .collect();
                         let started = Instant::now();
                         let verdict = judge(&JudgeInput {
                             analysis: &spec.analysis,
@@ -258,6 +278,8 @@ impl<S: RolloutStore> Reconciler<S> {
                             unit_attribute: route.unit_attribute(),
                             completed: &rollout.status.completed_steps,
                             window: &window,
+                            revision: spec.revision.as_deref(),
+                            downstream: &downstream,
                         });
                         let took = started.elapsed();
                         self.metrics
@@ -354,7 +376,8 @@ impl<S: RolloutStore> Reconciler<S> {
         }
         if let Some(record) = &status.last_verdict {
             use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-            for (key, value) in evidence_attributes(&record.verdict) {
+            let service = spec.map_or("", |s| s.service.as_str());
+            for (key, value) in evidence_attributes(&record.verdict, service) {
                 span.set_attribute(key, value);
             }
             // One click in Jaeger from a decision to the requests behind it.
@@ -387,14 +410,24 @@ impl<S: RolloutStore> Reconciler<S> {
 /// The last verdict's evidence as span attributes, so that a decision in Jaeger says
 /// why: per check `spangate.check.<name>.{service,estimate,lower,upper,threshold,
 /// outcome}` (the names of [`crate::api::CheckEvidence`]), the verdict's sentence,
-/// and the failing traces' IDs to search for.
-fn evidence_attributes(verdict: &crate::api::Verdict) -> Vec<(String, opentelemetry::Value)> {
+/// and the failing traces' IDs to search for. A check of a downstream service (not
+/// `service`) is `spangate.check.<its service>.<name>.*`, beside the service's own.
+fn evidence_attributes(
+    verdict: &crate::api::Verdict,
+    service: &str,
+) -> Vec<(String, opentelemetry::Value)> {
     let mut attributes = vec![(
         "spangate.verdict.message".to_string(),
         verdict.message.clone().into(),
     )];
     for check in &verdict.checks {
-        let key = |field: &str| format!("spangate.check.{}.{field}", check.name);
+        let key = |field: &str| {
+            if check.service == service {
+                format!("spangate.check.{}.{field}", check.name)
+            } else {
+                format!("spangate.check.{}.{}.{field}", check.service, check.name)
+            }
+        };
         attributes.push((key("service"), check.service.clone().into()));
         for (field, value) in [
             ("estimate", check.estimate),
@@ -661,5 +694,64 @@ impl<'a> FlagOwners<'a> {
         (*owner != rollout.key).then(|| {
             format!("flag {key:?} is already rolled out by {owner}; one rollout per flag key")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CheckEvidence, CheckOutcome, CheckScope, EvidenceUnit, Verdict};
+
+    fn check(service: &str, outcome: CheckOutcome) -> CheckEvidence {
+        CheckEvidence {
+            name: "maxErrorRate".into(),
+            service: service.into(),
+            scope: CheckScope::Step,
+            unit: EvidenceUnit::Fraction,
+            estimate: Some(0.1),
+            lower: Some(0.08),
+            upper: Some(0.12),
+            threshold: 0.05,
+            outcome,
+            alpha: 0.001,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_downstream_services_checks_keep_their_own_attributes() {
+        let verdict = Verdict {
+            outcome: crate::api::VerdictOutcome::Fail,
+            message: "payments: error rate of on 10% ...".into(),
+            failed_checks: vec!["maxErrorRate".into()],
+            confidence: 0.99,
+            checks: vec![
+                check("checkout", CheckOutcome::Pass),
+                check("payments", CheckOutcome::Fail),
+            ],
+            sample_ratio: None,
+            baseline: Default::default(),
+            candidate: Default::default(),
+            revision: Some("3f2c1a9".into()),
+            exemplar_trace_ids: Vec::new(),
+            exemplar_spans: Vec::new(),
+        };
+        let attributes = evidence_attributes(&verdict, "checkout");
+        let value = |key: &str| {
+            let found = attributes.iter().find(|(k, _)| k == key);
+            found.map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            value("spangate.check.maxErrorRate.outcome").as_deref(),
+            Some("Pass")
+        );
+        assert_eq!(
+            value("spangate.check.payments.maxErrorRate.outcome").as_deref(),
+            Some("Fail")
+        );
+        assert_eq!(
+            value("spangate.check.payments.maxErrorRate.service").as_deref(),
+            Some("payments")
+        );
     }
 }

@@ -225,6 +225,10 @@ mod tests {
             Window::default()
         }
 
+        fn downstream_windows(&self, _: &str, _: WindowEpoch) -> Vec<(String, Window)> {
+            Vec::new()
+        }
+
         fn set_routes(&self, _: Vec<Route>) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }

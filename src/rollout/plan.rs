@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::api::{FeatureRolloutSpec, parse_duration, shown, shown_list};
+use crate::api::{FeatureRolloutSpec, MAX_DOWNSTREAM_SERVICES, parse_duration, shown, shown_list};
 use crate::flags::percent_to_weight;
 
 /// A spec that can be carried out.
@@ -16,7 +16,7 @@ pub struct Plan {
     pub max_step_duration: Option<Duration>,
     /// Whether steps are judged on spans; `false`: a timed ramp.
     pub judged: bool,
-    /// Fingerprint of the flag, variants, service, revision and bucketing: a change
+    /// Fingerprint of the flag, variants, services, revision and bucketing: a change
     /// restarts the rollout from the first step.
     pub target: String,
 }
@@ -104,6 +104,7 @@ pub fn plan(spec: &FeatureRolloutSpec) -> Result<Plan, InvalidSpec> {
     if steps {
         check_steps(&spec.steps, &mut problems);
     }
+    check_downstream_services(spec, &mut problems);
     let step_duration = match parse_duration(&spec.step_duration) {
         Ok(d) => d,
         Err(e) => {
@@ -173,6 +174,43 @@ fn check_steps(steps: &[f64], problems: &mut Vec<String>) {
     }
 }
 
+fn check_downstream_services(spec: &FeatureRolloutSpec, problems: &mut Vec<String>) {
+    let names = &spec.downstream_services;
+    if names.is_empty() {
+        return;
+    }
+    if spec.steps.is_empty() {
+        problems.push(
+            "spec.downstreamServices needs spec.steps; without steps no spans are judged"
+                .to_string(),
+        );
+    }
+    if names.len() > MAX_DOWNSTREAM_SERVICES {
+        problems.push(format!(
+            "spec.downstreamServices names {} services; at most {MAX_DOWNSTREAM_SERVICES} \
+             are judged, since each takes a share of the error budget",
+            names.len()
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.trim().is_empty() {
+            problems.push(format!(
+                "spec.downstreamServices[{i}] is empty; name a service.name"
+            ));
+        } else if *name == spec.service {
+            problems.push(format!(
+                "spec.downstreamServices[{i}] is spec.service ({}), whose spans are judged already",
+                shown(name)
+            ));
+        } else if names[..i].contains(name) {
+            problems.push(format!(
+                "spec.downstreamServices names {} twice",
+                shown(name)
+            ));
+        }
+    }
+}
+
 fn check_analysis(spec: &FeatureRolloutSpec, problems: &mut Vec<String>) {
     let a = &spec.analysis;
     if !(a.confidence.is_finite() && a.confidence >= 0.5 && a.confidence < 1.0) {
@@ -234,11 +272,59 @@ fn check_analysis(spec: &FeatureRolloutSpec, problems: &mut Vec<String>) {
 
 /// A stable hash of the canonical JSON of what is rolled out.
 fn fingerprint(spec: &FeatureRolloutSpec) -> String {
-    let identity = serde_json::json!({
+    let mut identity = serde_json::json!({
         "flag": spec.flag,
         "service": spec.service,
         "revision": spec.revision,
         "bucketBy": spec.bucket_by,
     });
+    // Only when set, so that the rollouts from before it keep their fingerprint
+    // and are not started again by an upgrade.
+    if !spec.downstream_services.is_empty() {
+        identity["downstreamServices"] = serde_json::json!(spec.downstream_services);
+    }
     crate::fingerprint::fnv1a_hex(identity.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(downstream: &[&str]) -> FeatureRolloutSpec {
+        serde_json::from_value(serde_json::json!({
+            "flag": {
+                "key": "new-checkout",
+                "variants": {"off": false, "on": true},
+                "defaultVariant": "off",
+                "rolloutVariant": "on"
+            },
+            "service": "checkout",
+            "revision": "3f2c1a9",
+            "downstreamServices": downstream,
+            "steps": [5, 100],
+            "analysis": {"maxErrorRate": 0.05}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn downstream_services_change_the_fingerprint_only_when_named() {
+        let without = spec(&[]);
+        // As it was before downstream services: an upgrade restarts nothing.
+        let before = serde_json::json!({
+            "flag": without.flag,
+            "service": without.service,
+            "revision": without.revision,
+            "bucketBy": without.bucket_by,
+        });
+        assert_eq!(
+            fingerprint(&without),
+            crate::fingerprint::fnv1a_hex(before.to_string().as_bytes())
+        );
+        assert_ne!(fingerprint(&spec(&["payments"])), fingerprint(&without));
+        assert_ne!(
+            fingerprint(&spec(&["payments", "inventory"])),
+            fingerprint(&spec(&["payments"]))
+        );
+    }
 }

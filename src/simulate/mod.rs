@@ -8,7 +8,9 @@
 //! tokio's clock is paused and jumps to the next timer, so a 2-minute rollout
 //! takes milliseconds. Synthetic users ask the published flag for their variant
 //! (the real evaluator and bucketing) and send a batch of spans every batch
-//! interval.
+//! interval. Every downstream service of the spec (`downstreamServices`) sees each
+//! request once, as healthy as the default variant whatever the variant: ingest
+//! leaves their windows to the trace join, so the traffic fills them itself.
 
 mod traffic;
 
@@ -23,9 +25,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::analysis::SpanSample;
+use crate::analysis::{Arm, Observation, Route, Routes, SpanSample, Window, WindowEpoch};
 use crate::api::{CheckOutcome, FeatureRolloutSpec, FeatureRolloutStatus, Phase};
-use crate::controller::{self, Controller};
+use crate::controller::{self, Controller, SpanWindows};
 use crate::flags::{FlagSet, WEIGHT_SCALE};
 use crate::ingest::Ingestor;
 use crate::serve::PublishedFlags;
@@ -77,6 +79,70 @@ pub struct RolloutRun {
 }
 
 const ROLLOUT_NAMESPACE: &str = "default";
+
+/// Ingest's windows, and the windows of the spec's downstream services, which the
+/// simulated traffic fills (one rollout per controller, so one set of them).
+struct SimulatedWindows {
+    ingestor: Arc<Ingestor>,
+    downstream: Mutex<(WindowEpoch, Vec<(String, Window)>)>,
+}
+
+impl SimulatedWindows {
+    fn new(ingestor: Arc<Ingestor>, services: &[String]) -> Self {
+        let windows = services
+            .iter()
+            .map(|s| (s.clone(), Window::default()))
+            .collect();
+        Self {
+            ingestor,
+            downstream: Mutex::new((WindowEpoch(0), windows)),
+        }
+    }
+
+    /// Records spans of the downstream services (each by its index in the spec),
+    /// starting their windows anew when the step's epoch changed.
+    fn record(&self, spans: &[(WindowEpoch, usize, Arm, Observation)]) {
+        let mut downstream = self
+            .downstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for &(epoch, index, arm, ref observation) in spans {
+            if downstream.0 != epoch {
+                downstream.0 = epoch;
+                for (_, window) in &mut downstream.1 {
+                    *window = Window::default();
+                }
+            }
+            downstream.1[index].1.record(arm, observation);
+        }
+    }
+}
+
+impl SpanWindows for SimulatedWindows {
+    fn window(&self, rollout: &str, epoch: WindowEpoch) -> Window {
+        self.ingestor.window(rollout, epoch)
+    }
+
+    fn downstream_windows(&self, _rollout: &str, epoch: WindowEpoch) -> Vec<(String, Window)> {
+        let downstream = self
+            .downstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if downstream.0 == epoch {
+            downstream.1.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn set_routes(&self, routes: Vec<Route>) {
+        self.ingestor.set_routes(Routes::new(routes));
+    }
+
+    fn samples_recorded(&self) -> u64 {
+        self.ingestor.stats().samples_routed
+    }
+}
 
 /// Runs every rollout of `simulation`, calling `progress` with the number done.
 pub fn run(
@@ -155,8 +221,12 @@ async fn simulate_rollout(simulation: &Simulation, index: u64) -> anyhow::Result
     let key = RolloutKey::new(ROLLOUT_NAMESPACE, format!("simulated-{index}"));
     let store = MemoryStore::with_rollout(key.clone(), spec.clone());
     let ingestor = Arc::new(Ingestor::new());
+    let windows = Arc::new(SimulatedWindows::new(
+        ingestor.clone(),
+        &spec.downstream_services,
+    ));
     let flags: PublishedFlags = Arc::new(ArcSwap::from_pointee(FlagSet::default()));
-    let controller = Controller::new(store, ingestor.clone(), flags.clone());
+    let controller = Controller::new(store, windows.clone(), flags.clone());
 
     let origin = Timestamp::from_second(1_800_000_000)?;
     let started = tokio::time::Instant::now();
@@ -187,7 +257,7 @@ async fn simulate_rollout(simulation: &Simulation, index: u64) -> anyhow::Result
         stop.cancelled().await
     });
     let mut random = Random::new(rollout_seed(simulation.seed, index));
-    let traffic = send_traffic(simulation, &ingestor, &flags, clock, &mut random, &cancel);
+    let traffic = send_traffic(simulation, &windows, &flags, clock, &mut random, &cancel);
     let timed_out = tokio::time::timeout(simulation.max_duration, async {
         tokio::join!(loop_done, traffic).1
     })
@@ -223,7 +293,13 @@ async fn simulate_rollout(simulation: &Simulation, index: u64) -> anyhow::Result
                     .checks
                     .iter()
                     .filter(|c| c.outcome == CheckOutcome::Fail)
-                    .map(|c| format!("{} ({:?})", c.name, c.scope))
+                    .map(|c| {
+                        if c.service == spec.service {
+                            format!("{} ({:?})", c.name, c.scope)
+                        } else {
+                            format!("{}: {} ({:?})", c.service, c.name, c.scope)
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default(),
@@ -247,7 +323,7 @@ async fn simulate_rollout(simulation: &Simulation, index: u64) -> anyhow::Result
 /// spans of the rollout variant were sent.
 async fn send_traffic(
     simulation: &Simulation,
-    ingestor: &Ingestor,
+    windows: &SimulatedWindows,
     flags: &PublishedFlags,
     clock: impl Fn() -> Timestamp,
     random: &mut Random,
@@ -284,8 +360,10 @@ async fn send_traffic(
         carried += per_batch;
         let requests = carried.floor() as u64;
         carried -= requests as f64;
+        let ingestor = &windows.ingestor;
         let routes = ingestor.routes();
         let mut observations = Vec::with_capacity(requests as usize);
+        let mut downstream = Vec::new();
         for _ in 0..requests {
             let index = random.below(population.len());
             let Some(answer) = served[index] else {
@@ -331,10 +409,27 @@ async fn send_traffic(
                     None => user.user_unit,
                 };
                 let unit = traffic.spans_carry_unit.then_some(unit);
-                observations.push((route, arm, route.observation_of_unit(&sample, unit)));
+                let observation = route.observation_of_unit(&sample, unit);
+                observations.push((route, arm, observation));
+                for index in 0..spec.downstream_services.len() {
+                    let is_error = random.chance(traffic.error_rate * f64::from(user.error_factor));
+                    let latency_ms = traffic.latency_median_ms
+                        * (traffic.latency_sigma * random.normal()).exp()
+                        * f64::from(user.latency_factor);
+                    let mut span_id = observation.span_id;
+                    span_id[0] ^= index as u8 + 1;
+                    let span = Observation {
+                        is_error,
+                        duration_ns: (latency_ms * 1e6) as u64,
+                        span_id,
+                        ..observation
+                    };
+                    downstream.push((route.epoch, index, arm, span));
+                }
             }
         }
         ingestor.record_observations(observations);
+        windows.record(&downstream);
     }
 }
 
@@ -482,6 +577,13 @@ impl Summary {
             spec.analysis.min_samples,
             pct(spec.analysis.confidence)
         );
+        if !spec.downstream_services.is_empty() {
+            let _ = writeln!(
+                out,
+                "downstream services, healthy, judged too: {}",
+                spec.downstream_services.join(", ")
+            );
+        }
         let candidate_rate = traffic.candidate_error_rate.unwrap_or(traffic.error_rate);
         let _ = writeln!(
             out,

@@ -131,3 +131,32 @@ fn steps_and_the_rollout_variant_come_together() {
         ]
     );
 }
+
+#[test]
+fn downstream_services_are_named_once_and_are_not_the_service() {
+    let downstream = |names: &[&str]| rollout().downstream_services(names);
+    assert_eq!(
+        broken(downstream(&["payments", "inventory"])),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        broken(downstream(&["payments", "inventory", "payments"])),
+        ["spec.downstreamServices must name each service once"]
+    );
+    assert_eq!(
+        broken(downstream(&["payments", "checkout"])),
+        ["spec.downstreamServices must not contain spec.service, whose spans are judged already"]
+    );
+    assert_eq!(
+        broken(
+            downstream(&["payments"])
+                .without_steps()
+                .downstream_services(&["payments"])
+        ),
+        ["spec.downstreamServices needs spec.steps; without steps no spans are judged"]
+    );
+    let schema = schema();
+    let names = &schema["properties"]["spec"]["properties"]["downstreamServices"];
+    assert_eq!(names["maxItems"].as_u64(), Some(16));
+    assert_eq!(names["items"]["minLength"].as_u64(), Some(1));
+}

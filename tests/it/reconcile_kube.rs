@@ -24,13 +24,18 @@ use spangate::store::{KubeStore, RolloutKey};
 
 use crate::common::fixture::RolloutFixture;
 
-/// Span windows that hold whatever the test puts in them.
+/// Span windows that hold whatever the test puts in them: the rollout's service's,
+/// and its downstream services'.
 #[derive(Default)]
-struct FixedWindows(Mutex<Window>);
+struct FixedWindows(Mutex<Window>, Vec<(String, Window)>);
 
 impl SpanWindows for FixedWindows {
     fn window(&self, _rollout: &str, _epoch: WindowEpoch) -> Window {
         self.0.lock().unwrap().clone()
+    }
+
+    fn downstream_windows(&self, _rollout: &str, _epoch: WindowEpoch) -> Vec<(String, Window)> {
+        self.1.clone()
     }
 
     fn set_routes(&self, _routes: Vec<Route>) {}
@@ -59,7 +64,11 @@ fn rollout(status: Option<Value>, finalizers: &[&str]) -> FeatureRollout {
 
 /// The status the controller leaves after its first visit, a minute ago.
 fn started() -> FeatureRolloutStatus {
-    let first = rollout(None, &[FINALIZER]);
+    started_as(rollout(None, &[FINALIZER]))
+}
+
+/// The status the controller leaves after its first visit to `first`, a minute ago.
+fn started_as(first: FeatureRollout) -> FeatureRolloutStatus {
     let compiled = SegmentCatalog::default()
         .compile(
             &RolloutKey::new("default", "new-checkout"),
@@ -88,12 +97,16 @@ struct Setup {
 
 impl Setup {
     fn new(window: Window) -> Self {
+        Self::with_downstream(window, Vec::new())
+    }
+
+    fn with_downstream(window: Window, downstream: Vec<(String, Window)>) -> Self {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let (reader, cache) = reflector::store::<FeatureRollout>();
         let store = KubeStore::new(client, reader, "spangate-test");
         let flags = Arc::new(ArcSwap::from_pointee(FlagSet::default()));
-        let windows = Arc::new(FixedWindows(Mutex::new(window)));
+        let windows = Arc::new(FixedWindows(Mutex::new(window), downstream));
         let reconciler = Reconciler::new(store, windows, flags);
         Self {
             ctx: Arc::new(Context::new(reconciler, Duration::from_secs(1))),
@@ -297,6 +310,54 @@ async fn a_failing_step_rolls_back_with_a_warning() {
     );
     assert!(
         event["note"].as_str().unwrap().contains("maxErrorRate"),
+        "{event}"
+    );
+    assert_eq!(served_weight(&setup), Some(0));
+}
+
+#[tokio::test]
+async fn a_regression_of_a_downstream_service_rolls_back_naming_it() {
+    let with_payments = |status: Option<Value>| {
+        let mut rollout = rollout(status, &[FINALIZER]);
+        rollout.spec.downstream_services = vec!["payments".into()];
+        rollout
+    };
+    let status = serde_json::to_value(started_as(with_payments(None))).unwrap();
+    // checkout is healthy; half of payments' spans of users served `on` fail.
+    let mut setup =
+        Setup::with_downstream(window(60, 0), vec![("payments".into(), window(60, 30))]);
+    let (patch, event) = setup
+        .reconcile(with_payments(Some(status)), async |api| {
+            let patch = expect(api, Method::PATCH, STATUS_PATH, Value::Null).await;
+            let event = expect(api, Method::POST, EVENTS_PATH, json!({})).await;
+            (patch, event)
+        })
+        .await;
+    let s = &patch["status"];
+    assert_eq!(s["phase"], "RolledBack", "{s}");
+    let verdict = &s["lastVerdict"];
+    assert_eq!(verdict["failedChecks"], json!(["maxErrorRate"]));
+    let failed: Vec<&Value> = verdict["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "Fail")
+        .collect();
+    assert_eq!(failed.len(), 1, "{verdict}");
+    assert_eq!(failed[0]["service"], "payments");
+    assert!(
+        verdict["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("payments: error rate of on 50%"),
+        "{verdict}"
+    );
+    assert_eq!(event["reason"], "RolledBack");
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("payments: error rate of on"),
         "{event}"
     );
     assert_eq!(served_weight(&setup), Some(0));

@@ -57,6 +57,7 @@ fn verdict(outcome: VerdictOutcome) -> Verdict {
             samples: 10,
             ..Default::default()
         },
+        revision: None,
         exemplar_trace_ids: vec![],
         exemplar_spans: vec![],
     }
@@ -338,6 +339,18 @@ fn a_changed_flag_or_revision_restarts_from_the_first_step() {
 }
 
 #[test]
+fn changed_downstream_services_restart_from_the_first_step() {
+    let mut spec = rollout().spec();
+    let pass = verdict(VerdictOutcome::Pass);
+    let s = step(&spec, &started(&spec), Some(&pass), at(30)).status;
+    assert_eq!(s.current_step, Some(1));
+    spec.downstream_services = vec!["payments".into()];
+    let d = step(&spec, &s, None, at(31));
+    assert_eq!((d.status.current_step, d.status.weight), (Some(0), 1.0));
+    assert_eq!(reasons(&d), ["Restarted"]);
+}
+
+#[test]
 fn other_spec_changes_keep_the_step() {
     let mut spec = rollout().spec();
     let pass = verdict(VerdictOutcome::Pass);
@@ -457,6 +470,24 @@ fn invalid_specs_say_exactly_what_is_wrong() {
             Box::new(|s| s.steps = vec![0.125]),
         ),
         ("minSamples is 0", Box::new(|s| s.analysis.min_samples = 0)),
+        (
+            "spec.downstreamServices names \"payments\" twice",
+            Box::new(|s| s.downstream_services = vec!["payments".into(), "payments".into()]),
+        ),
+        (
+            "spec.downstreamServices[0] is spec.service (\"checkout\"), whose spans are judged already",
+            Box::new(|s| s.downstream_services = vec!["checkout".into()]),
+        ),
+        (
+            "spec.downstreamServices[1] is empty",
+            Box::new(|s| s.downstream_services = vec!["payments".into(), " ".into()]),
+        ),
+        (
+            "spec.downstreamServices names 17 services; at most 16 are judged",
+            Box::new(|s| {
+                s.downstream_services = (0..17).map(|i| format!("service-{i}")).collect();
+            }),
+        ),
     ];
     for (expected, edit) in cases {
         let mut spec = rollout().spec();

@@ -79,6 +79,19 @@ fn a_healthy_variant_is_promoted_after_its_dwells_and_the_text_says_so() {
 }
 
 #[test]
+fn healthy_downstream_services_are_judged_and_still_promote() {
+    let args = [&SHORT[..], &["--downstream-services", "2"]].concat();
+    let doc = summary(&simulate(&[&args[..], &["-o", "json"]].concat()));
+    assert_eq!(doc["promoted"]["count"], 12, "{doc:#}");
+    let out = simulate(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("downstream services, healthy, judged too: downstream-1, downstream-2"),
+        "{text}"
+    );
+}
+
+#[test]
 fn the_same_seed_gives_the_same_results() {
     let args = [
         &SHORT[..],

@@ -28,6 +28,8 @@ struct Spec {
     service: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    downstream_services: Option<Vec<String>>,
     /// The numbers as the test wrote them: `10` stays an integer in the document.
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Value>,
@@ -64,6 +66,7 @@ impl RolloutFixture {
                 bucket_by: Some("accountId".to_string()),
                 service: Some("checkout".to_string()),
                 revision: Some("3f2c1a9".to_string()),
+                downstream_services: None,
                 steps: Some(json!([10, 50, 100])),
                 step_duration: Some("0s".to_string()),
                 analysis: Some(json!({
@@ -117,6 +120,11 @@ impl RolloutFixture {
 
     pub fn revision<'a>(mut self, revision: impl Into<Option<&'a str>>) -> Self {
         self.spec.revision = revision.into().map(str::to_string);
+        self
+    }
+
+    pub fn downstream_services(mut self, services: &[&str]) -> Self {
+        self.spec.downstream_services = Some(services.iter().map(|s| s.to_string()).collect());
         self
     }
 
