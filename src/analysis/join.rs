@@ -281,9 +281,12 @@ impl TraceJoin {
         };
         let slot = &mut trace.slots[index];
         match (span.entry, &slot.entry, &slot.first) {
-            (true, None, _) => {
-                slot.entry = Some(span);
+            (true, None, first) => {
                 // Its first span is no longer needed: the entry speaks for the service.
+                if first.is_some() {
+                    stats.spans_redundant += 1;
+                }
+                slot.entry = Some(span);
                 slot.first = None;
                 for (flag, state) in &trace.flags {
                     if let FlagState::Resolved(resolution) = state

@@ -48,7 +48,7 @@ impl Route {
         Self {
             rollout,
             service: spec.service.clone(),
-            downstream: Vec::new(),
+            downstream: spec.downstream_services.clone(),
             flag_key: spec.flag.key.clone(),
             revision: spec.revision.clone(),
             baseline_variant: spec.flag.default_variant.clone(),

@@ -537,7 +537,7 @@ impl Ingestor {
 
     /// The trace join's families: what it judged late, dropped, and holds.
     fn register_join_metrics(&self, registry: &mut Registry) {
-        let counters: [JoinCounter; 6] = [
+        let counters: [SampledCounter<JoinStats>; 6] = [
             (
                 "trace_join_evaluations",
                 "Flag evaluations of routed flags read, from spans and logs",
@@ -604,7 +604,7 @@ impl Ingestor {
 
     /// Tagging's families: spans tagged, held, and let go untagged.
     fn register_tag_metrics(&self, registry: &mut Registry) {
-        let counters: [(&'static str, &'static str, fn(&TagStats) -> u64); 3] = [
+        let counters: [SampledCounter<TagStats>; 3] = [
             (
                 "forward_spans_tagged",
                 "Forwarded spans tagged with their trace's flag, variant, rollout and step",
@@ -669,14 +669,6 @@ impl Ingestor {
         // one half-written: the data behind a poisoned lock is still sound.
         self.windows.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    /// The windows of `rollout`'s downstream services for `epoch`, by
-    /// `service.name`. The trace join (spans of other services attributed to the
-    /// rollout's flag through their trace) fills them; until it does there are none,
-    /// and the judge sees every downstream service without spans.
-    pub fn downstream_windows(&self, _rollout: &str, _epoch: WindowEpoch) -> Vec<(String, Window)> {
-        Vec::new()
-    }
 }
 
 /// Forwards held spans let go of, if any.
@@ -692,8 +684,8 @@ fn offer_released(forwarder: &Forwarder, released: Vec<ResourceSpans>) {
     forwarder.offer(request, bytes);
 }
 
-/// A counter of the trace join's: name, help, and how it is read.
-type JoinCounter = (&'static str, &'static str, fn(&JoinStats) -> u64);
+/// A counter read from stats `S` when scraped: name, help, and how it is read.
+type SampledCounter<S> = (&'static str, &'static str, fn(&S) -> u64);
 
 /// The trace join or the forward hold, locked. Each is changed a trace at a
 /// time: what a panic could leave is at most one trace's spans judged or

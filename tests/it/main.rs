@@ -29,3 +29,4 @@ mod standalone;
 mod standalone_targeting;
 mod targeting;
 mod telemetry;
+mod trace_join;

@@ -1,0 +1,253 @@
+//! The variant follows the trace: `checkout` evaluates the flag, `payments` two
+//! calls down carries none, its context propagated with W3C `traceparent`, and its
+//! spans sent before checkout's. A `spangate standalone` process judges payments
+//! through the trace join and forwards every span of an attributed trace tagged.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::common::Spangate;
+use crate::common::fixture::RolloutFixture;
+use crate::common::otlp::{TraceBackend, attribute};
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SimpleSpanProcessor};
+use serde_json::{Value, json};
+use spangate::ingest::ForwardProtocol;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// One service's tracer at `revision`, exporting over OTLP/gRPC to spangate.
+fn provider(spangate: &Spangate, service: &str, revision: &str) -> SdkTracerProvider {
+    let exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{}", spangate.addrs.otlp_grpc))
+        .build()
+        .unwrap();
+    SdkTracerProvider::builder()
+        .with_span_processor(SimpleSpanProcessor::new(exporter))
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .with_attribute(KeyValue::new("vcs.ref.head.revision", revision.to_string()))
+                .build(),
+        )
+        .build()
+}
+
+struct Shop {
+    checkout: SdkTracerProvider,
+    payments: SdkTracerProvider,
+    client: reqwest::Client,
+    ofrep: std::net::SocketAddr,
+    next_user: u32,
+}
+
+impl Shop {
+    fn new(spangate: &Spangate) -> Self {
+        Self {
+            // The rollout's revision filter is checkout's: payments deploys on its own.
+            checkout: provider(spangate, "checkout", "3f2c1a9"),
+            payments: provider(spangate, "payments", "9d8e7f6"),
+            client: reqwest::Client::new(),
+            ofrep: spangate.addrs.ofrep,
+            next_user: 0,
+        }
+    }
+
+    async fn variant(&self, user: u32) -> String {
+        let url = format!("http://{}/ofrep/v1/evaluate/flags/new-checkout", self.ofrep);
+        let body = json!({"context": {"targetingKey": format!("user-{user}"), "accountId": format!("acct-{}", user % 97)}});
+        let answer: Value = self
+            .client
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["variant"].as_str().unwrap().to_string()
+    }
+
+    /// `n` requests: checkout evaluates the flag and calls payments, which fails
+    /// when `payments_fails` says so. Payments' spans are exported first.
+    async fn round(&mut self, n: u32, payments_fails: fn(&str, u32) -> bool) {
+        let checkout = self.checkout.tracer("checkout");
+        let payments = self.payments.tracer("payments");
+        let propagator = TraceContextPropagator::new();
+        for _ in 0..n {
+            let user = self.next_user;
+            self.next_user += 1;
+            let variant = self.variant(user).await;
+            let end = SystemTime::now();
+            let mut entry = checkout
+                .span_builder("POST /checkout")
+                .with_kind(SpanKind::Server)
+                .with_start_time(end - Duration::from_millis(40))
+                .with_attributes([
+                    KeyValue::new("feature_flag.key", "new-checkout"),
+                    KeyValue::new("feature_flag.result.variant", variant.clone()),
+                    KeyValue::new("feature_flag.context.id", format!("user-{user}")),
+                ])
+                .start(&checkout);
+            // The call to payments carries the trace in a `traceparent` header.
+            let mut headers = HashMap::new();
+            let cx = Context::current().with_remote_span_context(entry.span_context().clone());
+            propagator.inject_context(&cx, &mut headers);
+            assert!(headers.contains_key("traceparent"));
+            let parent = propagator.extract(&headers);
+            let mut charge = payments
+                .span_builder("POST /charge")
+                .with_kind(SpanKind::Server)
+                .with_start_time(end - Duration::from_millis(20))
+                .start_with_context(&payments, &parent);
+            let query = payments
+                .span_builder("SELECT card")
+                .with_kind(SpanKind::Client)
+                .start_with_context(
+                    &payments,
+                    &parent.with_remote_span_context(charge.span_context().clone()),
+                );
+            drop(query);
+            if payments_fails(&variant, user) {
+                charge.set_status(Status::error("card declined"));
+            }
+            charge.end_with_timestamp(end - Duration::from_millis(5));
+            entry.end_with_timestamp(end);
+        }
+        for provider in [self.payments.clone(), self.checkout.clone()] {
+            tokio::task::spawn_blocking(move || provider.force_flush())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    async fn drive(&mut self, spangate: &Spangate, payments_fails: fn(&str, u32) -> bool) -> Value {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            self.round(100, payments_fails).await;
+            let status = spangate.get("checkout")["status"].clone();
+            if status["phase"] != "Progressing" {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rollout did not finish in {LIMIT:?}; status: {status:#}\nmetrics:\n{}\nlog:\n{}",
+                spangate.metrics(),
+                spangate.log_text()
+            );
+        }
+    }
+}
+
+fn folders() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("rollouts");
+    std::fs::create_dir(&dir).unwrap();
+    let rollout = RolloutFixture::new("checkout")
+        .downstream_services(&["payments"])
+        .yaml();
+    std::fs::write(dir.join("checkout.yaml"), rollout).unwrap();
+    let state = temp.path().join("state");
+    (temp, dir, state)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_downstream_service_failing_only_in_the_new_variants_traces_rolls_it_back() {
+    let (_temp, dir, state) = folders();
+    let received = TraceBackend::default();
+    let endpoint = received.start(ForwardProtocol::Grpc).await;
+    let spangate = Spangate::start_with_args(&dir, &state, &["--forward-endpoint", &endpoint]);
+    let mut shop = Shop::new(&spangate);
+    let status = shop
+        .drive(&spangate, |variant, n| variant == "on" && n % 2 == 0)
+        .await;
+    assert_eq!(status["phase"], "RolledBack", "{status:#}");
+    let verdict = &status["lastVerdict"];
+    let message = verdict["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("payments: error rate of on"),
+        "{message}"
+    );
+    let failing: Vec<&Value> = verdict["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|check| check["outcome"] == "Fail")
+        .collect();
+    assert!(!failing.is_empty());
+    assert!(
+        failing.iter().all(|check| check["service"] == "payments"),
+        "{verdict:#}"
+    );
+    assert!(
+        spangate
+            .metric("spangate_trace_join_spans_waited_total")
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        spangate
+            .metric("spangate_trace_join_spans_redundant_total")
+            .unwrap()
+            > 0.0
+    );
+
+    // Payments' spans of the new variant's traces reached the backend tagged.
+    let tagged = |span: &Span| {
+        attribute(span, "feature_flag.result.variant").as_deref() == Some("on")
+            && attribute(span, "spangate.rollout").as_deref() == Some("default/checkout")
+    };
+    let payments_on = crate::common::wait_for("payments' spans tagged on", LIMIT, || {
+        let spans = received.spans();
+        let on: Vec<Span> = spans
+            .into_iter()
+            .filter(|(service, span)| service == "payments" && tagged(span))
+            .map(|(_, span)| span)
+            .collect();
+        (on.len() >= 20).then_some(on)
+    });
+    for span in &payments_on {
+        assert_eq!(
+            attribute(span, "feature_flag.key").as_deref(),
+            Some("new-checkout")
+        );
+        assert!(
+            span.attributes.iter().any(|kv| kv.key == "spangate.step"),
+            "{span:?}"
+        );
+    }
+    assert!(
+        spangate
+            .metric("spangate_forward_spans_tagged_total")
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_downstream_service_lets_the_rollout_promote() {
+    let (_temp, dir, state) = folders();
+    let spangate = Spangate::start(&dir, &state);
+    let mut shop = Shop::new(&spangate);
+    let status = shop.drive(&spangate, |_, n| n % 100 == 0).await;
+    assert_eq!(status["phase"], "Promoted", "{status:#}");
+    let verdict = &status["lastVerdict"];
+    let payments_checks = verdict["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|check| check["service"] == "payments")
+        .count();
+    assert!(payments_checks > 0, "{verdict:#}");
+}
