@@ -736,13 +736,26 @@ fn search_every_output(
 
         let answer = clients.send(case.transport, &prepared.request);
         prop_assert!(matches!(answer, Answer::Accepted), "{answer:?}");
-        let got = forwarded(forwarded_to, &prepared.trace_id);
+        let mut got = forwarded(forwarded_to, &prepared.trace_id);
         let bytes = got.encode_to_vec();
         for (secret, place) in &prepared.planted.secret {
             prop_assert!(
                 !contains(&bytes, secret),
                 "{secret} (at {place}) was forwarded in clear"
             );
+        }
+        // The rollout's flag resolved the trace: the span is tagged with it, and
+        // is otherwise what was sent with private values hidden.
+        for span in got.scope_spans.iter_mut().flat_map(|s| &mut s.spans) {
+            let tags: Vec<&str> = span
+                .attributes
+                .iter()
+                .map(|kv| kv.key.as_str())
+                .filter(|key| key.starts_with("spangate."))
+                .collect();
+            prop_assert_eq!(tags, ["spangate.rollout", "spangate.step"]);
+            span.attributes
+                .retain(|kv| !kv.key.starts_with("spangate."));
         }
         prop_assert_eq!(&got, &prepared.expected);
 
