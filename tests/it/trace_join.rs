@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SimpleSpanProcessor};
+use prost::Message as _;
 use serde_json::{Value, json};
 use spangate::ingest::ForwardProtocol;
 
@@ -233,6 +234,56 @@ async fn a_downstream_service_failing_only_in_the_new_variants_traces_rolls_it_b
             .unwrap()
             > 0.0
     );
+
+    // A span of a trace that records no flag goes on byte for byte.
+    let untouched = Span {
+        trace_id: vec![0x5e; 16],
+        span_id: vec![0x5e; 8],
+        name: "GET /search".to_string(),
+        start_time_unix_nano: 1_000,
+        end_time_unix_nano: 2_000,
+        attributes: vec![crate::common::otlp::kv("http.route", "/search")],
+        ..Default::default()
+    };
+    let body = request_of("search", untouched.clone()).encode_to_vec();
+    let (code, message) =
+        crate::common::otlp::grpc_export(spangate.addrs.otlp_grpc, &body, &[]).await;
+    assert_eq!(code, 0, "{message}");
+    let forwarded = crate::common::wait_for("the untouched span forwarded", LIMIT, || {
+        received
+            .spans()
+            .into_iter()
+            .find(|(_, span)| span.trace_id == untouched.trace_id)
+    });
+    assert_eq!(
+        forwarded.1.encode_to_vec(),
+        untouched.encode_to_vec(),
+        "{:?}",
+        forwarded.1
+    );
+}
+
+/// A request of one span of `service`.
+fn request_of(
+    service: &str,
+    span: Span,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(ProtoResource {
+                attributes: vec![crate::common::otlp::kv("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,4 +301,51 @@ async fn a_healthy_downstream_service_lets_the_rollout_promote() {
         .filter(|check| check["service"] == "payments")
         .count();
     assert!(payments_checks > 0, "{verdict:#}");
+}
+
+/// A flood of `payments` spans whose traces never record the flag: the join lets
+/// the oldest go within its budget, counts them, and the process keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_traces_that_never_resolve_stays_within_the_joins_budget() {
+    const BUDGET: usize = 256 * 1024;
+    let (_temp, dir, state) = folders();
+    let spangate =
+        Spangate::start_with_args(&dir, &state, &["--trace-join-memory", &BUDGET.to_string()]);
+    let mut traces = 0_u64;
+    for request in 0..40_u64 {
+        let spans = (0..500_u64)
+            .map(|i| {
+                traces += 1;
+                let mut trace_id = vec![0x42; 16];
+                trace_id[..8].copy_from_slice(&(request * 1_000 + i + 1).to_le_bytes());
+                Span {
+                    trace_id,
+                    span_id: vec![7; 8],
+                    start_time_unix_nano: 1_000,
+                    end_time_unix_nano: 2_000,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let mut body = request_of("payments", Span::default());
+        body.resource_spans[0].scope_spans[0].spans = spans;
+        let body = body.encode_to_vec();
+        let (code, message) =
+            crate::common::otlp::grpc_export(spangate.addrs.otlp_grpc, &body, &[]).await;
+        assert_eq!(code, 0, "{message}");
+    }
+    let memory = spangate.metric("spangate_trace_join_memory_bytes").unwrap();
+    assert!(memory <= BUDGET as f64, "{memory} bytes held");
+    let held = spangate.metric("spangate_trace_join_traces").unwrap();
+    let evicted = spangate
+        .metric("spangate_trace_join_traces_evicted_total")
+        .unwrap();
+    assert!(evicted > 0.0);
+    assert_eq!(held + evicted, traces as f64);
+    assert_eq!(
+        spangate.metric("spangate_trace_join_spans_unresolved_total"),
+        Some(evicted)
+    );
+    // Still serving: the rollout answers and the flag is evaluated.
+    assert_eq!(spangate.get("checkout")["status"]["phase"], "Progressing");
 }
