@@ -88,22 +88,7 @@ impl Service {
     }
 
     async fn variant(&self, user: u32) -> String {
-        let url = format!("http://{}/ofrep/v1/evaluate/flags/new-checkout", self.ofrep);
-        let body = json!({"context": {"targetingKey": format!("user-{user}"), "accountId": format!("acct-{}", user % 97)}});
-        let answer: Value = self
-            .client
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["variant"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no variant in {answer}"))
-            .to_string()
+        crate::common::checkout_variant(&self.client, self.ofrep, user).await
     }
 
     /// One round of `n` requests; spans are exported before it returns.

@@ -20,7 +20,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SimpleSpanProcessor};
 use prost::Message as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 use spangate::ingest::ForwardProtocol;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -64,19 +64,7 @@ impl Shop {
     }
 
     async fn variant(&self, user: u32) -> String {
-        let url = format!("http://{}/ofrep/v1/evaluate/flags/new-checkout", self.ofrep);
-        let body = json!({"context": {"targetingKey": format!("user-{user}"), "accountId": format!("acct-{}", user % 97)}});
-        let answer: Value = self
-            .client
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["variant"].as_str().unwrap().to_string()
+        crate::common::checkout_variant(&self.client, self.ofrep, user).await
     }
 
     /// `n` requests: checkout evaluates the flag and calls payments, which fails

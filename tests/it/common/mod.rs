@@ -319,3 +319,23 @@ pub fn get(dir: &Path, state_dir: &Path, name: &str) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("get prints JSON")
 }
+
+/// The variant of `new-checkout` that spangate's OFREP endpoint at `ofrep` hands
+/// user number `user` (in account `acct-<user % 97>`), as a service asks for it.
+pub async fn checkout_variant(client: &reqwest::Client, ofrep: SocketAddr, user: u32) -> String {
+    let url = format!("http://{ofrep}/ofrep/v1/evaluate/flags/new-checkout");
+    let body = serde_json::json!({"context": {"targetingKey": format!("user-{user}"), "accountId": format!("acct-{}", user % 97)}});
+    let answer: Value = client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["variant"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no variant in {answer}"))
+        .to_string()
+}
