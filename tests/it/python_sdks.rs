@@ -1,6 +1,9 @@
 //! End to end with third-party SDKs: the OpenFeature Python SDK (OFREP provider)
 //! asks a standalone spangate for the flag, the OpenTelemetry Python SDK sends it
 //! the spans (OTLP gRPC or HTTP), and the rollout must end as those spans say.
+//! The spans name the variant either in attributes the script sets, or only in the
+//! `feature_flag.evaluation` span events of the OpenFeature OpenTelemetry hook
+//! (PyPI `openfeature-hooks-opentelemetry`), which spangate must read as well.
 //! The OpenTelemetry Python logs SDK sends flag evaluations as log events, and
 //! spangate must count every one.
 //!
@@ -46,9 +49,18 @@ fn is_terminal(status: &Value) -> bool {
     )
 }
 
+/// How the traffic script's spans name the variant (its `--flag-via`).
+#[derive(Clone, Copy)]
+enum FlagVia {
+    /// `feature_flag.*` attributes the script sets on each span.
+    Attributes,
+    /// Only the `feature_flag.evaluation` events of the OpenFeature OpenTelemetry hook.
+    Hook,
+}
+
 /// Runs the traffic script for `scenario` against a fresh spangate until the rollout
 /// ends, and returns its final status.
-fn run_scenario(scenario: &str, exporter: &str) -> Value {
+fn run_scenario(scenario: &str, exporter: &str, flag_via: FlagVia) -> Value {
     let python = test_python();
     let root = tempfile::tempdir().expect("create a temp dir");
     let dir = root.path().join("rollouts");
@@ -80,6 +92,13 @@ fn run_scenario(scenario: &str, exporter: &str) -> Value {
         .args([scenario, exporter])
         .arg(format!("http://{}", spangate.addrs.ofrep))
         .arg(format!("http://{otlp}"))
+        .args([
+            "--flag-via",
+            match flag_via {
+                FlagVia::Attributes => "attributes",
+                FlagVia::Hook => "hook",
+            },
+        ])
         .args(["--deadline-seconds", "150", "--"])
         .args(spangate.get_command(ROLLOUT_NAME));
     let mut traffic = ChildGuard::spawn(scrub_env(&mut command), &root.path().join("traffic.log"));
@@ -186,7 +205,7 @@ fn assert_rolled_back(status: &Value) {
 #[test]
 #[ignore = "needs the Python SDKs: run ./scripts/test"]
 fn healthy_variant_sent_over_grpc_is_promoted() {
-    let status = run_scenario("healthy", "grpc");
+    let status = run_scenario("healthy", "grpc", FlagVia::Attributes);
     assert_eq!(status["phase"], "Promoted", "{status:#}");
     assert_eq!(status["weight"].as_f64(), Some(100.0), "{status:#}");
     assert!(failed_checks(&status).is_empty(), "{status:#}");
@@ -196,7 +215,7 @@ fn healthy_variant_sent_over_grpc_is_promoted() {
 #[test]
 #[ignore = "needs the Python SDKs: run ./scripts/test"]
 fn erroring_variant_sent_over_http_is_rolled_back_on_error_rate() {
-    let status = run_scenario("errors", "http");
+    let status = run_scenario("errors", "http", FlagVia::Attributes);
     assert_rolled_back(&status);
     assert!(
         failed_checks(&status).contains(&"maxErrorRate"),
@@ -215,12 +234,37 @@ fn erroring_variant_sent_over_http_is_rolled_back_on_error_rate() {
 #[test]
 #[ignore = "needs the Python SDKs: run ./scripts/test"]
 fn slow_variant_sent_over_grpc_is_rolled_back_on_latency() {
-    let status = run_scenario("latency", "grpc");
+    let status = run_scenario("latency", "grpc", FlagVia::Attributes);
     assert_rolled_back(&status);
     let checks = failed_checks(&status);
     assert!(
         checks.iter().any(|check| check.starts_with("maxLatency")),
         "expected a failed latency check, got {checks:?}: {status:#}"
+    );
+}
+
+#[test]
+#[ignore = "needs the Python SDKs: run ./scripts/test"]
+fn healthy_variant_seen_only_in_hook_span_events_is_promoted() {
+    let status = run_scenario("healthy", "http", FlagVia::Hook);
+    assert_eq!(
+        status["phase"], "Promoted",
+        "spans naming the healthy variant only in the hook's events: {status:#}"
+    );
+    assert_eq!(status["weight"].as_f64(), Some(100.0), "{status:#}");
+    assert!(failed_checks(&status).is_empty(), "{status:#}");
+    assert_judged_on_received_spans(&status);
+}
+
+#[test]
+#[ignore = "needs the Python SDKs: run ./scripts/test"]
+fn erroring_variant_seen_only_in_hook_span_events_is_rolled_back() {
+    let status = run_scenario("errors", "grpc", FlagVia::Hook);
+    assert_rolled_back(&status);
+    assert!(
+        failed_checks(&status).contains(&"maxErrorRate"),
+        "spans naming the erroring variant only in the hook's events must fail \
+         maxErrorRate: {status:#}"
     );
 }
 

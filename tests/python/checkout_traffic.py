@@ -7,10 +7,17 @@ SDK returned. How many requests fail and how slow they are depends on the
 scenario and on that variant. Spans get explicit start and end times, so the
 latency is simulated without sleeping.
 
+With `--flag-via attributes` (the default) the script puts the flag and variant on
+the span as `feature_flag.*` attributes itself. With `--flag-via hook` it sets none:
+the OpenFeature OpenTelemetry hook (openfeature-hooks-opentelemetry) adds a
+`feature_flag.evaluation` event to the request's span, as the evaluation runs inside
+it. Either way every request is a trace of its own, its span of kind SERVER.
+
 Traffic goes in rounds until the done command (run between rounds) prints a
 rollout whose `status.phase` is terminal, or until the deadline.
 
-    python checkout_traffic.py SCENARIO EXPORTER OFREP_URL OTLP_URL -- DONE_COMMAND...
+    python checkout_traffic.py SCENARIO EXPORTER OFREP_URL OTLP_URL [--flag-via hook] \
+        -- DONE_COMMAND...
 
 Exit status: 0 when the rollout reached a terminal phase, 1 at the deadline,
 2 on bad arguments.
@@ -25,6 +32,7 @@ import time
 from dataclasses import dataclass
 
 from openfeature import api as openfeature
+from openfeature.contrib.hook.opentelemetry import TracingHook
 from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 from opentelemetry.sdk.resources import Resource
@@ -34,6 +42,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 FLAG_KEY = "new-checkout"
@@ -125,6 +134,12 @@ def main() -> int:
     parser.add_argument("exporter", choices=["grpc", "http"])
     parser.add_argument("ofrep_url", help="OFREP base URL, e.g. http://127.0.0.1:8016")
     parser.add_argument("otlp_url", help="OTLP endpoint, e.g. http://127.0.0.1:4317")
+    parser.add_argument(
+        "--flag-via",
+        choices=["attributes", "hook"],
+        default="attributes",
+        help="how spans name the variant: attributes set here, or the OpenTelemetry hook's events",
+    )
     parser.add_argument("--deadline-seconds", type=float, default=120.0)
     parser.add_argument("--max-rounds", type=int, default=300)
     parser.add_argument("--users-per-round", type=int, default=400)
@@ -153,6 +168,8 @@ def main() -> int:
 
     provider = OFREPProvider(args.ofrep_url, timeout=5.0)
     openfeature.set_provider(provider)
+    if args.flag_via == "hook":
+        openfeature.add_hooks([TracingHook()])
     flags = openfeature.get_client()
     provider_name = provider.get_metadata().name
 
@@ -168,7 +185,21 @@ def main() -> int:
                 attributes={"accountId": f"acct-{user % args.accounts}"},
             )
             user += 1
-            details = flags.get_boolean_details(FLAG_KEY, False, context)
+            if args.flag_via == "hook":
+                # The hook records the evaluation on the current span, so the request's
+                # span is open (and current) while the flag is evaluated. Its end is set
+                # from the variant's simulated latency, which only the evaluation decides.
+                start_ns = time.time_ns()
+                span = tracer.start_span(
+                    "POST /checkout",
+                    kind=SpanKind.SERVER,
+                    attributes={"http.request.method": "POST", "http.route": "/checkout"},
+                    start_time=start_ns,
+                )
+                with trace.use_span(span, end_on_exit=False):
+                    details = flags.get_boolean_details(FLAG_KEY, False, context)
+            else:
+                details = flags.get_boolean_details(FLAG_KEY, False, context)
             variant = details.variant if details.variant in profiles else None
             if variant is None:
                 last_error = details.error_message or f"variant {details.variant!r}"
@@ -178,22 +209,26 @@ def main() -> int:
             errors += failed
             latency_ns = int(rng.uniform(*profile.latency_ms) * 1_000_000)
 
-            attributes = {
-                "http.request.method": "POST",
-                "http.route": "/checkout",
-                "http.response.status_code": 500 if failed else 200,
-                "feature_flag.key": FLAG_KEY,
-                "feature_flag.provider.name": provider_name,
-            }
-            if variant is not None:
-                attributes["feature_flag.result.variant"] = variant
-            end_ns = time.time_ns()
-            span = tracer.start_span(
-                "POST /checkout",
-                kind=SpanKind.SERVER,
-                attributes=attributes,
-                start_time=end_ns - latency_ns,
-            )
+            if args.flag_via == "hook":
+                span.set_attribute("http.response.status_code", 500 if failed else 200)
+                end_ns = start_ns + latency_ns
+            else:
+                attributes = {
+                    "http.request.method": "POST",
+                    "http.route": "/checkout",
+                    "http.response.status_code": 500 if failed else 200,
+                    "feature_flag.key": FLAG_KEY,
+                    "feature_flag.provider.name": provider_name,
+                }
+                if variant is not None:
+                    attributes["feature_flag.result.variant"] = variant
+                end_ns = time.time_ns()
+                span = tracer.start_span(
+                    "POST /checkout",
+                    kind=SpanKind.SERVER,
+                    attributes=attributes,
+                    start_time=end_ns - latency_ns,
+                )
             if failed:
                 span.set_status(Status(StatusCode.ERROR, "checkout failed"))
             span.end(end_time=end_ns)
