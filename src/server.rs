@@ -215,17 +215,38 @@ pub fn ingestor(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     cancel: &CancellationToken,
 ) -> Arc<Ingestor> {
-    let Some(forward) = forward else {
-        return Arc::new(Ingestor::with_limits(limits, None));
+    let ingestor = match forward {
+        None => Arc::new(Ingestor::with_limits(limits, None)),
+        Some(forward) => {
+            let operator_private = ofrep.private_attributes.clone();
+            let flags = flags.clone();
+            let (forwarder, worker) = ingest::forwarder(
+                forward,
+                Box::new(move || operator_private.union(flags.load().private_attributes())),
+            );
+            tasks.spawn(worker.run(cancel.clone()));
+            Arc::new(Ingestor::with_limits(limits, Some(forwarder)))
+        }
     };
-    let operator_private = ofrep.private_attributes.clone();
-    let flags = flags.clone();
-    let (forwarder, worker) = ingest::forwarder(
-        forward,
-        Box::new(move || operator_private.union(flags.load().private_attributes())),
-    );
-    tasks.spawn(worker.run(cancel.clone()));
-    Arc::new(Ingestor::with_limits(limits, Some(forwarder)))
+    tasks.spawn(let_due_traces_go(ingestor.clone(), cancel.clone()));
+    ingestor
+}
+
+/// Every second, lets go of what the trace join and the forward hold keep past
+/// their window, so held spans are judged and forwarded with no traffic and no
+/// rollout in progress (nothing else asks then).
+async fn let_due_traces_go(
+    ingestor: Arc<Ingestor>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => ingestor.let_due_traces_go(),
+            () = cancel.cancelled() => return Ok(()),
+        }
+    }
 }
 
 /// Ingest keeps the windows the controller judges.

@@ -167,7 +167,24 @@ impl Ingestor {
         }
         *windows = kept;
         // Swapped under the lock, so a batch merging now sees windows and routes agree.
-        self.routes.store(routes.into());
+        let routes = Arc::new(routes);
+        let previous = self.routes.swap(Arc::clone(&routes));
+        drop(windows);
+        let ended = previous.iter().any(|old| {
+            !routes
+                .iter()
+                .any(|new| new.rollout == old.rollout && new.flag_key == old.flag_key)
+        });
+        if let Some(forwarder) = self.forwarder.as_ref().filter(|_| ended) {
+            // Held spans wait for a rollout's flag; with a rollout ended (promoted,
+            // rolled back, removed) they would wait out the window for nothing: they
+            // go now, tagged by the routes they were held under when their trace
+            // resolved, else untagged.
+            let join = self.lock_join();
+            let released = lock(&self.hold).release_all(&previous, &join);
+            drop(join);
+            offer_released(forwarder, released);
+        }
     }
 
     /// What a receiver calls with a request [`decode`](super::decode)d: ingests it,
@@ -310,9 +327,10 @@ impl Ingestor {
         routed
     }
 
-    /// Judges what the trace join holds past its window: the spans of services
-    /// without an entry span, once their trace's time is up.
-    fn expire_join(&self) {
+    /// Judges what the trace join holds past its window (the spans of services
+    /// without an entry span, once their trace's time is up) and forwards the held
+    /// spans whose window passed.
+    pub fn let_due_traces_go(&self) {
         let routes = self.routes.load();
         let mut batch = Batch::default();
         let routed = self.join(&routes, &[], &[], &mut batch);
@@ -375,7 +393,7 @@ impl Ingestor {
     /// Samples recorded into any window so far, the trace join's due spans
     /// included: grows exactly when there is new analysis data.
     pub fn samples_recorded(&self) -> u64 {
-        self.expire_join();
+        self.let_due_traces_go();
         self.counters.snapshot().samples_routed
     }
 
@@ -454,7 +472,7 @@ impl Ingestor {
     /// A copy of `rollout`'s window for `epoch`; empty when the rollout is not routed
     /// or is at another epoch.
     pub fn window(&self, rollout: &str, epoch: WindowEpoch) -> Window {
-        self.expire_join();
+        self.let_due_traces_go();
         self.lock_windows()
             .get(rollout)
             .filter(|current| current.epoch == epoch)
@@ -465,7 +483,7 @@ impl Ingestor {
     /// Copies of `rollout`'s windows of its downstream services for `epoch`, by
     /// service; empty when the rollout is not routed or is at another epoch.
     pub fn downstream_windows(&self, rollout: &str, epoch: WindowEpoch) -> Vec<(String, Window)> {
-        self.expire_join();
+        self.let_due_traces_go();
         let routes = self.routes.load();
         let Some(route) = routes.iter().find(|route| route.rollout == rollout) else {
             return Vec::new();

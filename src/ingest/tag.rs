@@ -167,6 +167,18 @@ impl ForwardHold {
         released
     }
 
+    /// Every held span, tagged when `routes` tag its trace as `join` resolved it.
+    pub(super) fn release_all(&mut self, routes: &Routes, join: &TraceJoin) -> Vec<ResourceSpans> {
+        let trace_ids: Vec<TraceId> = self.traces.keys().copied().collect();
+        let mut released = self.release(&trace_ids, routes, join);
+        // What no route tags goes untagged: its window is the only thing left to wait for.
+        for trace_id in trace_ids {
+            released.extend(self.take(&trace_id, None));
+        }
+        self.order.clear();
+        released
+    }
+
     /// The held spans whose window has passed, untagged.
     pub(super) fn expire(&mut self, now_ns: u64) -> Vec<ResourceSpans> {
         let mut expired = Vec::new();

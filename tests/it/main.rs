@@ -7,6 +7,7 @@ mod common;
 
 mod cli;
 mod cluster;
+mod collector;
 mod crd_validation;
 mod crds;
 mod demo;

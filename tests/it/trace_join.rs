@@ -11,7 +11,7 @@ use crate::common::fixture::RolloutFixture;
 use crate::common::otlp::{TraceBackend, attribute};
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+    Span as _, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
@@ -23,13 +23,15 @@ use prost::Message as _;
 use serde_json::Value;
 use spangate::ingest::ForwardProtocol;
 
-const LIMIT: Duration = Duration::from_secs(90);
+pub(crate) const LIMIT: Duration = Duration::from_secs(90);
+/// Requests a round sends before the rollout's status is looked at.
+pub(crate) const ROUND: usize = 100;
 
-/// One service's tracer at `revision`, exporting over OTLP/gRPC to spangate.
-fn provider(spangate: &Spangate, service: &str, revision: &str) -> SdkTracerProvider {
+/// One service's tracer at `revision`, exporting over OTLP/gRPC to `endpoint`.
+fn provider(endpoint: &str, service: &str, revision: &str) -> SdkTracerProvider {
     let exporter = SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(format!("http://{}", spangate.addrs.otlp_grpc))
+        .with_endpoint(endpoint)
         .build()
         .unwrap();
     SdkTracerProvider::builder()
@@ -43,23 +45,36 @@ fn provider(spangate: &Spangate, service: &str, revision: &str) -> SdkTracerProv
         .build()
 }
 
-struct Shop {
+pub(crate) struct Shop {
     checkout: SdkTracerProvider,
     payments: SdkTracerProvider,
     client: reqwest::Client,
     ofrep: std::net::SocketAddr,
     next_user: u32,
+    /// Every trace sent and its variant: one checkout span and
+    /// [`PAYMENTS_SPANS_PER_TRACE`] payments spans each.
+    pub(crate) sent: Vec<(TraceId, String)>,
 }
+
+/// The spans payments sends in each trace: `POST /charge` and `SELECT card`.
+pub(crate) const PAYMENTS_SPANS_PER_TRACE: usize = 2;
 
 impl Shop {
     fn new(spangate: &Spangate) -> Self {
+        Self::exporting_to(spangate, &format!("http://{}", spangate.addrs.otlp_grpc))
+    }
+
+    /// A shop whose services ask `spangate` for the flag and export their spans
+    /// over OTLP/gRPC to `endpoint`, spangate or a collector in front of it.
+    pub(crate) fn exporting_to(spangate: &Spangate, endpoint: &str) -> Self {
         Self {
             // The rollout's revision filter is checkout's: payments deploys on its own.
-            checkout: provider(spangate, "checkout", "3f2c1a9"),
-            payments: provider(spangate, "payments", "9d8e7f6"),
+            checkout: provider(endpoint, "checkout", "3f2c1a9"),
+            payments: provider(endpoint, "payments", "9d8e7f6"),
             client: reqwest::Client::new(),
             ofrep: spangate.addrs.ofrep,
             next_user: 0,
+            sent: Vec::new(),
         }
     }
 
@@ -88,6 +103,8 @@ impl Shop {
                     KeyValue::new("feature_flag.context.id", format!("user-{user}")),
                 ])
                 .start(&checkout);
+            self.sent
+                .push((entry.span_context().trace_id(), variant.clone()));
             // The call to payments carries the trace in a `traceparent` header.
             let mut headers = HashMap::new();
             let cx = Context::current().with_remote_span_context(entry.span_context().clone());
@@ -121,10 +138,14 @@ impl Shop {
         }
     }
 
-    async fn drive(&mut self, spangate: &Spangate, payments_fails: fn(&str, u32) -> bool) -> Value {
+    pub(crate) async fn drive(
+        &mut self,
+        spangate: &Spangate,
+        payments_fails: fn(&str, u32) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + LIMIT;
         loop {
-            self.round(100, payments_fails).await;
+            self.round(ROUND as u32, payments_fails).await;
             let status = spangate.get("checkout")["status"].clone();
             if status["phase"] != "Progressing" {
                 return status;
@@ -139,7 +160,7 @@ impl Shop {
     }
 }
 
-fn folders() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn folders() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("rollouts");
     std::fs::create_dir(&dir).unwrap();
