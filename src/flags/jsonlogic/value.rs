@@ -130,23 +130,41 @@ fn is_js_space(c: char) -> bool {
     c.is_whitespace() || c == '\u{feff}'
 }
 
-/// `digits[.digits]` or `.digits`, then an optional exponent.
+/// `digits[.digits]` or `.digits`, then an optional exponent. One pass that stops
+/// at the first byte no literal has: a long string of anything else costs nothing,
+/// however often a rule converts it.
 fn is_decimal_literal(text: &str) -> bool {
-    let (mantissa, exponent) = match text.find(['e', 'E']) {
-        Some(i) => (&text[..i], Some(&text[i + 1..])),
-        None => (text, None),
+    let bytes = text.as_bytes();
+    let digits_from = |start: usize| {
+        start
+            + bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count()
     };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let mantissa_ok = match mantissa.split_once('.') {
-        Some((whole, fraction)) => {
-            (whole.is_empty() || digits(whole))
-                && (fraction.is_empty() || digits(fraction))
-                && !(whole.is_empty() && fraction.is_empty())
+    let whole_end = digits_from(0);
+    let mut end = whole_end;
+    let mut mantissa_digits = whole_end;
+    if bytes.get(end) == Some(&b'.') {
+        let fraction_end = digits_from(end + 1);
+        mantissa_digits += fraction_end - (end + 1);
+        end = fraction_end;
+    }
+    if mantissa_digits == 0 {
+        return false;
+    }
+    if matches!(bytes.get(end), Some(b'e' | b'E')) {
+        let mut start = end + 1;
+        if matches!(bytes.get(start), Some(b'+' | b'-')) {
+            start += 1;
         }
-        None => digits(mantissa),
-    };
-    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)));
-    mantissa_ok && exponent_ok
+        let exponent_end = digits_from(start);
+        if exponent_end == start {
+            return false;
+        }
+        end = exponent_end;
+    }
+    end == bytes.len()
 }
 
 /// `a === b`. Arrays and objects are equal only to themselves, and two JSON
@@ -249,5 +267,31 @@ mod tests {
         assert_eq!(compare(&json!(null), &json!(1)), Some(Ordering::Less));
         assert_eq!(compare(&json!("a"), &json!(1)), None);
         assert!(truthy(&json!({})) && !truthy(&json!([])) && !truthy(&json!("")));
+    }
+
+    #[test]
+    fn strings_convert_to_numbers_as_javascript_does() {
+        for (text, expected) in [
+            ("", 0.0),
+            ("  12 ", 12.0),
+            ("1.5", 1.5),
+            (".5", 0.5),
+            ("5.", 5.0),
+            ("+1.5", 1.5),
+            ("-.5e1", -5.0),
+            ("1e3", 1000.0),
+            ("1E+3", 1000.0),
+            ("2e-1", 0.2),
+            ("0x1f", 31.0),
+            ("-Infinity", f64::NEG_INFINITY),
+        ] {
+            assert_eq!(string_to_number(text), expected, "{text:?}");
+        }
+        for text in [".", "1e", "e3", "1.2.3", "1x", "--1", "1e+", "ééé", "0x"] {
+            assert!(string_to_number(text).is_nan(), "{text:?}");
+        }
+        // A long string that is no number is rejected at its first byte.
+        assert!(string_to_number(&"é".repeat(100_000)).is_nan());
+        assert_eq!(string_to_number(&"1".repeat(400)), f64::INFINITY);
     }
 }
