@@ -127,12 +127,14 @@ fn bench_analysis(c: &mut Criterion) {
                 errors: 200,
                 error_rate_unit_variance: Some(5e-7),
                 unit_groups: 64,
+                sampling: None,
             },
             candidate: ArmEvidence {
                 samples: 1_000,
                 errors: 11,
                 error_rate_unit_variance: Some(1.2e-5),
                 unit_groups: 60,
+                sampling: None,
             },
         })
         .collect();
@@ -173,6 +175,7 @@ fn join_span(service: u64, entry: bool) -> JoinSpan {
         is_error: false,
         duration_ns: 5 * MS,
         span_id: [3; 8],
+        weight: 1,
     }
 }
 

@@ -76,6 +76,8 @@ pub struct JoinSpan {
     pub is_error: bool,
     pub duration_ns: u64,
     pub span_id: [u8; 8],
+    /// How many spans it stands for ([`super::sampling::weight`]).
+    pub weight: u32,
 }
 
 /// A span judged for a flag: the caller routes it to the rollouts of that flag.
@@ -432,6 +434,7 @@ mod tests {
             is_error: false,
             duration_ns: 1_000,
             span_id: [id; 8],
+            weight: 1,
         }
     }
 

@@ -26,8 +26,8 @@ use std::fmt::Write;
 
 use crate::api::{
     AnalysisSpec, ArmEvidence, CheckEvidence, CheckOutcome, CheckScope, EvidenceUnit,
-    ExemplarReason, ExemplarSpan, LatencyQuantiles, SampleRatioEvidence, StepEvidence,
-    VariantEvidence, Verdict, VerdictOutcome,
+    ExemplarReason, ExemplarSpan, LatencyQuantiles, SampleRatioEvidence, SamplingEvidence,
+    StepEvidence, VariantEvidence, Verdict, VerdictOutcome,
 };
 
 /// Durations at or below 1 µs share the sketch's lowest bucket, so a p99 below this
@@ -258,10 +258,18 @@ fn evidence(variant: &str, arm: &ArmWindow, rate: &Rate) -> VariantEvidence {
         latency_ms: LatencyQuantiles { p50, p90, p95, p99 },
         error_rate_unit_variance: rate.unit_variance,
         unit_groups: rate.groups,
+        sampling: arm.weights.sampled().then(|| SamplingEvidence {
+            adjusted_samples: arm.weights.spans,
+            adjusted_errors: arm.weights.errors,
+            error_weight: arm.weights.error_weight(),
+            other_weight: arm.weights.other_weight(),
+            max_weight: arm.weights.max,
+        }),
     }
 }
 
-/// The error counts of one arm, with the variance of its rate between unit groups.
+/// The error counts of one arm, each span counted by its weight (its adjusted
+/// count when sampled), with the variance of its rate between unit groups.
 #[derive(Debug, Clone, Copy)]
 struct Rate {
     n: f64,
@@ -269,19 +277,29 @@ struct Rate {
     unit_variance: Option<f64>,
     /// Groups with spans when spans carried their unit; 0 when they did not.
     groups: u32,
+    /// Σw²/Σw of erroring spans and of the others (1 without sampling).
+    error_weight: f64,
+    other_weight: f64,
+    /// The largest weight: how far one span moves the rate, times n.
+    max_weight: f64,
 }
 
 impl Rate {
     fn of_arm(arm: &ArmWindow) -> Self {
-        let n = arm.samples as f64;
-        let k = arm.errors as f64;
-        if !arm.grouped_by_unit || arm.samples == 0 {
-            return Self {
-                n,
-                k,
-                unit_variance: None,
-                groups: 0,
-            };
+        let weights = &arm.weights;
+        let n = weights.spans as f64;
+        let k = weights.errors as f64;
+        let sampling = Self {
+            n,
+            k,
+            unit_variance: None,
+            groups: 0,
+            error_weight: weights.error_weight(),
+            other_weight: weights.other_weight(),
+            max_weight: f64::from(weights.max.max(1)),
+        };
+        if !arm.grouped_by_unit || weights.spans == 0 {
+            return sampling;
         }
         let p = k / n;
         let used = || arm.groups.iter().filter(|g| g.spans > 0);
@@ -297,19 +315,31 @@ impl Rate {
             g / (g - 1.0) * spread / (n * n)
         });
         Self {
-            n,
-            k,
             unit_variance,
             groups: groups as u32,
+            ..sampling
         }
     }
 
     fn of_evidence(arm: &ArmEvidence) -> Self {
+        let (n, k, error_weight, other_weight, max_weight) = match &arm.sampling {
+            Some(s) => (
+                s.adjusted_samples,
+                s.adjusted_errors,
+                s.error_weight,
+                s.other_weight,
+                s.max_weight,
+            ),
+            None => (arm.samples, arm.errors, 1.0, 1.0, 1),
+        };
         Self {
-            n: arm.samples as f64,
-            k: arm.errors as f64,
+            n: n as f64,
+            k: k as f64,
             unit_variance: arm.error_rate_unit_variance,
             groups: arm.unit_groups,
+            error_weight,
+            other_weight,
+            max_weight: f64::from(max_weight.max(1)),
         }
     }
 
@@ -317,10 +347,19 @@ impl Rate {
         if self.n > 0.0 { self.k / self.n } else { 0.0 }
     }
 
-    /// The rate at which variances are taken: never below half an event, so a
-    /// window without errors still has a variance.
+    /// The rate at which variances are taken: never below half an event (of a
+    /// span's typical weight), so a window without errors still has a variance.
     fn floor(&self, p: f64) -> f64 {
-        p.max(0.5 / self.n).min(1.0 - 0.5 / self.n).clamp(0.0, 1.0)
+        let half = 0.5 * self.other_weight / self.n;
+        p.max(half).min(1.0 - half).clamp(0.0, 1.0)
+    }
+
+    /// How many times the binomial variance at `p` sampling makes the variance of
+    /// the weighted rate: `(1 - p) e + p o` for `e`, `o` the mean weights (Σw²/Σw)
+    /// of erroring and other spans, from the variance `Σ w² (y - p)² / (Σw)²` of a
+    /// weighted mean. 1 without sampling; close to 1 when every error is kept.
+    fn sampling_effect(&self, p: f64) -> f64 {
+        (1.0 - p) * self.error_weight + p * self.other_weight
     }
 
     /// Variance of the estimated rate were the true rate `p_at`, and its degrees of
@@ -328,7 +367,7 @@ impl Rate {
     fn variance(&self, p_at: f64) -> (f64, Option<f64>) {
         let p_at = self.floor(p_at);
         unit_variance(
-            p_at * (1.0 - p_at) / self.n,
+            p_at * (1.0 - p_at) * self.sampling_effect(p_at) / self.n,
             self.unit_variance,
             self.groups,
         )
@@ -393,6 +432,7 @@ fn rate_above(
     p: f64,
     design_effect: f64,
     df: Option<f64>,
+    max_weight: f64,
     p0: f64,
     boundary: Boundary,
 ) -> Tested {
@@ -405,7 +445,11 @@ fn rate_above(
     } else {
         0.0
     };
-    let jump = if se0 > 0.0 { 1.0 / (n * se0) } else { 0.0 };
+    let jump = if se0 > 0.0 {
+        max_weight / (n * se0)
+    } else {
+        0.0
+    };
     let b = boundary.z(n / c, jump, df);
     let (lower, upper) = if b.is_finite() {
         let b2c = b * b * c;
@@ -506,7 +550,7 @@ fn difference_over_steps(steps: &[StepRates], delta: f64, boundary: Boundary) ->
         variance += share * share * v;
         binomial += share * share * b;
         df = fewer(df, step_df);
-        jump = jump.max(share / step.candidate.n);
+        jump = jump.max(share * step.candidate.max_weight / step.candidate.n);
     }
     let design_effect = (variance / binomial).max(1.0);
     Some(difference_above(
@@ -533,6 +577,7 @@ fn rate_over_steps(steps: &[StepRates], p0: f64, boundary: Boundary) -> Option<T
     }
     let p = arms.iter().map(|r| r.k).sum::<f64>() / n;
     let (mut variance, mut binomial, mut df) = (0.0, 0.0, None);
+    let max_weight = arms.iter().map(|r| r.max_weight).fold(1.0, f64::max);
     for arm in &arms {
         let at = arm.p().max(p0);
         let (v, arm_df) = arm.variance(at);
@@ -546,23 +591,27 @@ fn rate_over_steps(steps: &[StepRates], p0: f64, boundary: Boundary) -> Option<T
         p,
         (variance / binomial).max(1.0),
         df,
+        max_weight,
         p0,
         boundary,
     ))
 }
 
-/// How much wider the spread of a latency statistic is than if every span were
-/// independent, from the spread of mean log-latency between unit groups (see
-/// [`unit_variance`]); and the degrees of freedom of that estimate.
+/// How much wider the spread of a latency statistic over weighted counts is than
+/// if every span were kept and independent: sampling's (Kish's, Σw²/Σw in weighted
+/// counts), measured instead from the spread of mean log-latency between unit
+/// groups when spans carry units (see [`unit_variance`]); and the degrees of freedom
+/// of that estimate.
 fn latency_design_effect(arm: &ArmWindow) -> (f64, Option<f64>) {
-    if !arm.grouped_by_unit || arm.samples < 2 {
-        return (1.0, None);
+    let sampling = arm.weights.mean_weight();
+    if !arm.grouped_by_unit || arm.weights.spans < 2 {
+        return (sampling, None);
     }
     let used = || arm.groups.iter().filter(|g| g.spans > 0);
     let (groups, sum) = used().fold((0, 0.0), |(groups, sum), g| {
         (groups + 1, sum + g.log_latency_sum())
     });
-    let n = arm.samples as f64;
+    let n = arm.weights.spans as f64;
     let mean = sum / n;
     let within = (arm.log_latency_square_sum() - n * mean * mean).max(0.0) / (n - 1.0);
     if within <= 0.0 {
@@ -580,7 +629,7 @@ fn latency_design_effect(arm: &ArmWindow) -> (f64, Option<f64>) {
             / (n * n)
     });
     let independent = within / n;
-    let (variance, df) = unit_variance(independent, between, groups as u32);
+    let (variance, df) = unit_variance(independent * sampling, between, groups as u32);
     (variance / independent, df)
 }
 
@@ -619,7 +668,7 @@ impl<'w> TailComparison<'w> {
         let q = INCREASE_QUANTILE;
         let spread = effect_c / n_c as f64 + effect_b / n_b as f64;
         let variance = q * (1.0 - q) * spread;
-        let jump = 1.0 / (n_c as f64 * variance.sqrt());
+        let jump = f64::from(c.weights.max.max(1)) / (n_c as f64 * variance.sqrt());
         Some(Self {
             candidate: &c.latency,
             baseline_p99_ns,
@@ -684,11 +733,12 @@ const MAX_RATIO: f64 = 100.0;
 /// milliseconds: the sketch's bucket edges around the ranks the boundary allows.
 /// The upper end is `None` when too few spans bound it.
 fn quantile_interval(
-    sketch: &LatencySketch,
+    arm: &ArmWindow,
     q: f64,
     design: (f64, Option<f64>),
     boundary: Boundary,
 ) -> Option<(f64, Option<f64>)> {
+    let sketch = &arm.latency;
     let n = sketch.count();
     if n == 0 {
         return None;
@@ -696,7 +746,8 @@ fn quantile_interval(
     let (effect, df) = design;
     let nf = n as f64;
     let sd = (nf * q * (1.0 - q) * effect).sqrt();
-    let margin = boundary.z(nf / effect, 1.0 / sd.max(1e-9), df) * sd;
+    let jump = f64::from(arm.weights.max.max(1)) / sd.max(1e-9);
+    let margin = boundary.z(nf / effect, jump, df) * sd;
     let low_rank = (nf * q - margin).floor();
     let high_rank = (nf * q + margin).ceil();
     let lower = if low_rank >= 1.0 {
@@ -858,7 +909,15 @@ fn run_checks(
             let (variance, df) = rate.variance(at);
             let at = rate.floor(at);
             let effect = variance / (at * (1.0 - at) / rate.n);
-            rate_above(rate.n, rate.p(), effect, df, max, step_boundary)
+            rate_above(
+                rate.n,
+                rate.p(),
+                effect,
+                df,
+                rate.max_weight,
+                max,
+                step_boundary,
+            )
         });
         checks.push(context.evidence(
             Check {
@@ -937,18 +996,15 @@ fn run_checks(
     let candidate_design = latency_design_effect(&window.candidate);
     if let Some(limits) = &analysis.max_latency_ms {
         for (quantile_name, q, max_ms) in limits.iter() {
-            let tested = quantile_interval(
-                &window.candidate.latency,
-                q,
-                candidate_design,
-                latency_boundary,
-            )
-            .map(|(lower, upper)| Tested {
-                estimate: window.candidate.latency.quantile_ms(q).unwrap_or(0.0),
-                lower,
-                upper: upper.unwrap_or(f64::INFINITY),
-                fail: lower > max_ms,
-            });
+            let tested =
+                quantile_interval(&window.candidate, q, candidate_design, latency_boundary).map(
+                    |(lower, upper)| Tested {
+                        estimate: window.candidate.latency.quantile_ms(q).unwrap_or(0.0),
+                        lower,
+                        upper: upper.unwrap_or(f64::INFINITY),
+                        fail: lower > max_ms,
+                    },
+                );
             checks.push(context.evidence(
                 Check {
                     name: format!("maxLatencyMs.{quantile_name}"),
@@ -1183,6 +1239,7 @@ mod tests {
                         span_id: [5; 8],
                         unit,
                         split: true,
+                        weight: 1,
                     },
                 );
             }
@@ -1528,6 +1585,7 @@ mod tests {
                     span_id: [5; 8],
                     unit: None,
                     split: true,
+                    weight: 1,
                 },
             );
         }
@@ -1895,5 +1953,147 @@ mod tests {
             }
         }
         assert!((spent - 0.01).abs() < 1e-12, "{spent}");
+    }
+
+    /// One step's spans, `n` requests per arm with the given error rates and
+    /// latencies that vary (errors slower), the same every run; as received, or as a
+    /// tail sampler passes them on: every erroring trace, and a tenth of the others,
+    /// their threshold recorded or not.
+    fn stream(n: u64, error_rates: [f64; 2], sampler: Option<bool>) -> Window {
+        use crate::analysis::sampling::{keeps, threshold_of_probability, weight_of_threshold};
+        let tenth = threshold_of_probability(0.1);
+        let mut window = Window::default();
+        for (arm, rate, salt) in [
+            (Arm::Baseline, error_rates[0], 1u64),
+            (Arm::Candidate, error_rates[1], 2u64),
+        ] {
+            for i in 0..n {
+                let draw = |k: u64| crate::analysis::window::mix(salt << 56 ^ i << 4 ^ k);
+                let uniform = |k: u64| (draw(k) >> 11) as f64 / (1u64 << 53) as f64;
+                let is_error = uniform(1) < rate;
+                let mut trace_id = [0u8; 16];
+                trace_id[..8].copy_from_slice(&draw(2).to_le_bytes());
+                trace_id[8..].copy_from_slice(&draw(3).to_le_bytes());
+                let weight = match sampler {
+                    None => 1,
+                    Some(_) if is_error => 1,
+                    Some(_) if !keeps(tenth, &trace_id) => continue,
+                    Some(true) => weight_of_threshold(tenth, &trace_id),
+                    Some(false) => 1,
+                };
+                let latency_ms = 20.0 + 60.0 * uniform(4) + if is_error { 200.0 } else { 0.0 };
+                window.record(
+                    arm,
+                    &Observation {
+                        is_error,
+                        duration_ns: (latency_ms * 1e6) as u64,
+                        trace_id,
+                        span_id: [5; 8],
+                        unit: Some(unit_hash(&format!("account-{}", draw(5) % 5_000))),
+                        // Units of both arms are drawn alike: no split to check.
+                        split: false,
+                        weight,
+                    },
+                );
+            }
+        }
+        window
+    }
+
+    #[test]
+    fn a_tail_sampled_stream_is_judged_as_the_stream_it_came_from() {
+        let analysis = AnalysisSpec {
+            max_error_rate: Some(0.05),
+            max_error_rate_increase: Some(0.01),
+            max_latency_increase: Some(0.25),
+            max_latency_ms: Some(LatencyQuantiles {
+                p99: Some(800.0),
+                ..LatencyQuantiles::default()
+            }),
+            ..analysis(200)
+        };
+        for (rates, expected) in [
+            ([0.01, 0.01], VerdictOutcome::Pass),
+            ([0.01, 0.04], VerdictOutcome::Fail),
+        ] {
+            let whole = run(&analysis, &stream(40_000, rates, None), 50.0);
+            let window = stream(40_000, rates, Some(true));
+            let sampled = run(&analysis, &window, 50.0);
+            assert_eq!(whole.outcome, expected, "{}", whole.message);
+            assert_eq!(sampled.outcome, expected, "{}", sampled.message);
+            assert_eq!(whole.failed_checks, sampled.failed_checks);
+            // minSamples counts the spans received; rates are the traffic's.
+            assert_eq!(sampled.candidate.samples, window.candidate.samples);
+            assert!(
+                sampled.candidate.samples < 10_000,
+                "{}",
+                sampled.candidate.samples
+            );
+            let adjusted = sampled
+                .candidate
+                .sampling
+                .expect("sampled")
+                .adjusted_samples;
+            assert!((36_000..44_000).contains(&adjusted), "{adjusted}");
+            let (w, s) = (
+                whole.candidate.error_rate.unwrap(),
+                sampled.candidate.error_rate.unwrap(),
+            );
+            assert!((w - s).abs() < 0.005, "{w} {s}");
+            let (w, s) = (
+                whole.candidate.latency_ms.p50.unwrap(),
+                sampled.candidate.latency_ms.p50.unwrap(),
+            );
+            assert!((w - s).abs() < 5.0, "{w} {s}");
+            assert!(whole.candidate.sampling.is_none());
+        }
+    }
+
+    #[test]
+    fn a_tail_sampled_stream_without_thresholds_looks_ten_times_worse() {
+        let analysis = AnalysisSpec {
+            max_error_rate: Some(0.05),
+            ..analysis(200)
+        };
+        let verdict = run(&analysis, &stream(40_000, [0.01, 0.01], Some(false)), 50.0);
+        assert_eq!(verdict.outcome, VerdictOutcome::Fail, "{}", verdict.message);
+        assert!(verdict.candidate.error_rate.unwrap() > 0.08);
+        assert!(verdict.candidate.sampling.is_none());
+    }
+
+    #[test]
+    fn sampling_widens_the_interval_by_what_it_dropped() {
+        let analysis = AnalysisSpec {
+            max_error_rate_increase: Some(0.01),
+            ..analysis(200)
+        };
+        // Uniform sampling at 10% keeps a tenth of the information: its weighted
+        // interval must be about sqrt(10) times as wide as the whole stream's.
+        let mut uniform = Window::default();
+        let whole = stream(40_000, [0.02, 0.02], None);
+        let tenth = crate::analysis::sampling::threshold_of_probability(0.1);
+        for (arm, spans) in [(Arm::Baseline, 40_000u64), (Arm::Candidate, 40_000)] {
+            for i in 0..spans {
+                let mut trace_id = [0u8; 16];
+                trace_id[..8].copy_from_slice(&crate::analysis::window::mix(i).to_le_bytes());
+                trace_id[8..].copy_from_slice(&crate::analysis::window::mix(!i).to_le_bytes());
+                if !crate::analysis::sampling::keeps(tenth, &trace_id) {
+                    continue;
+                }
+                uniform.record(
+                    arm,
+                    &Observation {
+                        weight: 10,
+                        ..Observation::span(i % 50 == 0, 30 * MS, trace_id)
+                    },
+                );
+            }
+        }
+        let width = |verdict: &Verdict| {
+            let check = check(verdict, "maxErrorRateIncrease", CheckScope::Step);
+            check.upper.unwrap() - check.lower.unwrap()
+        };
+        let ratio = width(&run(&analysis, &uniform, 50.0)) / width(&run(&analysis, &whole, 50.0));
+        assert!((2.6..3.8).contains(&ratio), "{ratio}");
     }
 }

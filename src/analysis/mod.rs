@@ -11,6 +11,7 @@
 mod join;
 mod judge;
 mod routes;
+pub mod sampling;
 pub mod sequential;
 mod sketch;
 pub mod spending;
@@ -26,7 +27,7 @@ pub use routes::{Route, Routes, Tags, Target, WindowEpoch};
 pub use sketch::LatencySketch;
 pub use spending::Spending;
 pub use window::{
-    ArmWindow, GROUPS, MAX_UNITS, Observation, SpanIds, UnitSample, Window, unit_hash,
+    ArmWindow, GROUPS, MAX_UNITS, Observation, SpanIds, UnitSample, Weights, Window, unit_hash,
 };
 pub use words::{percent, push_digits};
 
@@ -51,6 +52,9 @@ pub struct SpanSample<'a> {
     pub context_id: Option<&'a str>,
     /// `feature_flag.result.reason` (`split` when the percentage decided).
     pub reason: Option<&'a str>,
+    /// How many spans it stands for: its adjusted count when its `tracestate`
+    /// records a sampling threshold ([`sampling::weight`]), else 1.
+    pub weight: u32,
 }
 
 impl SpanSample<'_> {

@@ -79,6 +79,7 @@ impl Route {
             span_id: sample.span_id,
             unit,
             split: sample.split(),
+            weight: sample.weight,
         }
     }
 
@@ -167,6 +168,7 @@ impl Target {
             span_id: joined.span.span_id,
             unit: joined.resolution.unit(self.bucket_by),
             split: joined.resolution.split,
+            weight: joined.span.weight,
         }
     }
 }
@@ -334,6 +336,7 @@ mod tests {
             span_id: [5; 8],
             context_id: None,
             reason: None,
+            weight: 1,
         }
     }
 

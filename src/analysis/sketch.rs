@@ -37,15 +37,20 @@ fn bucket_value(index: i32) -> f64 {
 impl LatencySketch {
     /// Adds one span's duration.
     pub fn record_ns(&mut self, duration_ns: u64) {
-        self.total += 1;
+        self.record_ns_times(duration_ns, 1);
+    }
+
+    /// Adds a duration `count` times: a sampled span counted by its weight.
+    pub fn record_ns_times(&mut self, duration_ns: u64, count: u64) {
+        self.total += count;
         self.max_ns = self.max_ns.max(duration_ns);
         let value = duration_ns as f64;
         if value <= MIN_TRACKED_NS {
-            self.low_count += 1;
+            self.low_count += count;
             return;
         }
         let index = bucket_of(value);
-        self.add_to_bucket(index, 1);
+        self.add_to_bucket(index, count);
     }
 
     fn add_to_bucket(&mut self, index: i32, count: u64) {

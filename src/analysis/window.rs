@@ -34,6 +34,9 @@ pub struct Observation {
     /// The flag resolved by the percentage split (reason `split`): only such units
     /// say whether the split's share is right.
     pub split: bool,
+    /// How many spans this one stands for: 1, or its adjusted count when it was
+    /// sampled ([`super::sampling::weight`]).
+    pub weight: u32,
 }
 
 impl Observation {
@@ -47,6 +50,7 @@ impl Observation {
             span_id: trace_id[..8].try_into().expect("eight bytes"),
             unit: None,
             split: false,
+            weight: 1,
         }
     }
 }
@@ -63,18 +67,18 @@ pub fn unit_hash(value: &str) -> u64 {
     mix(hash)
 }
 
-fn mix(mut z: u64) -> u64 {
+pub(super) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
-/// The spans of the units hashed into one group.
+/// The spans of the units hashed into one group, each counted by its weight.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Group {
     pub spans: u64,
     pub errors: u64,
-    /// Σ ln(duration in ns) × [`LOG_SCALE`].
+    /// Σ weight × ln(duration in ns) × [`LOG_SCALE`].
     log_latency: i64,
 }
 
@@ -85,14 +89,18 @@ impl Group {
     }
 }
 
-/// What the spans of one arm showed.
+/// What the spans of one arm showed. `samples` and `errors` count the spans
+/// received; everything else counts each span by its weight (its adjusted count when
+/// it was sampled), so rates and quantiles are those of the traffic sampled from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArmWindow {
     pub samples: u64,
     pub errors: u64,
+    pub weights: Weights,
     pub latency: LatencySketch,
     pub groups: Box<[Group; GROUPS]>,
-    /// Σ (ln(duration in ns) × [`LOG_SCALE`])², for the latency's design effect.
+    /// Σ weight × (ln(duration in ns) × [`LOG_SCALE`])², for the latency's design
+    /// effect.
     log_latency_squares: u128,
     /// Whether the groups are units (spans carried their bucketing value) rather
     /// than traces.
@@ -110,11 +118,83 @@ pub struct SpanIds {
     pub span_id: [u8; 8],
 }
 
+/// The spans of an arm counted by their weights: what the judge's rates and their
+/// variances are computed from. Without sampling every weight is 1 and these are the
+/// span counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Weights {
+    /// Σ weight: the spans the arm's spans stand for.
+    pub spans: u64,
+    /// Σ weight of erroring spans.
+    pub errors: u64,
+    /// Σ weight² of erroring spans and of the others: how much sampling widens a
+    /// rate's variance (see [`Weights::error_weight`]).
+    pub error_squares: u128,
+    pub other_squares: u128,
+    /// The largest weight: how far one span can move an estimate.
+    pub max: u32,
+}
+
+impl Weights {
+    fn record(&mut self, weight: u32, is_error: bool) {
+        let (w, square) = (u64::from(weight), u128::from(weight) * u128::from(weight));
+        self.spans += w;
+        if is_error {
+            self.errors += w;
+            self.error_squares += square;
+        } else {
+            self.other_squares += square;
+        }
+        self.max = self.max.max(weight);
+    }
+
+    fn merge(&mut self, other: &Weights) {
+        self.spans += other.spans;
+        self.errors += other.errors;
+        self.error_squares += other.error_squares;
+        self.other_squares += other.other_squares;
+        self.max = self.max.max(other.max);
+    }
+
+    /// Whether any span stood for more than one.
+    pub fn sampled(&self) -> bool {
+        self.max > 1
+    }
+
+    /// Σw²/Σw of erroring spans (of the others when none erred): the variance of a
+    /// weighted rate at `p` is `p (1 - p) ((1 - p) e + p o) / Σw` with `e` this and
+    /// `o` [`Weights::other_weight`]; 1 and 1 without sampling.
+    pub fn error_weight(&self) -> f64 {
+        mean_weight(self.error_squares, self.errors)
+            .or_else(|| mean_weight(self.other_squares, self.spans - self.errors))
+            .unwrap_or(1.0)
+    }
+
+    /// Σw²/Σw of the spans that did not err (of the erroring ones when all erred).
+    pub fn other_weight(&self) -> f64 {
+        mean_weight(self.other_squares, self.spans - self.errors)
+            .or_else(|| mean_weight(self.error_squares, self.errors))
+            .unwrap_or(1.0)
+    }
+
+    /// Σw²/Σw of every span: how many times wider the spread of a statistic
+    /// unrelated to sampling is than were every span kept (Kish's design effect in
+    /// weighted counts).
+    pub fn mean_weight(&self) -> f64 {
+        mean_weight(self.error_squares + self.other_squares, self.spans).unwrap_or(1.0)
+    }
+}
+
+fn mean_weight(squares: u128, sum: u64) -> Option<f64> {
+    (sum > 0).then(|| squares as f64 / sum as f64)
+}
+
 impl Default for ArmWindow {
     fn default() -> Self {
         Self {
             samples: 0,
             errors: 0,
+            weights: Weights::default(),
             latency: LatencySketch::default(),
             groups: Box::new([Group::default(); GROUPS]),
             log_latency_squares: 0,
@@ -137,9 +217,12 @@ impl ArmWindow {
             trace_id,
             span_id,
             unit,
+            weight,
             ..
         } = *observation;
+        let weight = weight.max(1);
         self.samples += 1;
+        self.weights.record(weight, is_error);
         let ids = SpanIds { trace_id, span_id };
         if is_error {
             self.errors += 1;
@@ -148,7 +231,7 @@ impl ArmWindow {
             }
         }
         self.keep_slowest(duration_ns, ids);
-        self.latency.record_ns(duration_ns);
+        self.latency.record_ns_times(duration_ns, u64::from(weight));
         let key = match unit {
             Some(unit) => {
                 self.grouped_by_unit = true;
@@ -159,16 +242,18 @@ impl ArmWindow {
             )),
         };
         let log = scaled_log(duration_ns);
+        let w = u64::from(weight);
         let group = &mut self.groups[(key % GROUPS as u64) as usize];
-        group.spans += 1;
-        group.errors += u64::from(is_error);
-        group.log_latency += log;
-        self.log_latency_squares += (log as i128 * log as i128) as u128;
+        group.spans += w;
+        group.errors += w * u64::from(is_error);
+        group.log_latency += log * i64::from(weight);
+        self.log_latency_squares += (log as i128 * log as i128) as u128 * u128::from(weight);
     }
 
     pub fn merge(&mut self, other: &ArmWindow) {
         self.samples += other.samples;
         self.errors += other.errors;
+        self.weights.merge(&other.weights);
         self.latency.merge(&other.latency);
         for (mine, theirs) in self.groups.iter_mut().zip(other.groups.iter()) {
             mine.spans += theirs.spans;
@@ -197,12 +282,13 @@ impl ArmWindow {
         }
     }
 
-    /// errors / samples, or `None` with no samples.
+    /// The error rate of the traffic the spans stand for (errors / samples without
+    /// sampling), or `None` with no samples.
     pub fn error_rate(&self) -> Option<f64> {
-        (self.samples > 0).then(|| self.errors as f64 / self.samples as f64)
+        (self.weights.spans > 0).then(|| self.weights.errors as f64 / self.weights.spans as f64)
     }
 
-    /// Σ ln(duration in ns)² over the arm's spans.
+    /// Σ weight × ln(duration in ns)² over the arm's spans.
     pub fn log_latency_square_sum(&self) -> f64 {
         self.log_latency_squares as f64 / (LOG_SCALE * LOG_SCALE)
     }
@@ -312,6 +398,7 @@ mod tests {
             span_id: [5; 8],
             unit,
             split,
+            weight: 1,
         }
     }
 

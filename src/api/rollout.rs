@@ -578,6 +578,27 @@ pub struct ArmEvidence {
     /// Groups of units the variance was computed from.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub unit_groups: u32,
+    /// What the spans stood for, when some were sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingEvidence>,
+}
+
+/// What an arm's spans stood for when some of them were sampled (their
+/// `tracestate` recorded a sampling threshold): the judge counts each span by its
+/// adjusted count, and rates and latencies are those of the traffic sampled from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SamplingEvidence {
+    /// Σ adjusted counts: how many spans the arm's spans stand for.
+    pub adjusted_samples: u64,
+    /// Σ adjusted counts of erroring spans.
+    pub adjusted_errors: u64,
+    /// Σw²/Σw of the erroring spans and of the others: how much sampling widens
+    /// the error rate's variance.
+    pub error_weight: f64,
+    pub other_weight: f64,
+    /// The largest adjusted count of one span.
+    pub max_weight: u32,
 }
 
 fn is_zero_u32(n: &u32) -> bool {
@@ -615,6 +636,11 @@ pub struct VariantEvidence {
     /// Groups of units that variance was computed from.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub unit_groups: u32,
+    /// What the spans stood for, when some were sampled: `errorRate` and the
+    /// latencies are then those of the traffic sampled from, while `samples` and
+    /// `errors` count the spans received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingEvidence>,
 }
 
 impl VariantEvidence {
@@ -625,6 +651,7 @@ impl VariantEvidence {
             errors: self.errors,
             error_rate_unit_variance: self.error_rate_unit_variance,
             unit_groups: self.unit_groups,
+            sampling: self.sampling,
         }
     }
 }

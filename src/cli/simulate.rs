@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use super::serve::parse_duration;
 use crate::api::{FeatureRolloutSpec, LatencyQuantiles};
-use crate::simulate::{Simulation, Summary, Traffic};
+use crate::simulate::{Sampling, Simulation, Summary, Traffic};
 
 /// Arguments of `spangate simulate`.
 #[derive(Debug, clap::Args)]
@@ -57,6 +57,17 @@ pub struct SimulateArgs {
     /// variances are then computed as if every span were independent.
     #[arg(long, help_heading = "Traffic")]
     pub spans_without_unit: bool,
+
+    /// Sample the traces before spangate sees them: `tail:0.1` keeps every trace
+    /// whose span erred and 10% of the others, `uniform:0.1` keeps 10% of all. Kept
+    /// spans record the sampler's threshold (`tracestate` `ot=th:…`), so each counts
+    /// for the ones dropped.
+    #[arg(long, value_name = "KIND:SHARE", help_heading = "Traffic")]
+    pub sampling: Option<Sampling>,
+    /// The sampler records no threshold: every kept span counts once, as a tail
+    /// sampler that writes no `tracestate` leaves them (error rates look inflated).
+    #[arg(long, requires = "sampling", help_heading = "Traffic")]
+    pub sampling_unrecorded: bool,
 
     /// Error rate of the rollout variant: a regression when above --error-rate.
     #[arg(long, help_heading = "Regression")]
@@ -201,6 +212,10 @@ impl SimulateArgs {
                 users: self.users,
                 accounts: self.accounts,
                 spans_carry_unit: !self.spans_without_unit,
+                sampling: self.sampling.map(|sampling| Sampling {
+                    recorded: !self.sampling_unrecorded,
+                    ..sampling
+                }),
             },
             batch_interval: self.batch_interval,
             tick: self.tick,

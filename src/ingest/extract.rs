@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
-use crate::analysis::{JoinSpan, SpanSample, name_hash};
+use crate::analysis::{JoinSpan, SpanSample, name_hash, sampling};
 
 pub(super) const SERVICE_NAME: &str = "service.name";
 const VCS_REVISION: &str = "vcs.ref.head.revision";
@@ -142,6 +142,7 @@ impl<'a> ValidSpan<'a> {
             .as_ref()
             .is_some_and(|status| status.code == StatusCode::Error as i32);
         let duration_ns = self.duration_ns;
+        let weight = self.weight();
         evaluations(span)
             .enumerate()
             .filter(move |&(i, ref evaluation)| {
@@ -160,7 +161,17 @@ impl<'a> ValidSpan<'a> {
                 span_id,
                 context_id: evaluation.context_id,
                 reason: evaluation.reason,
+                weight,
             })
+    }
+
+    /// How many spans this one stands for: the adjusted count its `tracestate`
+    /// records, else 1.
+    fn weight(&self) -> u32 {
+        if self.span.trace_state.is_empty() {
+            return 1;
+        }
+        sampling::weight(&self.span.trace_state, &self.trace_id)
     }
 
     /// `service.name` of its resource ("" without one).
@@ -189,6 +200,7 @@ impl<'a> ValidSpan<'a> {
             duration_ns: self.duration_ns,
             // Checked to be eight bytes when the span was found valid.
             span_id: span.span_id.as_slice().try_into().unwrap_or_default(),
+            weight: self.weight(),
         }
     }
 
@@ -395,6 +407,7 @@ mod tests {
                 span_id: [3; 8],
                 context_id: None,
                 reason: None,
+                weight: 1,
             }]
         );
     }
@@ -490,6 +503,29 @@ mod tests {
             .map(|s| (s.flag_key, s.variant))
             .collect();
         assert_eq!(got, [("a", "on"), ("b", "off")]);
+    }
+
+    #[test]
+    fn a_sampled_span_weighs_its_adjusted_count() {
+        let flagged = || span(vec![kv(FLAG_KEY, "a"), kv(FLAG_VARIANT, "on")], vec![]);
+        let quarter = Span {
+            trace_state: "vendor=1,ot=rv:abcdef01234567;th:c".to_string(),
+            ..flagged()
+        };
+        let malformed = Span {
+            trace_state: "ot=th:zz".to_string(),
+            ..flagged()
+        };
+        let request = request(
+            vec![kv(SERVICE_NAME, "checkout")],
+            vec![quarter, malformed, flagged()],
+        );
+        let weights: Vec<u32> = samples(&request).iter().map(|s| s.weight).collect();
+        assert_eq!(weights, [4, 1, 1]);
+        let joined: Vec<u32> = spans(&request, SpanChecks::default())
+            .map(|span| span.unwrap().join_span(0).weight)
+            .collect();
+        assert_eq!(joined, [4, 1, 1]);
     }
 
     #[test]

@@ -360,6 +360,7 @@ impl Ingestor {
                     span_id: evaluation.span_id.unwrap_or_default(),
                     context_id: evaluation.context_id,
                     reason: evaluation.reason,
+                    weight: 1,
                 };
                 let resolution = resolution(&sample, attributes, |name| evaluation.attribute(name));
                 Some((evaluation.trace_id, flag, resolution))
@@ -967,6 +968,7 @@ mod tests {
                     span_id: [5; 8],
                     unit: None,
                     split: false,
+                    weight: 1,
                 },
             );
             StepWindow {

@@ -14,7 +14,7 @@
 
 mod traffic;
 
-pub use traffic::{Population, Random, Traffic};
+pub use traffic::{Population, Random, Sampling, Traffic};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -70,7 +70,8 @@ pub struct RolloutRun {
     pub step: Option<u32>,
     /// Weight (percent) of the step it was last judged at.
     pub weight: f64,
-    /// Spans of users served the rollout variant, from start to end.
+    /// Requests of users served the rollout variant, from start to end (spans
+    /// before any sampling).
     pub candidate_spans: u64,
     /// The checks that failed (`name (scope)`), when it rolled back.
     pub failed_checks: Vec<String>,
@@ -389,6 +390,14 @@ async fn send_traffic(
             let mut trace_id = [0u8; 16];
             trace_id[..8].copy_from_slice(&random.next_u64().to_le_bytes());
             trace_id[8..].copy_from_slice(&random.next_u64().to_le_bytes());
+            // The whole trace is kept or dropped on its entry span's status.
+            let weight = match &traffic.sampling {
+                None => 1,
+                Some(sampling) => match sampling.weight(is_error, &trace_id) {
+                    Some(weight) => weight,
+                    None => continue,
+                },
+            };
             let sample = SpanSample {
                 service: &spec.service,
                 revision: spec.revision.as_deref(),
@@ -402,6 +411,7 @@ async fn send_traffic(
                 // The unit is given hashed below, as Route::observation would hash it.
                 context_id: None,
                 reason: Some(answer.reason),
+                weight,
             };
             for (route, arm) in routes.route(&sample) {
                 let unit = match route.bucket_by {
@@ -611,6 +621,23 @@ impl Summary {
                 ", spans without the bucketing value"
             },
         );
+        if let Some(sampling) = &traffic.sampling {
+            let _ = writeln!(
+                out,
+                "sampled: {} of the traces{}, {}",
+                pct(sampling.probability),
+                if sampling.tail {
+                    " without an error, every one with"
+                } else {
+                    ""
+                },
+                if sampling.recorded {
+                    "thresholds recorded (each span counts for those dropped)"
+                } else {
+                    "no threshold recorded (each kept span counts once)"
+                },
+            );
+        }
         let p = &self.rolled_back;
         let label = if self.regression {
             "caught (rolled back before 100%)"

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::analysis::{push_digits, unit_hash};
+use crate::analysis::{push_digits, sampling, unit_hash};
 use crate::flags::{Context, Flag, Reason};
 
 /// What the traffic looks like.
@@ -32,6 +32,68 @@ pub struct Traffic {
     /// Whether spans carry the bucketing value (`accountId`, and the user as
     /// `feature_flag.context.id`).
     pub spans_carry_unit: bool,
+    /// Which traces reach spangate: all of them without.
+    pub sampling: Option<Sampling>,
+}
+
+/// A sampler between the users and spangate, deciding by trace as OpenTelemetry's
+/// consistent-probability samplers do (the trace ID's randomness against a
+/// threshold).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// The share of traces kept (of the traces without an error, with `tail`).
+    pub probability: f64,
+    /// Keep every trace whose span erred, as a tail sampler with an error policy does.
+    pub tail: bool,
+    /// Whether the sampler writes its threshold in `tracestate` (`ot=th:…`), so that
+    /// each kept span counts for the ones dropped. Without, every span counts once.
+    pub recorded: bool,
+}
+
+impl Sampling {
+    /// The weight a span is judged with, or `None` when the sampler drops its trace.
+    pub fn weight(&self, is_error: bool, trace_id: &[u8; 16]) -> Option<u32> {
+        if self.tail && is_error {
+            return Some(1);
+        }
+        let threshold = sampling::threshold_of_probability(self.probability);
+        sampling::keeps(threshold, trace_id).then(|| {
+            if self.recorded {
+                sampling::weight_of_threshold(threshold, trace_id)
+            } else {
+                1
+            }
+        })
+    }
+}
+
+impl std::str::FromStr for Sampling {
+    type Err = String;
+
+    /// `tail:0.1` (every error and 10% of the rest) or `uniform:0.1` (10% of all).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (kind, probability) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?} is not KIND:SHARE (tail:0.1 or uniform:0.1)"))?;
+        let tail = match kind {
+            "tail" => true,
+            "uniform" => false,
+            other => return Err(format!("{other:?} is not a sampling kind: tail or uniform")),
+        };
+        let probability: f64 = probability
+            .parse()
+            .map_err(|_| format!("{probability:?} is not a number"))?;
+        if !(probability > 0.0 && probability <= 1.0) {
+            return Err(format!(
+                "a share of {probability} keeps nothing; give one in (0, 1] (0.1 = 10%)"
+            ));
+        }
+        Ok(Self {
+            probability,
+            tail,
+            recorded: true,
+        })
+    }
 }
 
 impl Default for Traffic {
@@ -47,6 +109,7 @@ impl Default for Traffic {
             users: 10_000,
             accounts: None,
             spans_carry_unit: true,
+            sampling: None,
         }
     }
 }

@@ -24,6 +24,7 @@ mod private_attributes;
 mod python_sdks;
 mod reconcile_kube;
 mod rollout_machine;
+mod sampling;
 mod sdk_targeting;
 mod simulate;
 mod standalone;
