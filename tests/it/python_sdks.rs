@@ -13,18 +13,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::common::fixture::RolloutFixture;
+use crate::common::traffic::{
+    POLL_INTERVAL, ROLLOUT_NAME, TRAFFIC_EXIT_DEADLINE, assert_promoted, assert_rolled_back,
+    failed_checks, run_until_rollout_ends, start_checkout, verdict_of,
+};
 use crate::common::{ChildGuard, Spangate, scrub_env};
-use serde_json::{Value, json};
-
-const ROLLOUT_NAME: &str = "checkout";
-const MIN_SAMPLES: u64 = 40;
-const ROLLOUT_DEADLINE: Duration = Duration::from_secs(180);
-/// The traffic script stops on its own after the round that sees the end.
-const TRAFFIC_EXIT_DEADLINE: Duration = Duration::from_secs(60);
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+use serde_json::Value;
 
 fn test_python() -> PathBuf {
     let python = match std::env::var_os("SPANGATE_TEST_PYTHON") {
@@ -42,13 +38,6 @@ fn test_python() -> PathBuf {
     python
 }
 
-fn is_terminal(status: &Value) -> bool {
-    matches!(
-        status["phase"].as_str(),
-        Some("Promoted" | "RolledBack" | "Invalid")
-    )
-}
-
 /// How the traffic script's spans name the variant (its `--flag-via`).
 #[derive(Clone, Copy)]
 enum FlagVia {
@@ -63,22 +52,7 @@ enum FlagVia {
 fn run_scenario(scenario: &str, exporter: &str, flag_via: FlagVia) -> Value {
     let python = test_python();
     let root = tempfile::tempdir().expect("create a temp dir");
-    let dir = root.path().join("rollouts");
-    std::fs::create_dir(&dir).expect("create the rollout dir");
-    std::fs::write(
-        dir.join("checkout.yaml"),
-        RolloutFixture::new(ROLLOUT_NAME)
-            .analysis(json!({
-                "minSamples": 40,
-                "maxErrorRate": 0.05,
-                "maxErrorRateIncrease": 0.02,
-                "maxLatencyMs": {"p99": 400},
-                "maxLatencyIncrease": 0.5,
-            }))
-            .yaml(),
-    )
-    .expect("write the rollout");
-    let mut spangate = Spangate::start(&dir, &root.path().join("state"));
+    let mut spangate = start_checkout(root.path());
     let otlp = match exporter {
         "grpc" => spangate.addrs.otlp_grpc,
         _ => spangate.addrs.otlp_http,
@@ -101,115 +75,18 @@ fn run_scenario(scenario: &str, exporter: &str, flag_via: FlagVia) -> Value {
         ])
         .args(["--deadline-seconds", "150", "--"])
         .args(spangate.get_command(ROLLOUT_NAME));
-    let mut traffic = ChildGuard::spawn(scrub_env(&mut command), &root.path().join("traffic.log"));
-    let logs = |traffic: &ChildGuard, spangate: &Spangate| {
-        format!("{}\n{}", traffic.log_tail(), spangate.log_text())
-    };
-
-    let deadline = Instant::now() + ROLLOUT_DEADLINE;
-    let status = loop {
-        // Read before the status: the script exits only after it saw the end, so a
-        // status read after its exit shows the end too.
-        let traffic_exit = traffic.exited();
-        let last = spangate.get(ROLLOUT_NAME)["status"].clone();
-        if is_terminal(&last) {
-            break last;
-        }
-        if let Some(exit) = traffic_exit {
-            panic!(
-                "the traffic script ended ({exit}) before the rollout did; \
-                 last status: {last:#}\n{}",
-                logs(&traffic, &spangate)
-            );
-        }
-        if let Some(exit) = spangate.process.exited() {
-            panic!(
-                "spangate exited ({exit}) mid-rollout\n{}",
-                logs(&traffic, &spangate)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the rollout did not end within {ROLLOUT_DEADLINE:?}; last status: {last:#}\n{}",
-            logs(&traffic, &spangate)
-        );
-        sleep(POLL_INTERVAL);
-    };
-
-    let deadline = Instant::now() + TRAFFIC_EXIT_DEADLINE;
-    let exit = loop {
-        if let Some(exit) = traffic.exited() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the traffic script did not stop within {TRAFFIC_EXIT_DEADLINE:?} \
-             after the rollout ended\n{}",
-            logs(&traffic, &spangate)
-        );
-        sleep(POLL_INTERVAL);
-    };
-    assert!(
-        exit.success(),
-        "the traffic script failed ({exit})\n{}",
-        logs(&traffic, &spangate)
-    );
-    println!("{}", traffic.log_tail());
-    status
-}
-
-fn verdict_of(status: &Value) -> &Value {
-    &status["lastVerdict"]
-}
-
-fn failed_checks(status: &Value) -> Vec<&str> {
-    verdict_of(status)["failedChecks"]
-        .as_array()
-        .map(|checks| checks.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
-/// A promotion was reached on spans that arrived: what the sender says is no proof.
-fn assert_judged_on_received_spans(status: &Value) {
-    let samples = verdict_of(status)["candidate"]["samples"].as_u64();
-    assert!(
-        samples.is_some_and(|n| n >= MIN_SAMPLES),
-        "the last verdict counted {samples:?} spans of variant on, \
-         expected at least {MIN_SAMPLES}: {status:#}"
-    );
-}
-
-/// A rollback may come before `minSamples` (the judge's intervals hold at any sample size),
-/// but only on spans that arrived and on a check whose whole interval lies past its threshold.
-fn assert_rolled_back(status: &Value) {
-    assert_eq!(status["phase"], "RolledBack", "{status:#}");
-    assert_eq!(status["weight"].as_f64(), Some(0.0), "{status:#}");
-    assert_eq!(verdict_of(status)["outcome"], "Fail", "{status:#}");
-    let samples = verdict_of(status)["candidate"]["samples"].as_u64();
-    assert!(samples.is_some_and(|n| n > 0), "{status:#}");
-    let checks = verdict_of(status)["checks"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let failed: Vec<&Value> = checks.iter().filter(|c| c["outcome"] == "Fail").collect();
-    assert!(!failed.is_empty(), "{status:#}");
-    for check in failed {
-        let (lower, threshold) = (check["lower"].as_f64(), check["threshold"].as_f64());
-        assert!(
-            matches!((lower, threshold), (Some(l), Some(t)) if l > t),
-            "a failed check whose interval reaches its threshold: {check:#}"
-        );
-    }
+    run_until_rollout_ends(
+        &mut spangate,
+        scrub_env(&mut command),
+        &root.path().join("traffic.log"),
+    )
 }
 
 #[test]
 #[ignore = "needs the Python SDKs: run ./scripts/test"]
 fn healthy_variant_sent_over_grpc_is_promoted() {
     let status = run_scenario("healthy", "grpc", FlagVia::Attributes);
-    assert_eq!(status["phase"], "Promoted", "{status:#}");
-    assert_eq!(status["weight"].as_f64(), Some(100.0), "{status:#}");
-    assert!(failed_checks(&status).is_empty(), "{status:#}");
-    assert_judged_on_received_spans(&status);
+    assert_promoted(&status);
 }
 
 #[test]
@@ -246,14 +123,9 @@ fn slow_variant_sent_over_grpc_is_rolled_back_on_latency() {
 #[test]
 #[ignore = "needs the Python SDKs: run ./scripts/test"]
 fn healthy_variant_seen_only_in_hook_span_events_is_promoted() {
+    // Promoted on spans that name the healthy variant only in the hook's events.
     let status = run_scenario("healthy", "http", FlagVia::Hook);
-    assert_eq!(
-        status["phase"], "Promoted",
-        "spans naming the healthy variant only in the hook's events: {status:#}"
-    );
-    assert_eq!(status["weight"].as_f64(), Some(100.0), "{status:#}");
-    assert!(failed_checks(&status).is_empty(), "{status:#}");
-    assert_judged_on_received_spans(&status);
+    assert_promoted(&status);
 }
 
 #[test]

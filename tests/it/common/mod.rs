@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod fixture;
 pub mod otlp;
+pub mod traffic;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
