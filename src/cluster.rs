@@ -81,7 +81,8 @@ pub async fn run(
     let (controller, segments) = kube_controller::controller(client.clone());
     let store = KubeStore::new(client.clone(), controller.store(), identity.clone())
         .with_segments(segments);
-    let reconciler = Reconciler::new(store, ingestor.clone(), flags.clone());
+    let reconciler = Reconciler::new(store, ingestor.clone(), flags.clone())
+        .with_trace_links(serve.trace_links.clone());
     let publisher = reconciler.publisher().clone();
     let metrics = reconciler.metrics().clone();
     let stats = Arc::new(ServerStats::default());

@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub server: ServerLimits,
     /// Tokens the OTLP receivers require; empty: none.
     pub otlp_tokens: Tokens,
+    /// Links into the trace backend, written into status and events.
+    pub trace_links: Option<crate::controller::TraceLinks>,
 }
 
 /// The addresses actually bound (they differ from the config when it asked for port 0).

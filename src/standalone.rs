@@ -105,7 +105,8 @@ impl Standalone {
         );
 
         let mut controller = Controller::new(store.clone(), ingestor.clone(), flags.clone())
-            .with_readiness(readiness.clone());
+            .with_readiness(readiness.clone())
+            .with_trace_links(serve.trace_links.clone());
         if let Some(path) = &config.flags_file {
             controller = controller.with_flags_file(FlagdFile::open(path)?);
         }

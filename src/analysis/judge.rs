@@ -127,6 +127,7 @@ pub fn judge(input: &JudgeInput<'_>) -> Verdict {
             trace_id: hex(&ids.trace_id),
             span_id: hex(&ids.span_id),
             why,
+            trace_url: None,
         })
         .collect();
     let spending =

@@ -24,7 +24,8 @@ use super::TargetingSpec;
     printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.step"}"#,
     printcolumn = r#"{"name":"Weight","type":"number","jsonPath":".status.weight"}"#,
     printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Trace","type":"string","priority":1,"description":"The last verdict's first exemplar span (failing, else slowest) in the trace backend","jsonPath":".status.lastVerdict.exemplarSpans[0].traceUrl"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -357,6 +358,10 @@ pub struct FeatureRolloutStatus {
     /// The `rollout` span at the root of that trace (16 hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_root_span_id: Option<String>,
+    /// That trace in the trace backend, when the operator runs with
+    /// `--trace-url-template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
     /// Outcome of the last verdict, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<VerdictOutcome>,
@@ -433,6 +438,10 @@ pub struct ExemplarSpan {
     /// Hex, 16 digits.
     pub span_id: String,
     pub why: ExemplarReason,
+    /// The span in the trace backend, when the operator runs with
+    /// `--trace-url-template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
 }
 
 /// Why a verdict points at a span.

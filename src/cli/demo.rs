@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::serve::{parse_duration, runtime};
+use super::serve::{parse_duration, parse_trace_links, runtime};
+use crate::controller::TraceLinks;
 use crate::demo::{DemoOptions, Scenario};
 use crate::ingest::{ForwardConfig, ForwardProtocol};
 use crate::telemetry::{self, LogFormat, TraceExport};
@@ -36,6 +37,11 @@ pub struct DemoArgs {
         value_parser = ["grpc", "http/protobuf"]
     )]
     otlp_protocol: String,
+    /// Print the failing and slowest requests as links into the trace backend, e.g.
+    /// 'http://localhost:16686/trace/{traceId}' for Jaeger; they are in the
+    /// rollout's status too.
+    #[arg(long, env = "SPANGATE_TRACE_URL_TEMPLATE", value_name = "URL", value_parser = parse_trace_links)]
+    trace_url_template: Option<TraceLinks>,
 }
 
 pub fn run(args: DemoArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
@@ -68,6 +74,7 @@ pub fn run(args: DemoArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             dir: args.dir,
             deadline: args.deadline,
             forward,
+            trace_links: args.trace_url_template,
         };
         let mut out = std::io::stdout();
         let outcome = crate::demo::run(options, &mut out).await;

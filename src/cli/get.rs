@@ -11,7 +11,8 @@ use crate::store::StoredRollout;
 pub enum OutputFormat {
     /// Columns: name, phase, step, weight, verdict, age.
     Table,
-    /// The table plus flag, service, revision and message.
+    /// The table plus flag, service, revision, the last verdict's first exemplar
+    /// span as a link (with --trace-url-template) and the message.
     Wide,
     Yaml,
     Json,
@@ -79,7 +80,7 @@ fn table(rollouts: &[StoredRollout], wide: bool, now: Timestamp) -> String {
         "AGE",
     ];
     if wide {
-        header.extend(["FLAG", "SERVICE", "REVISION", "MESSAGE"]);
+        header.extend(["FLAG", "SERVICE", "REVISION", "TRACE", "MESSAGE"]);
     }
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rollouts {
@@ -107,6 +108,14 @@ fn table(rollouts: &[StoredRollout], wide: bool, now: Timestamp) -> String {
             );
             row.push(
                 spec.and_then(|s| s.revision.clone())
+                    .unwrap_or_else(|| "-".into()),
+            );
+            // What `kubectl get -o wide` shows in its Trace column.
+            row.push(
+                s.last_verdict
+                    .as_ref()
+                    .and_then(|record| record.verdict.exemplar_spans.first())
+                    .and_then(|exemplar| exemplar.trace_url.clone())
                     .unwrap_or_else(|| "-".into()),
             );
             row.push(s.message.clone().unwrap_or_default());

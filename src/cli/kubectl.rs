@@ -16,7 +16,10 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use super::get::{OutputFormat, render};
-use crate::api::{ABORT_ANNOTATION, FeatureRollout, PROMOTE_ANNOTATION, Phase, VariantEvidence};
+use crate::api::{
+    ABORT_ANNOTATION, ExemplarReason, FeatureRollout, PROMOTE_ANNOTATION, Phase, VariantEvidence,
+    Verdict,
+};
 use crate::store::{KubeStore, StoredRollout};
 
 /// Exit code of `status` when the rollout ended rolled back.
@@ -286,14 +289,39 @@ pub fn view(rollout: &FeatureRollout) -> String {
         ] {
             text.push_str(&format!("  {role:<8} {}\n", evidence_line(evidence)));
         }
-        if let Some(trace) = record.verdict.exemplar_trace_ids.first() {
-            text.push_str(&format!("  failed trace  {trace}\n"));
+        for (label, trace) in exemplar_traces(&record.verdict) {
+            text.push_str(&format!("  {label}  {trace}\n"));
         }
+    }
+    if let Some(url) = &status.trace_url {
+        text.push_str(&format!("  rollout trace  {url}\n"));
     }
     if let Some(message) = &status.message {
         text.push_str(&format!("  {message}\n"));
     }
     text
+}
+
+/// The verdict's first failing span and its slowest one, each as its link into the
+/// trace backend when the operator writes links, else as its trace ID.
+fn exemplar_traces(verdict: &Verdict) -> Vec<(&'static str, &str)> {
+    let pick = |why| {
+        verdict
+            .exemplar_spans
+            .iter()
+            .find(|exemplar| exemplar.why == why)
+            .map(|exemplar| exemplar.trace_url.as_deref().unwrap_or(&exemplar.trace_id))
+    };
+    // Statuses written before exemplar spans were kept name failing traces only.
+    let failed = pick(ExemplarReason::Error)
+        .or_else(|| verdict.exemplar_trace_ids.first().map(String::as_str));
+    [
+        ("failed trace ", failed),
+        ("slowest trace", pick(ExemplarReason::Slowest)),
+    ]
+    .into_iter()
+    .filter_map(|(label, trace)| Some((label, trace?)))
+    .collect()
 }
 
 fn evidence_line(e: &VariantEvidence) -> String {
@@ -308,4 +336,60 @@ fn evidence_line(e: &VariantEvidence) -> String {
         quantile(e.latency_ms.p50),
         quantile(e.latency_ms.p99),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rolled_back(exemplar_spans: serde_json::Value) -> FeatureRollout {
+        serde_json::from_value(json!({
+            "apiVersion": "spangate.dev/v1alpha1", "kind": "FeatureRollout",
+            "metadata": {"name": "checkout", "namespace": "shop", "generation": 1},
+            "spec": {"flag": {"key": "new-checkout", "variants": {"off": false, "on": true},
+                              "defaultVariant": "off", "rolloutVariant": "on"},
+                     "service": "checkout", "steps": [5, 50, 100],
+                     "analysis": {"maxErrorRate": 0.05}},
+            "status": {"phase": "RolledBack", "observedGeneration": 1, "currentStep": 1,
+                       "verdict": "Fail",
+                       "lastVerdict": {"at": "2026-12-01T10:00:00Z", "step": 1, "weight": 50.0,
+                                       "outcome": "Fail", "message": "too many errors",
+                                       "baseline": {"variant": "off", "samples": 400, "errors": 2},
+                                       "candidate": {"variant": "on", "samples": 300, "errors": 40},
+                                       "exemplarTraceIds": ["aa".repeat(16)],
+                                       "exemplarSpans": exemplar_spans}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn status_shows_the_failing_and_slowest_traces_as_links_when_status_has_them() {
+        let (failing, slowest) = ("aa".repeat(16), "bb".repeat(16));
+        let text = view(&rolled_back(json!([
+            {"traceId": failing, "spanId": "a1".repeat(8), "why": "Error",
+             "traceUrl": format!("http://jaeger/trace/{failing}")},
+            {"traceId": slowest, "spanId": "b2".repeat(8), "why": "Slowest",
+             "traceUrl": format!("http://jaeger/trace/{slowest}")},
+        ])));
+        assert!(
+            text.contains(&format!("failed trace   http://jaeger/trace/{failing}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("slowest trace  http://jaeger/trace/{slowest}\n")),
+            "{text}"
+        );
+        // Without links, the IDs to search for.
+        let text = view(&rolled_back(json!([
+            {"traceId": slowest, "spanId": "b2".repeat(8), "why": "Slowest"},
+        ])));
+        assert!(
+            text.contains(&format!("failed trace   {failing}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("slowest trace  {slowest}\n")),
+            "{text}"
+        );
+    }
 }

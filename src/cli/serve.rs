@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::JoinLimits;
+use crate::controller::{TemplateError, TraceLinks};
 use crate::flags::PrivateAttributes;
 use crate::ingest::{ForwardConfig, ForwardProtocol, IngestLimits, SpanChecks};
 use crate::net::{ServerLimits, Tokens};
@@ -53,6 +54,14 @@ pub struct ServeArgs {
     /// JSON (for scripts).
     #[arg(long, env = "SPANGATE_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Link to traces in the trace backend: a URL with {traceId} (and optionally
+    /// {spanId}) where the IDs go, e.g.
+    /// 'http://jaeger:16686/trace/{traceId}?uiFind={spanId}'. Status then carries
+    /// a traceUrl next to each span a verdict points at (its failing and slowest
+    /// spans) and for the rollout's own trace, and a rollback's event links to a
+    /// failing request, so kubectl, `spangate get` and the plugin show links.
+    #[arg(long, env = "SPANGATE_TRACE_URL_TEMPLATE", value_name = "URL", value_parser = parse_trace_links)]
+    trace_url_template: Option<TraceLinks>,
     #[command(flatten)]
     ofrep: OfrepArgs,
     #[command(flatten)]
@@ -79,8 +88,14 @@ impl ServeArgs {
             forward: self.forward.config()?,
             server,
             otlp_tokens,
+            trace_links: self.trace_url_template,
         })
     }
+}
+
+/// A trace URL template, or why it cannot make links.
+pub fn parse_trace_links(text: &str) -> Result<TraceLinks, String> {
+    text.parse().map_err(|e: TemplateError| e.to_string())
 }
 
 /// `error` with the flag that chooses the address, when a listener could not bind.

@@ -10,11 +10,13 @@ mod events;
 pub mod flagset;
 pub mod kube;
 pub mod lease;
+mod links;
 mod metrics;
 mod published;
 mod targeting;
 
 pub use error::ReconcileError;
+pub use links::{TemplateError, TraceLinks};
 pub use metrics::Metrics;
 pub use published::{Entry, Publisher};
 pub use targeting::{SegmentCatalog, SpecCache};
@@ -27,7 +29,7 @@ use jiff::Timestamp;
 use tracing::{Instrument, info_span};
 
 use crate::analysis::{JudgeInput, Route, Window, WindowEpoch, judge};
-use crate::api::{FeatureRolloutStatus, Phase};
+use crate::api::{FeatureRolloutStatus, Phase, VerdictOutcome};
 use crate::rollout::{Action, CompiledRollout, EventType, Input, Request, decide, reject};
 use crate::serve::{PublishedFlags, Readiness};
 use crate::store::{FlagdFile, Reload, RolloutEvent, RolloutKey, RolloutStore, StoredRollout};
@@ -75,6 +77,8 @@ pub struct Reconciler<S> {
     publisher: Publisher,
     metrics: Arc<Metrics>,
     targeting: Mutex<Compiled>,
+    /// Links into the trace backend written into status and events, if configured.
+    links: Option<TraceLinks>,
 }
 
 /// Segments and rollouts' targeting, compiled once per source.
@@ -92,7 +96,16 @@ impl<S: RolloutStore> Reconciler<S> {
             windows,
             metrics: Arc::default(),
             targeting: Mutex::default(),
+            links: None,
         }
+    }
+
+    /// Writes links into the trace backend next to the trace IDs of status (each
+    /// exemplar span of a verdict, the rollout's own trace) and into the events of
+    /// rollbacks.
+    pub fn with_trace_links(mut self, links: Option<TraceLinks>) -> Self {
+        self.links = links;
+        self
     }
 
     pub fn store(&self) -> &S {
@@ -284,6 +297,12 @@ impl<S: RolloutStore> Reconciler<S> {
                         let took = started.elapsed();
                         self.metrics
                             .verdict(verdict.outcome, took, TraceExemplar::of(&span));
+                        // Before deciding: a repeated verdict must compare equal,
+                        // links included, so an idle pass writes nothing.
+                        let mut verdict = verdict;
+                        if let Some(links) = &self.links {
+                            links.annotate(&mut verdict);
+                        }
                         verdict
                     });
                 decide(Input {
@@ -314,6 +333,10 @@ impl<S: RolloutStore> Reconciler<S> {
                 status.trace_root_span_id = Some(root_span_id);
             }
         }
+        status.trace_url = match (&self.links, &status.trace_id, &status.trace_root_span_id) {
+            (Some(links), Some(trace_id), Some(root)) => links.url(trace_id, root),
+            _ => None,
+        };
         span.record("phase", status.phase.to_string());
         if let Some(step) = status.current_step {
             span.record("step", step);
@@ -388,15 +411,28 @@ impl<S: RolloutStore> Reconciler<S> {
                 );
             }
         }
+        // A rollback's event links to a request that shows why.
+        let link = status
+            .last_verdict
+            .as_ref()
+            .filter(|record| {
+                reason == "RolledBack" && record.verdict.outcome == VerdictOutcome::Fail
+            })
+            .and_then(|record| links::event_link(&record.verdict));
         async {
             match type_ {
-                EventType::Normal => tracing::info!(rollout = %key, reason, "{note}"),
-                EventType::Warning => tracing::warn!(rollout = %key, reason, "{note}"),
+                EventType::Normal => {
+                    tracing::info!(rollout = %key, reason, link = link.as_deref(), "{note}")
+                }
+                EventType::Warning => {
+                    tracing::warn!(rollout = %key, reason, link = link.as_deref(), "{note}")
+                }
             }
             let event = RolloutEvent {
                 type_,
                 reason,
                 note: note.to_string(),
+                link,
             };
             if let Err(e) = self.store.record_event(key, &event).await {
                 tracing::warn!(rollout = %key, reason, error = %e, "could not record the event");
@@ -493,6 +529,12 @@ impl<S: RolloutStore> Controller<S> {
             readiness: None,
             failing: HashMap::new(),
         }
+    }
+
+    /// See [`Reconciler::with_trace_links`].
+    pub fn with_trace_links(mut self, links: Option<TraceLinks>) -> Self {
+        self.reconciler = self.reconciler.with_trace_links(links);
+        self
     }
 
     /// Marks `readiness` ready after each pass that succeeds, not ready after one

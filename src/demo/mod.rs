@@ -15,7 +15,9 @@ use anyhow::Context as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{CheckOutcome, FeatureRolloutSpec, FeatureRolloutStatus, Phase, VariantEvidence};
+use crate::api::{
+    CheckOutcome, ExemplarReason, FeatureRolloutSpec, FeatureRolloutStatus, Phase, VariantEvidence,
+};
 use crate::controller::PassReport;
 use crate::ingest::IngestLimits;
 use crate::server::{ListenAddrs, ServeConfig};
@@ -58,6 +60,8 @@ pub struct DemoOptions {
     /// Where spangate forwards the synthetic service's spans, tagged, when the
     /// demo's traces are exported.
     pub forward: Option<crate::ingest::ForwardConfig>,
+    /// Links into the trace backend, for the failing and slowest requests.
+    pub trace_links: Option<crate::controller::TraceLinks>,
 }
 
 /// How the demo ended.
@@ -148,6 +152,7 @@ pub async fn run(
                 forward: options.forward.clone(),
                 server: crate::net::ServerLimits::default(),
                 otlp_tokens: crate::net::Tokens::default(),
+                trace_links: options.trace_links.clone(),
             },
         },
         {
@@ -368,8 +373,29 @@ fn print_evidence(
     writeln!(out, "  baseline        {}", arm_text(&v.baseline))?;
     writeln!(out, "  candidate       {}", arm_text(&v.candidate))?;
     if v.outcome == crate::api::VerdictOutcome::Fail {
-        for id in &v.exemplar_trace_ids {
-            writeln!(out, "  failed trace    {id}  (search it in Jaeger)")?;
+        let linked = v.exemplar_spans.iter().any(|e| e.trace_url.is_some());
+        if linked {
+            // Each failing trace once (a failing request may fail in several
+            // spans), then the slowest request.
+            let mut shown: Vec<&str> = Vec::new();
+            for exemplar in &v.exemplar_spans {
+                let Some(url) = &exemplar.trace_url else {
+                    continue;
+                };
+                let label = match exemplar.why {
+                    ExemplarReason::Error if shown.contains(&exemplar.trace_id.as_str()) => {
+                        continue;
+                    }
+                    ExemplarReason::Error => "failed trace ",
+                    ExemplarReason::Slowest => "slowest trace",
+                };
+                shown.push(&exemplar.trace_id);
+                writeln!(out, "  {label}   {url}")?;
+            }
+        } else {
+            for id in &v.exemplar_trace_ids {
+                writeln!(out, "  failed trace    {id}  (search it in Jaeger)")?;
+            }
         }
     }
     Ok(())

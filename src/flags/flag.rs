@@ -263,7 +263,14 @@ impl Flag {
             Reason::Default
         };
         let Some(rollout) = &self.percentage else {
-            return Ok(self.resolve(self.default_variant, fixed, Matched::Nothing));
+            // As flagd: no variant at all means the caller's code default, which
+            // is a DEFAULT answer even when nothing targets.
+            let reason = if self.default_variant.is_some() {
+                fixed
+            } else {
+                Reason::Default
+            };
+            return Ok(self.resolve(self.default_variant, reason, Matched::Nothing));
         };
         if rollout.weight == 0 {
             return Ok(self.resolve(self.default_variant, Reason::Default, Matched::Nothing));
@@ -352,6 +359,29 @@ mod tests {
         let r = none.evaluate(&Context::new(&c), now()).unwrap();
         assert_eq!((r.variant, r.reason), (Some("off"), Reason::Default));
         let r = all.evaluate(&Context::new(&c), now()).unwrap();
+        assert_eq!((r.variant, r.reason), (Some("on"), Reason::Static));
+    }
+
+    #[test]
+    fn no_default_variant_and_no_targeting_is_the_code_default_not_static() {
+        let c = ctx(json!({}));
+        let mut f = Flag::new(
+            "null-default",
+            vec![Variant {
+                name: "on".into(),
+                value: json!(true),
+            }],
+            0,
+        );
+        f.default_variant = None;
+        let r = f.evaluate(&Context::new(&c), now()).unwrap();
+        assert_eq!(
+            (r.variant, r.value, r.reason),
+            (None, None, Reason::Default)
+        );
+        // A default variant without targeting stays a static answer.
+        f.default_variant = Some(0);
+        let r = f.evaluate(&Context::new(&c), now()).unwrap();
         assert_eq!((r.variant, r.reason), (Some("on"), Reason::Static));
     }
 

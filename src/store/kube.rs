@@ -129,17 +129,6 @@ fn resource_version(rollout: &FeatureRollout) -> Option<u64> {
     rollout.metadata.resource_version.as_deref()?.parse().ok()
 }
 
-fn truncate(note: &str) -> String {
-    if note.len() <= MAX_NOTE_BYTES {
-        return note.to_string();
-    }
-    let mut end = MAX_NOTE_BYTES - 3;
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &note[..end])
-}
-
 /// Every Segment of the cluster, in key order.
 pub async fn list_segments(client: &Client) -> anyhow::Result<Vec<StoredSegment>> {
     let api: Api<Segment> = Api::all(client.clone());
@@ -254,7 +243,7 @@ impl RolloutStore for KubeStore {
             ),
             reason: Some(event.reason.to_string()),
             action: Some(event.reason.to_string()),
-            note: Some(truncate(&event.note)),
+            note: Some(event.text(Some(MAX_NOTE_BYTES))),
             regarding: Some(regarding),
             reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
             reporting_instance: Some(self.instance.clone()),
@@ -277,12 +266,32 @@ impl RolloutStore for KubeStore {
 mod tests {
     use super::*;
 
+    fn event(note: &str, link: Option<&str>) -> RolloutEvent {
+        RolloutEvent {
+            type_: EventType::Warning,
+            reason: "RolledBack",
+            note: note.to_string(),
+            link: link.map(str::to_string),
+        }
+    }
+
     #[test]
     fn notes_are_cut_to_the_api_limit_on_a_character_boundary() {
-        let note = "é".repeat(600);
-        let cut = truncate(&note);
+        let cut = event(&"é".repeat(600), None).text(Some(MAX_NOTE_BYTES));
         assert!(cut.len() <= MAX_NOTE_BYTES, "{}", cut.len());
         assert!(cut.ends_with("..."));
-        assert_eq!(truncate("short"), "short");
+        assert_eq!(event("short", None).text(Some(MAX_NOTE_BYTES)), "short");
+    }
+
+    #[test]
+    fn a_cut_note_keeps_its_trace_link_whole() {
+        let link = "failed trace http://jaeger:16686/trace/56d2a938713d8e2d08dac64508e13d59";
+        let cut = event(&"é".repeat(600), Some(link)).text(Some(MAX_NOTE_BYTES));
+        assert!(cut.len() <= MAX_NOTE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with(&format!("...; {link}")), "{cut}");
+        assert_eq!(
+            event("rolled back", Some(link)).text(Some(MAX_NOTE_BYTES)),
+            format!("rolled back; {link}")
+        );
     }
 }

@@ -83,6 +83,31 @@ pub struct RolloutEvent {
     pub type_: EventType,
     pub reason: &'static str,
     pub note: String,
+    /// A link into the trace backend (`failed trace URL`), kept whole after the
+    /// note even when a store must shorten it.
+    pub link: Option<String>,
+}
+
+impl RolloutEvent {
+    /// The note with its link, in at most `max_bytes` when given: the note is cut
+    /// (on a character boundary, with `...`), never the link.
+    pub fn text(&self, max_bytes: Option<usize>) -> String {
+        let suffix = self
+            .link
+            .as_ref()
+            .map(|link| format!("; {link}"))
+            .unwrap_or_default();
+        let max = max_bytes.unwrap_or(usize::MAX);
+        if self.note.len().saturating_add(suffix.len()) <= max {
+            return format!("{}{suffix}", self.note);
+        }
+        let room = max.saturating_sub(suffix.len() + 3);
+        let mut end = room.min(self.note.len());
+        while !self.note.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...{suffix}", &self.note[..end])
+    }
 }
 
 /// Where rollouts are read and their status written.

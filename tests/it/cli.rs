@@ -332,3 +332,31 @@ fn every_serving_flag_can_be_set_from_the_environment() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_trace_url_template_that_cannot_make_links_is_refused_with_the_reason() {
+    let dir = examples();
+    for (template, reason) in [
+        ("http://jaeger:16686/search", "{traceId}"),
+        ("jaeger:16686/trace/{traceId}", "http:// or https://"),
+        (
+            "http://jaeger/trace/{trace_id}",
+            "{trace_id} is not a placeholder",
+        ),
+    ] {
+        for command in ["standalone", "run"] {
+            let mut spangate = Command::new(BIN);
+            spangate.args([command, "--trace-url-template", template]);
+            if command == "standalone" {
+                spangate.args(["--dir", dir.path().to_str().unwrap()]);
+            }
+            let out = spangate.output().expect("run spangate");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {template}: {stderr}");
+            assert!(
+                stderr.contains("--trace-url-template") && stderr.contains(reason),
+                "{command} {template}: {stderr}"
+            );
+        }
+    }
+}

@@ -216,6 +216,37 @@ fn a_rollout_is_driven_through_kubectl_spans_and_the_plugin() {
         cluster.event_reasons("checkout"),
         ["Started", "StepAdvanced", "Paused", "Resumed", "RolledBack"]
     );
+    // The operator runs with a trace URL template: status, the plugin, the wide
+    // table and the rollback's event carry links.
+    let jaeger = "http://jaeger.example:16686/trace/";
+    let exemplars = s["lastVerdict"]["exemplarSpans"].as_array().unwrap();
+    let failing = exemplars
+        .iter()
+        .find(|e| e["why"] == "Error")
+        .and_then(|e| e["traceUrl"].as_str())
+        .unwrap_or_else(|| panic!("no failing span's link in {s:#}"));
+    assert!(failing.starts_with(jaeger), "{failing}");
+    assert!(out.contains(&format!("failed trace   {failing}")), "{out}");
+    let wide = cluster.kubectl(&["get", "fr", "checkout", "-n", "default", "-o", "wide"]);
+    assert!(
+        wide.lines().next().unwrap().ends_with("TRACE")
+            && wide.contains(exemplars[0]["traceUrl"].as_str().unwrap()),
+        "{wide}"
+    );
+    let events = cluster.get(&["events.v1.events.k8s.io", "-n", "default"]);
+    let rollback = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["regarding"]["name"] == "checkout" && e["reason"] == "RolledBack")
+        .unwrap();
+    assert!(
+        rollback["note"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("; failed trace {failing}")),
+        "{rollback}"
+    );
     let described = cluster.kubectl(&["describe", "fr", "checkout", "-n", "default"]);
     for expected in [
         "Conditions:",

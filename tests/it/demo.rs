@@ -50,6 +50,8 @@ async fn the_regression_is_rolled_back_after_stepping_up() {
         &endpoint,
         "--otlp-protocol",
         "http/protobuf",
+        "--trace-url-template",
+        "http://localhost:16686/trace/{traceId}",
     ]
     .map(str::to_string);
     let (ok, text) = tokio::task::spawn_blocking(move || {
@@ -144,6 +146,20 @@ async fn the_regression_is_rolled_back_after_stepping_up() {
         assert!(checkout.contains(&id), "trace {id} named but not received");
         assert!(text.contains(&format!("trace {id}")), "{text}");
     }
+    // With the template, the evidence names the failing and slowest requests as
+    // links, and the status holds them too.
+    assert!(
+        text.contains("failed trace    http://localhost:16686/trace/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("slowest trace   http://localhost:16686/trace/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"traceUrl\": \"http://localhost:16686/trace/"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -242,6 +242,7 @@ fn other_values_change_what_they_say() {
         "limits.shutdownTimeout=20s",
         "limits.otlpMaxConnections=512",
         "terminationGracePeriodSeconds=45",
+        "traceUrlTemplate=http://jaeger.tracing:16686/trace/{traceId}?uiFind={spanId}",
     ];
     for (which, helm) in helms() {
         let (text, docs) = render(&helm, &values);
@@ -292,6 +293,11 @@ fn other_values_change_what_they_say() {
             Some("email,address.street".into())
         );
         assert_eq!(var("SPANGATE_OFREP_RATE_LIMIT"), Some("500".into()));
+        assert_eq!(
+            var("SPANGATE_TRACE_URL_TEMPLATE"),
+            Some("http://jaeger.tracing:16686/trace/{traceId}?uiFind={spanId}".into()),
+            "{which}"
+        );
         let tokens_file = var("SPANGATE_OFREP_TOKENS_FILE").unwrap();
         let mount = &pod["containers"][0]["volumeMounts"][0];
         assert!(

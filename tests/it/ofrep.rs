@@ -673,3 +673,71 @@ async fn targeting_errors_have_their_codes() {
     );
     assert!(!body.to_string().contains("x@y.z"));
 }
+
+/// flagd's test bed (`evaluator/gherkin/no-default-variant.feature`, v3.9.0): a
+/// flag with a null or absent `defaultVariant` that no targeting decides answers
+/// `DEFAULT` with no value, so the caller's code default is used; `variant` is
+/// still there, null.
+#[tokio::test]
+async fn no_default_variant_answers_default_and_leaves_the_value_to_the_caller() {
+    let document = json!({"flags": {
+        "null-default-flag": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                              "defaultVariant": null},
+        "undefined-default-flag": {"state": "ENABLED", "variants": {"small": 10, "big": 1000}},
+        "no-default-flag-null-targeting-variant": {
+            "state": "ENABLED", "variants": {"normal": "CFO", "special": "CEO"},
+            "targeting": {"if": [{"==": ["jobs@orange.com", {"var": ["email"]}]}, "special", null]}},
+        "no-default-flag-undefined-targeting-variant": {
+            "state": "ENABLED", "variants": {"normal": "CFO", "special": "CEO"},
+            "targeting": {"if": [{"==": ["jobs@orange.com", {"var": ["email"]}]}, "special"]}},
+    }});
+    let flags = spangate::flags::flagd::import(&document).unwrap();
+    let server = Server::start(FlagSet::new(flags, 1)).await;
+    for (key, email) in [
+        ("null-default-flag", ""),
+        ("undefined-default-flag", ""),
+        (
+            "no-default-flag-null-targeting-variant",
+            "wozniak@orange.com",
+        ),
+        (
+            "no-default-flag-undefined-targeting-variant",
+            "wozniak@orange.com",
+        ),
+    ] {
+        let (status, body) = server
+            .evaluate(key, json!({"targetingKey": "u1", "email": email}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{key}: {body}");
+        assert_eq!(body["reason"], "DEFAULT", "{key}: {body}");
+        assert_eq!(body.get("value"), None, "{key}: {body}");
+        assert_eq!(body.get("variant"), Some(&Value::Null), "{key}: {body}");
+    }
+    let (_, body) = server
+        .evaluate(
+            "no-default-flag-null-targeting-variant",
+            json!({"targetingKey": "u1", "email": "jobs@orange.com"}),
+        )
+        .await;
+    assert_eq!(
+        (&body["reason"], &body["variant"], &body["value"]),
+        (&json!("TARGETING_MATCH"), &json!("special"), &json!("CEO"))
+    );
+    // The bulk answer says the same.
+    let response = server
+        .client
+        .post(format!("{}/ofrep/v1/evaluate/flags", server.base))
+        .json(&json!({"context": {"targetingKey": "u1"}}))
+        .send()
+        .await
+        .unwrap();
+    let bulk: Value = response.json().await.unwrap();
+    let null_default = bulk["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|flag| flag["key"] == "null-default-flag")
+        .unwrap_or_else(|| panic!("{bulk}"));
+    assert_eq!(null_default["reason"], "DEFAULT", "{bulk}");
+    assert_eq!(null_default.get("variant"), Some(&Value::Null), "{bulk}");
+}

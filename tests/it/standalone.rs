@@ -324,6 +324,99 @@ async fn the_rollback_decision_span_carries_the_evidence() {
     }
 }
 
+/// With `--trace-url-template` (here from its environment variable), what status
+/// says is linked: each span the verdict points at, failing and slowest, and the
+/// rollout's own trace; the rollback's event links to a failing request, and
+/// `spangate get` prints the links.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_trace_url_template_status_events_and_get_carry_links() {
+    const TEMPLATE: &str = "http://jaeger.example:16686/trace/{traceId}?uiFind={spanId}";
+    let link = |trace: &str, span: &str| {
+        TEMPLATE
+            .replace("{traceId}", trace)
+            .replace("{spanId}", span)
+    };
+    let received = crate::common::otlp::TraceBackend::default();
+    let endpoint = received
+        .start(spangate::ingest::ForwardProtocol::Grpc)
+        .await;
+    let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());
+    let spangate = Spangate::start_with_env(
+        &dir,
+        &state,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("SPANGATE_TRACE_URL_TEMPLATE", TEMPLATE),
+        ],
+    );
+    let mut service = Service::new(&spangate, Transport::Http);
+    let status = service
+        .drive(&spangate, errors_on_new_variant, |s| {
+            phase(s) != "Progressing"
+        })
+        .await;
+    assert_eq!(phase(&status), "RolledBack", "{status:#}");
+
+    let exemplars = status["lastVerdict"]["exemplarSpans"].as_array().unwrap();
+    let whys: Vec<&str> = exemplars
+        .iter()
+        .map(|e| e["why"].as_str().unwrap())
+        .collect();
+    assert!(
+        whys.contains(&"Error") && whys.contains(&"Slowest"),
+        "{whys:?}"
+    );
+    for exemplar in exemplars {
+        let (trace, span) = (
+            exemplar["traceId"].as_str().unwrap(),
+            exemplar["spanId"].as_str().unwrap(),
+        );
+        assert_eq!(exemplar["traceUrl"], link(trace, span), "{exemplar}");
+    }
+    let failing = exemplars.iter().find(|e| e["why"] == "Error").unwrap();
+    let rollout_trace = link(
+        status["traceId"].as_str().expect("status.traceId"),
+        status["traceRootSpanId"].as_str().unwrap(),
+    );
+    assert_eq!(status["traceUrl"], rollout_trace.as_str());
+
+    let events = std::fs::read_to_string(state.join("events.jsonl")).unwrap();
+    let rollback: Value = events
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|event| event["reason"] == "RolledBack")
+        .unwrap_or_else(|| panic!("no RolledBack event in {events}"));
+    assert!(
+        rollback["note"].as_str().unwrap().ends_with(&format!(
+            "; failed trace {}",
+            failing["traceUrl"].as_str().unwrap()
+        )),
+        "{rollback}"
+    );
+
+    let get = |format: &str| {
+        let out = crate::common::scrub_env(&mut std::process::Command::new(crate::common::BIN))
+            .args(["get", "--dir"])
+            .arg(&dir)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["checkout", "-o", format])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let wide = get("wide");
+    let first = exemplars[0]["traceUrl"].as_str().unwrap();
+    assert!(wide.lines().next().unwrap().contains("TRACE"), "{wide}");
+    assert!(wide.contains(first), "{wide}");
+    let yaml = get("yaml");
+    for exemplar in exemplars {
+        let url = exemplar["traceUrl"].as_str().unwrap();
+        assert!(yaml.contains(&format!("traceUrl: {url}")), "{yaml}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_variant_with_higher_p99_latency_is_rolled_back() {
     let (_temp, dir, state) = folders(&RolloutFixture::new("checkout").yaml());

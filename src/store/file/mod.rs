@@ -683,7 +683,7 @@ impl FileStore {
             "rollout": key.to_string(),
             "type": match event.type_ { EventType::Normal => "Normal", EventType::Warning => "Warning" },
             "reason": event.reason,
-            "note": event.note,
+            "note": event.text(None),
         });
         std::fs::create_dir_all(&self.state_dir)?;
         let mut file = std::fs::OpenOptions::new()

@@ -274,6 +274,9 @@ impl Cluster {
     }
 }
 
+/// Where the operators under test link trace IDs to.
+pub const TRACE_URL_TEMPLATE: &str = "http://jaeger.example:16686/trace/{traceId}";
+
 /// A running `spangate run`, killed on drop.
 pub struct Operator {
     pub addrs: Addrs,
@@ -306,7 +309,8 @@ impl Operator {
             .arg(&ready);
         scrub_env(&mut command)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube=warn");
+            .env("RUST_LOG", "info,kube=warn")
+            .env("SPANGATE_TRACE_URL_TEMPLATE", TRACE_URL_TEMPLATE);
         let mut process = ChildGuard::spawn(
             &mut command,
             &cluster.dir.path().join(format!("{identity}.log")),
