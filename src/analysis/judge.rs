@@ -265,6 +265,7 @@ fn evidence(variant: &str, arm: &ArmWindow, rate: &Rate) -> VariantEvidence {
             error_weight: arm.weights.error_weight(),
             other_weight: arm.weights.other_weight(),
             max_weight: arm.weights.max,
+            error_jump: arm.weights.error_jump(),
         }),
     }
 }
@@ -281,8 +282,9 @@ struct Rate {
     /// Σw²/Σw of erroring spans and of the others (1 without sampling).
     error_weight: f64,
     other_weight: f64,
-    /// The largest weight: how far one span moves the rate, times n.
-    max_weight: f64,
+    /// How far one more error can raise the rate, times n: 1 without sampling, and
+    /// with a tail sampler that keeps every error.
+    error_jump: f64,
 }
 
 impl Rate {
@@ -297,7 +299,7 @@ impl Rate {
             groups: 0,
             error_weight: weights.error_weight(),
             other_weight: weights.other_weight(),
-            max_weight: f64::from(weights.max.max(1)),
+            error_jump: f64::from(weights.error_jump()),
         };
         if !arm.grouped_by_unit || weights.spans == 0 {
             return sampling;
@@ -323,13 +325,13 @@ impl Rate {
     }
 
     fn of_evidence(arm: &ArmEvidence) -> Self {
-        let (n, k, error_weight, other_weight, max_weight) = match &arm.sampling {
+        let (n, k, error_weight, other_weight, error_jump) = match &arm.sampling {
             Some(s) => (
                 s.adjusted_samples,
                 s.adjusted_errors,
                 s.error_weight,
                 s.other_weight,
-                s.max_weight,
+                s.error_jump.max(1),
             ),
             None => (arm.samples, arm.errors, 1.0, 1.0, 1),
         };
@@ -340,7 +342,7 @@ impl Rate {
             groups: arm.unit_groups,
             error_weight,
             other_weight,
-            max_weight: f64::from(max_weight.max(1)),
+            error_jump: f64::from(error_jump.max(1)),
         }
     }
 
@@ -433,7 +435,7 @@ fn rate_above(
     p: f64,
     design_effect: f64,
     df: Option<f64>,
-    max_weight: f64,
+    error_jump: f64,
     p0: f64,
     boundary: Boundary,
 ) -> Tested {
@@ -447,7 +449,7 @@ fn rate_above(
         0.0
     };
     let jump = if se0 > 0.0 {
-        max_weight / (n * se0)
+        error_jump / (n * se0)
     } else {
         0.0
     };
@@ -551,7 +553,7 @@ fn difference_over_steps(steps: &[StepRates], delta: f64, boundary: Boundary) ->
         variance += share * share * v;
         binomial += share * share * b;
         df = fewer(df, step_df);
-        jump = jump.max(share * step.candidate.max_weight / step.candidate.n);
+        jump = jump.max(share * step.candidate.error_jump / step.candidate.n);
     }
     let design_effect = (variance / binomial).max(1.0);
     Some(difference_above(
@@ -578,7 +580,7 @@ fn rate_over_steps(steps: &[StepRates], p0: f64, boundary: Boundary) -> Option<T
     }
     let p = arms.iter().map(|r| r.k).sum::<f64>() / n;
     let (mut variance, mut binomial, mut df) = (0.0, 0.0, None);
-    let max_weight = arms.iter().map(|r| r.max_weight).fold(1.0, f64::max);
+    let error_jump = arms.iter().map(|r| r.error_jump).fold(1.0, f64::max);
     for arm in &arms {
         let at = arm.p().max(p0);
         let (v, arm_df) = arm.variance(at);
@@ -592,7 +594,7 @@ fn rate_over_steps(steps: &[StepRates], p0: f64, boundary: Boundary) -> Option<T
         p,
         (variance / binomial).max(1.0),
         df,
-        max_weight,
+        error_jump,
         p0,
         boundary,
     ))
@@ -915,7 +917,7 @@ fn run_checks(
                 rate.p(),
                 effect,
                 df,
-                rate.max_weight,
+                rate.error_jump,
                 max,
                 step_boundary,
             )

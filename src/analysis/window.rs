@@ -131,8 +131,10 @@ pub struct Weights {
     /// rate's variance (see [`Weights::error_weight`]).
     pub error_squares: u128,
     pub other_squares: u128,
-    /// The largest weight: how far one span can move an estimate.
+    /// The largest weight, and the largest of an erroring span: how far one span
+    /// can move an estimate, and one error raise a rate.
     pub max: u32,
+    pub max_error: u32,
 }
 
 impl Weights {
@@ -142,6 +144,7 @@ impl Weights {
         if is_error {
             self.errors += w;
             self.error_squares += square;
+            self.max_error = self.max_error.max(weight);
         } else {
             self.other_squares += square;
         }
@@ -154,6 +157,18 @@ impl Weights {
         self.error_squares += other.error_squares;
         self.other_squares += other.other_squares;
         self.max = self.max.max(other.max);
+        self.max_error = self.max_error.max(other.max_error);
+    }
+
+    /// The most one more error can raise the weighted error count by: the largest
+    /// weight an error had, or any span's while none erred.
+    pub fn error_jump(&self) -> u32 {
+        if self.errors > 0 {
+            self.max_error
+        } else {
+            self.max
+        }
+        .max(1)
     }
 
     /// Whether any span stood for more than one.
@@ -319,7 +334,12 @@ impl UnitSample {
             return;
         }
         self.split_spans += 1;
-        self.insert(unit, arm == Arm::Candidate);
+        // Whether an erroring span arrives can depend on its error (a tail sampler
+        // keeps every error and a share of the rest), so that the variant failing
+        // more would look served to more units: only the others show the split.
+        if !observation.is_error {
+            self.insert(unit, arm == Arm::Candidate);
+        }
     }
 
     fn insert(&mut self, unit: u64, candidate: bool) {

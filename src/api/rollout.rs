@@ -608,6 +608,11 @@ pub struct SamplingEvidence {
     pub other_weight: f64,
     /// The largest adjusted count of one span.
     pub max_weight: u32,
+    /// The most one more error can raise the adjusted error count by (the largest
+    /// adjusted count of an erroring span; of any while none erred): the jump the
+    /// error checks' boundaries allow for.
+    #[serde(default)]
+    pub error_jump: u32,
 }
 
 fn is_zero_u32(n: &u32) -> bool {
