@@ -17,6 +17,7 @@ mod helm_chart;
 mod hostile_connections;
 mod hostile_folder;
 mod hostile_otlp;
+mod image;
 mod ofrep;
 mod otlp_ingest;
 mod otlp_logs;
