@@ -18,6 +18,7 @@ mod hostile_connections;
 mod hostile_folder;
 mod hostile_otlp;
 mod image;
+mod krew;
 mod ofrep;
 mod otlp_ingest;
 mod otlp_logs;
