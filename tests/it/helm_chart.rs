@@ -378,3 +378,45 @@ fn notes_tell_the_user_what_to_do_next() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs helm 3, helm 4 and kubernetes-validate: run ./scripts/test"]
+fn the_packaged_chart_lints_and_runs_the_crates_image() {
+    let version = env!("CARGO_PKG_VERSION");
+    for (which, helm) in helms() {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new(&helm)
+            .arg("package")
+            .arg(chart())
+            .arg("--destination")
+            .arg(dir.path()));
+        let package = dir.path().join(format!("spangate-{version}.tgz"));
+        assert!(package.is_file(), "{which}: no {}", package.display());
+        let out = run(Command::new(&helm).args(["lint", "--strict"]).arg(&package));
+        assert!(out.contains("0 chart(s) failed"), "{which}: {out}");
+        let text = run(Command::new(&helm)
+            .args(["template", "spangate"])
+            .arg(&package)
+            .args(["--namespace", "spangate"]));
+        validate(&text);
+        let documents: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+            .map(|doc| Value::deserialize(doc).unwrap())
+            .filter(|doc| !doc.is_null())
+            .collect();
+        let image =
+            &find(&documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"];
+        assert_eq!(
+            image.as_str().unwrap(),
+            format!("spangate/spangate:{version}"),
+            "{which}"
+        );
+        // The CRDs travel in the package.
+        let listing = run(Command::new("tar").arg("-tzf").arg(&package));
+        for (name, _) in spangate::api::crd_files() {
+            assert!(
+                listing.contains(&format!("spangate/crds/{name}")),
+                "{which}: {name} not in\n{listing}"
+            );
+        }
+    }
+}

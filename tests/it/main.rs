@@ -17,6 +17,8 @@ mod helm_chart;
 mod hostile_connections;
 mod hostile_folder;
 mod hostile_otlp;
+mod image;
+mod krew;
 mod node_hooks;
 mod ofrep;
 mod otlp_ingest;
