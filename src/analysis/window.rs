@@ -461,11 +461,15 @@ mod tests {
             } else {
                 Arm::Baseline
             };
-            let obs = observation(
-                i,
-                (i % 3 != 0).then(|| unit_hash(&format!("u{}", i % 700))),
-                i % 4 != 0,
-            );
+            let obs = Observation {
+                // Sampled spans too, some standing for ten.
+                weight: if i % 6 == 1 { 10 } else { 1 },
+                ..observation(
+                    i,
+                    (i % 3 != 0).then(|| unit_hash(&format!("u{}", i % 700))),
+                    i % 4 != 0,
+                )
+            };
             parts[(i % 3) as usize].record(arm, &obs);
             whole.record(arm, &obs);
         }
@@ -473,6 +477,10 @@ mod tests {
         for part in parts.iter().rev() {
             merged.merge(part);
         }
+        assert_eq!(merged.baseline.weights, whole.baseline.weights);
+        assert_eq!(merged.candidate.weights, whole.candidate.weights);
+        assert!(whole.baseline.weights.sampled());
+        assert_eq!(merged.candidate.latency, whole.candidate.latency);
         assert_eq!(merged.baseline.groups, whole.baseline.groups);
         assert_eq!(merged.candidate.groups, whole.candidate.groups);
         assert_eq!(
@@ -537,6 +545,27 @@ mod tests {
             );
         }
         assert_eq!(full.units.units(), MAX_UNITS as u64);
+    }
+
+    #[test]
+    fn units_of_erroring_spans_do_not_show_the_split() {
+        let mut window = Window::default();
+        let failing = Observation {
+            unit: Some(unit_hash("acct-1")),
+            split: true,
+            ..Observation::span(true, 1_000, [1; 16])
+        };
+        window.record(Arm::Candidate, &failing);
+        assert_eq!(window.units.units(), 0);
+        assert_eq!(window.units.split_spans, 1);
+        window.record(
+            Arm::Candidate,
+            &Observation {
+                is_error: false,
+                ..failing
+            },
+        );
+        assert_eq!(window.units.units(), 1);
     }
 
     #[test]
