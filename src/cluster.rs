@@ -81,8 +81,10 @@ pub async fn run(
     let (controller, segments) = kube_controller::controller(client.clone());
     let store = KubeStore::new(client.clone(), controller.store(), identity.clone())
         .with_segments(segments);
+    // Built now, but only the leader reconciles, so only the leader notifies.
     let reconciler = Reconciler::new(store, ingestor.clone(), flags.clone())
-        .with_trace_links(serve.trace_links.clone());
+        .with_trace_links(serve.trace_links.clone())
+        .with_notifications(&serve.notify, cancel.clone())?;
     let publisher = reconciler.publisher().clone();
     let metrics = reconciler.metrics().clone();
     let stats = Arc::new(ServerStats::default());

@@ -37,6 +37,8 @@ pub struct ServeConfig {
     pub otlp_tokens: Tokens,
     /// Links into the trace backend, written into status and events.
     pub trace_links: Option<crate::controller::TraceLinks>,
+    /// Webhooks every rollout event is POSTed to (by the leader).
+    pub notify: crate::controller::notify::NotifyConfig,
 }
 
 /// The addresses actually bound (they differ from the config when it asked for port 0).

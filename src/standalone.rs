@@ -106,7 +106,8 @@ impl Standalone {
 
         let mut controller = Controller::new(store.clone(), ingestor.clone(), flags.clone())
             .with_readiness(readiness.clone())
-            .with_trace_links(serve.trace_links.clone());
+            .with_trace_links(serve.trace_links.clone())
+            .with_notifications(&serve.notify, cancel.clone())?;
         if let Some(path) = &config.flags_file {
             controller = controller.with_flags_file(FlagdFile::open(path)?);
         }

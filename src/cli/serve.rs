@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::JoinLimits;
+use crate::controller::notify::{NotifyConfig, parse_webhook};
 use crate::controller::{TemplateError, TraceLinks};
 use crate::flags::PrivateAttributes;
 use crate::ingest::{ForwardConfig, ForwardProtocol, IngestLimits, SpanChecks};
@@ -62,6 +63,16 @@ pub struct ServeArgs {
     /// failing request, so kubectl, `spangate get` and the plugin show links.
     #[arg(long, env = "SPANGATE_TRACE_URL_TEMPLATE", value_name = "URL", value_parser = parse_trace_links)]
     trace_url_template: Option<TraceLinks>,
+    /// POST a JSON notice of every rollout event (started, each step, paused,
+    /// rolled back, promoted, invalid, held) to this webhook; repeat for more. Its
+    /// `text` field is one line a Slack or Mattermost incoming webhook shows as is.
+    /// Only the leader sends; failures are retried, then counted.
+    #[arg(long = "notify-webhook", env = "SPANGATE_NOTIFY_WEBHOOKS", value_delimiter = ',', value_name = "URL", value_parser = parse_webhook)]
+    notify_webhooks: Vec<reqwest::Url>,
+    /// PEM file of CA certificates the webhooks' TLS certificates may chain to,
+    /// besides the system's (a private CA).
+    #[arg(long, env = "SPANGATE_NOTIFY_CA_FILE", value_name = "PATH")]
+    notify_ca_file: Option<PathBuf>,
     #[command(flatten)]
     ofrep: OfrepArgs,
     #[command(flatten)]
@@ -89,6 +100,10 @@ impl ServeArgs {
             server,
             otlp_tokens,
             trace_links: self.trace_url_template,
+            notify: NotifyConfig {
+                webhooks: self.notify_webhooks,
+                ca_file: self.notify_ca_file,
+            },
         })
     }
 }

@@ -25,6 +25,9 @@ pub struct Metrics {
     verdict_counts: [Counter; 3],
     verdict_duration: DurationHistogram,
     leader: Gauge,
+    notifications_sent: Counter,
+    notifications_failed: Counter,
+    notifications_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -52,6 +55,9 @@ impl Default for Metrics {
             verdict_counts,
             verdict_duration: duration_histogram(0.000_001, 0.01),
             leader: Gauge::default(),
+            notifications_sent: Counter::default(),
+            notifications_failed: Counter::default(),
+            notifications_dropped: Counter::default(),
         }
     }
 }
@@ -96,6 +102,21 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
+    /// A notice reached a webhook.
+    pub fn notification_sent(&self) {
+        self.notifications_sent.inc();
+    }
+
+    /// A notice did not reach a webhook after every try.
+    pub fn notification_failed(&self) {
+        self.notifications_failed.inc();
+    }
+
+    /// A notice was dropped because the queue was full.
+    pub fn notification_dropped(&self) {
+        self.notifications_dropped.inc();
+    }
+
     /// Registers these families into `registry`. The rollouts by phase are the
     /// publisher's, registered beside them.
     pub fn register(&self, registry: &mut Registry) {
@@ -119,6 +140,21 @@ impl Metrics {
             "controller_leader",
             "1 when this process reconciles (holds the leader lease), else 0",
             self.leader.clone(),
+        );
+        registry.register(
+            "notifications_sent",
+            "Notices of rollout events a webhook accepted (one per webhook)",
+            self.notifications_sent.clone(),
+        );
+        registry.register(
+            "notifications_failed",
+            "Notices of rollout events a webhook did not accept after every retry (one per webhook)",
+            self.notifications_failed.clone(),
+        );
+        registry.register(
+            "notifications_dropped",
+            "Notices of rollout events dropped because the queue to the webhooks was full",
+            self.notifications_dropped.clone(),
         );
         registry.register(
             "judge_verdicts",
@@ -149,6 +185,8 @@ mod tests {
         metrics.reconcile_failed("write_status");
         metrics.verdict(VerdictOutcome::Fail, Duration::from_micros(8), None);
         metrics.set_leader(true);
+        metrics.notification_sent();
+        metrics.notification_dropped();
         let (_, text) = exposition(&registry, "");
         for line in [
             "# TYPE spangate_controller_reconciles_total counter",
@@ -157,6 +195,9 @@ mod tests {
             "spangate_controller_reconcile_errors_total{error=\"read_rollouts\"} 0",
             "spangate_controller_reconcile_duration_seconds_count 2",
             "spangate_controller_leader 1",
+            "spangate_notifications_sent_total 1",
+            "spangate_notifications_failed_total 0",
+            "spangate_notifications_dropped_total 1",
             "spangate_judge_verdicts_total{outcome=\"Fail\"} 1",
             "spangate_judge_verdicts_total{outcome=\"Pass\"} 0",
             "spangate_judge_verdict_duration_seconds_count 1",

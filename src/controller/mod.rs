@@ -12,6 +12,7 @@ pub mod kube;
 pub mod lease;
 mod links;
 mod metrics;
+pub mod notify;
 mod published;
 mod targeting;
 
@@ -79,6 +80,8 @@ pub struct Reconciler<S> {
     targeting: Mutex<Compiled>,
     /// Links into the trace backend written into status and events, if configured.
     links: Option<TraceLinks>,
+    /// Where every event is also sent as a notice, if anywhere.
+    notifier: Option<notify::Notifier>,
 }
 
 /// Segments and rollouts' targeting, compiled once per source.
@@ -97,7 +100,19 @@ impl<S: RolloutStore> Reconciler<S> {
             metrics: Arc::default(),
             targeting: Mutex::default(),
             links: None,
+            notifier: None,
         }
+    }
+
+    /// Sends every event as a notice to the webhooks of `config` too (none: off).
+    /// Call it from within the runtime: it spawns the sender, stopped by `cancel`.
+    pub fn with_notifications(
+        mut self,
+        config: &notify::NotifyConfig,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Self> {
+        self.notifier = notify::Notifier::start(config, self.metrics.clone(), cancel)?;
+        Ok(self)
     }
 
     /// Writes links into the trace backend next to the trace IDs of status (each
@@ -434,6 +449,21 @@ impl<S: RolloutStore> Reconciler<S> {
                 note: note.to_string(),
                 link,
             };
+            // Queued, never awaited: a slow webhook cannot hold up a reconcile.
+            if let Some(notifier) = &self.notifier {
+                let type_ = match type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                };
+                notifier.notify(notify::Notice::new(
+                    key,
+                    spec.map(|s| s.flag.key.as_str()),
+                    status,
+                    type_,
+                    reason,
+                    note,
+                ));
+            }
             if let Err(e) = self.store.record_event(key, &event).await {
                 tracing::warn!(rollout = %key, reason, error = %e, "could not record the event");
             }
@@ -535,6 +565,16 @@ impl<S: RolloutStore> Controller<S> {
     pub fn with_trace_links(mut self, links: Option<TraceLinks>) -> Self {
         self.reconciler = self.reconciler.with_trace_links(links);
         self
+    }
+
+    /// See [`Reconciler::with_notifications`].
+    pub fn with_notifications(
+        mut self,
+        config: &notify::NotifyConfig,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Self> {
+        self.reconciler = self.reconciler.with_notifications(config, cancel)?;
+        Ok(self)
     }
 
     /// Marks `readiness` ready after each pass that succeeds, not ready after one

@@ -153,6 +153,7 @@ pub async fn run(
                 server: crate::net::ServerLimits::default(),
                 otlp_tokens: crate::net::Tokens::default(),
                 trace_links: options.trace_links.clone(),
+                notify: Default::default(),
             },
         },
         {

@@ -315,6 +315,8 @@ fn every_serving_flag_can_be_set_from_the_environment() {
             "SPANGATE_MAX_IN_FLIGHT_BYTES",
             "SPANGATE_SHUTDOWN_TIMEOUT",
             "SPANGATE_FORWARD_QUEUE_BYTES",
+            "SPANGATE_NOTIFY_WEBHOOKS",
+            "SPANGATE_NOTIFY_CA_FILE",
         ] {
             assert!(help.contains(variable), "{command} --help lacks {variable}");
         }
@@ -356,6 +358,41 @@ fn a_trace_url_template_that_cannot_make_links_is_refused_with_the_reason() {
             assert!(
                 stderr.contains("--trace-url-template") && stderr.contains(reason),
                 "{command} {template}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_notify_webhook_that_is_not_http_is_refused_with_the_reason() {
+    let dir = examples();
+    for command in ["standalone", "run"] {
+        for (how, value) in [
+            ("flag", "ftp://hooks/x"),
+            ("env", "https://ok/hook,hooks/x"),
+        ] {
+            let mut spangate = Command::new(BIN);
+            spangate.arg(command);
+            if how == "flag" {
+                spangate.args(["--notify-webhook", value]);
+            } else {
+                // The variable holds several URLs, comma-separated, each checked.
+                spangate.env("SPANGATE_NOTIFY_WEBHOOKS", value);
+            }
+            if command == "standalone" {
+                spangate.args(["--dir", dir.path().to_str().unwrap()]);
+            }
+            let out = spangate.output().expect("run spangate");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {value}: {stderr}");
+            assert!(
+                stderr.contains("--notify-webhook")
+                    && stderr.contains(if how == "flag" {
+                        "http:// or https://"
+                    } else {
+                        "not a URL"
+                    }),
+                "{command} {value}: {stderr}"
             );
         }
     }

@@ -187,6 +187,14 @@ fn default_values_render_a_locked_down_operator() {
             container["volumeMounts"].is_null(),
             "{which}: no token Secret by default"
         );
+        assert!(
+            !container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "SPANGATE_NOTIFY_WEBHOOKS"),
+            "{which}: no notifications by default"
+        );
         let ports: Vec<i64> = find(&docs, "Service")["spec"]["ports"]
             .as_array()
             .unwrap()
@@ -243,6 +251,7 @@ fn other_values_change_what_they_say() {
         "limits.otlpMaxConnections=512",
         "terminationGracePeriodSeconds=45",
         "traceUrlTemplate=http://jaeger.tracing:16686/trace/{traceId}?uiFind={spanId}",
+        "notifications.webhooksSecret=rollout-hooks",
     ];
     for (which, helm) in helms() {
         let (text, docs) = render(&helm, &values);
@@ -296,6 +305,16 @@ fn other_values_change_what_they_say() {
         assert_eq!(
             var("SPANGATE_TRACE_URL_TEMPLATE"),
             Some("http://jaeger.tracing:16686/trace/{traceId}?uiFind={spanId}".into()),
+            "{which}"
+        );
+        // The URLs stay in the Secret: the pod reads them, the manifest does not.
+        let hooks = env
+            .iter()
+            .find(|e| e["name"] == "SPANGATE_NOTIFY_WEBHOOKS")
+            .expect("SPANGATE_NOTIFY_WEBHOOKS set");
+        assert_eq!(
+            hooks["valueFrom"]["secretKeyRef"],
+            serde_json::json!({"name": "rollout-hooks", "key": "webhooks"}),
             "{which}"
         );
         let tokens_file = var("SPANGATE_OFREP_TOKENS_FILE").unwrap();

@@ -20,6 +20,7 @@ mod hostile_otlp;
 mod image;
 mod krew;
 mod node_hooks;
+mod notify;
 mod ofrep;
 mod otlp_ingest;
 mod otlp_logs;

@@ -17,14 +17,14 @@ use serde_json::{Value, json};
 const LIMIT: Duration = Duration::from_secs(90);
 
 #[derive(Clone, Copy)]
-enum Transport {
+pub(crate) enum Transport {
     Grpc,
     Http,
 }
 
 /// The checkout service: asks for the flag over OFREP and reports each request as
 /// a span through a real OTLP exporter.
-struct Service {
+pub(crate) struct Service {
     provider: SdkTracerProvider,
     client: reqwest::Client,
     ofrep: SocketAddr,
@@ -32,15 +32,15 @@ struct Service {
 }
 
 /// How a request on `variant` behaves: (latency in ms, failed).
-type Behaviour = fn(variant: &str, n: u32) -> (u64, bool);
+pub(crate) type Behaviour = fn(variant: &str, n: u32) -> (u64, bool);
 
-fn healthy(_: &str, n: u32) -> (u64, bool) {
+pub(crate) fn healthy(_: &str, n: u32) -> (u64, bool) {
     (30 + (n % 20) as u64, n.is_multiple_of(100))
 }
 
 /// Half the new variant's requests fail: at the 40 spans of `minSamples` that is beyond
 /// doubt at the rollout's 99% confidence, over every look (a quarter is not always).
-fn errors_on_new_variant(variant: &str, n: u32) -> (u64, bool) {
+pub(crate) fn errors_on_new_variant(variant: &str, n: u32) -> (u64, bool) {
     let (latency, failed) = healthy(variant, n);
     (latency, failed || (variant == "on" && n.is_multiple_of(2)))
 }
@@ -58,7 +58,7 @@ fn slow_new_variant(variant: &str, n: u32) -> (u64, bool) {
 }
 
 impl Service {
-    fn new(spangate: &Spangate, transport: Transport) -> Self {
+    pub(crate) fn new(spangate: &Spangate, transport: Transport) -> Self {
         let resource = Resource::builder()
             .with_service_name("checkout")
             .with_attribute(KeyValue::new("vcs.ref.head.revision", "3f2c1a9"))
@@ -121,7 +121,7 @@ impl Service {
     }
 
     /// Sends rounds until the rollout's status satisfies `done`.
-    async fn drive(
+    pub(crate) async fn drive(
         &mut self,
         spangate: &Spangate,
         behaviour: Behaviour,
@@ -143,7 +143,9 @@ impl Service {
     }
 }
 
-fn folders(rollout: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn folders(
+    rollout: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("rollouts");
     std::fs::create_dir(&dir).unwrap();
@@ -152,7 +154,7 @@ fn folders(rollout: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::
     (temp, dir, state)
 }
 
-fn phase(status: &Value) -> &str {
+pub(crate) fn phase(status: &Value) -> &str {
     status["phase"].as_str().unwrap_or("")
 }
 
